@@ -1,0 +1,3 @@
+from krabfast.cli import main
+
+raise SystemExit(main())

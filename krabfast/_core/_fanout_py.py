@@ -1,0 +1,49 @@
+"""Pure-Python twin of `fanout.pyx`: one event, many sockets, one serialization.
+
+A `Subscriber` is the per-socket state fan-out needs: its own `seq`, its scope bits, and
+two callables from the transport adapter (`send` bytes, `buffered` bytes queued).
+"""
+
+from __future__ import annotations
+
+
+class Subscriber:
+    __slots__ = ("seq", "scope_mask", "send", "buffered", "overflow", "__weakref__")
+
+    def __init__(self, send, buffered, overflow, scope_mask: int = 0) -> None:
+        self.seq = 0  # last seq sent; the next event carries seq + 1
+        self.scope_mask = scope_mask
+        self.send = send
+        self.buffered = buffered
+        self.overflow = overflow
+
+    def next_frame(self, prefix: bytes, suffix: bytes) -> bytes:
+        """Advance this socket's seq and return the spliced frame (for unicast events)."""
+        self.seq += 1
+        return b"%b%d%b" % (prefix, self.seq, suffix)
+
+
+def fanout(prefix: bytes, suffix: bytes, subscribers, need_mask: int, droppable: bool,
+           drop_above: int, close_above: int) -> int:
+    """Deliver one pre-serialized event to every subscriber whose scopes match.
+
+    need_mask == 0 means every subscriber; otherwise a subscriber needs any of its bits.
+    A droppable event skips a socket whose queue exceeds `drop_above` without advancing
+    its seq (so the client never sees a false gap). A non-droppable event for a socket
+    over `close_above` calls its `overflow()` instead. Returns the number delivered.
+    """
+    delivered = 0
+    for sub in subscribers:
+        if need_mask and not (sub.scope_mask & need_mask):
+            continue
+        queued = sub.buffered()
+        if droppable:
+            if queued > drop_above:
+                continue
+        elif queued > close_above:
+            sub.overflow()
+            continue
+        sub.seq += 1
+        sub.send(b"%b%d%b" % (prefix, sub.seq, suffix))
+        delivered += 1
+    return delivered

@@ -1,0 +1,169 @@
+"""Command line: `krabfast gateway`, `call`, `health`, `status`, `protocol gen|check`.
+
+`krabkrab` is the same entry point under the seeds' name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+from krabfast import __version__
+from krabfast.gateway.config import DEFAULT_BIND, DEFAULT_PORT, PASSWORD_ENV_VARS, TOKEN_ENV_VARS, env_first
+
+
+def _add_gateway(sub) -> None:
+    p = sub.add_parser("gateway", help="run the gateway in the foreground (logs to stdout)")
+    p.add_argument("action", nargs="?", default="run", choices=["run"], help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--bind", default=DEFAULT_BIND, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--auth", choices=["none", "token", "password"], default=None,
+                   help="auth mode (default: token if a token is set, else password if set, else none)")
+    p.add_argument("--token", default=None, help=f"shared token (or ${TOKEN_ENV_VARS[0]})")
+    p.add_argument("--password", default=None, help="shared password")
+    p.add_argument("--tick-interval-ms", type=int, default=30_000)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_cmd_gateway)
+
+
+def _cmd_gateway(args) -> int:
+    from krabfast.gateway.config import GatewayConfig
+    from krabfast.gateway.server import run
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = GatewayConfig.resolve(auth=args.auth, token=args.token, password=args.password,
+                                    bind=args.bind, port=args.port,
+                                    tick_interval_ms=args.tick_interval_ms)
+    except ValueError as exc:
+        print(f"krabfast gateway: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(cfg)
+    except OSError as exc:
+        print(f"krabfast gateway: cannot listen on {cfg.bind}:{cfg.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_client_args(p) -> None:
+    p.add_argument("--url", default=None, help=f"gateway URL (default ws://127.0.0.1:{DEFAULT_PORT})")
+    p.add_argument("--token", default=None)
+    p.add_argument("--password", default=None)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    p.add_argument("--json", action="store_true", help="print the raw JSON result")
+
+
+def _add_calls(sub) -> None:
+    p = sub.add_parser("call", help="call a gateway method and print its result")
+    p.add_argument("method")
+    p.add_argument("--params", default=None, help="JSON object of params")
+    _add_client_args(p)
+    p.set_defaults(func=_cmd_call)
+    for name in ("health", "status"):
+        q = sub.add_parser(name, help=f"call `{name}` on a running gateway")
+        _add_client_args(q)
+        q.set_defaults(func=_cmd_call, method=name, params=None)
+
+
+def _cmd_call(args) -> int:
+    from krabfast.client import GatewayClient, GatewayClientError, RequestError
+
+    params = None
+    if args.params:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            print(f"krabfast call: --params is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    url = args.url or os.environ.get("KRABFAST_URL") or f"ws://127.0.0.1:{DEFAULT_PORT}"
+    token = args.token or env_first(TOKEN_ENV_VARS)
+    password = args.password or env_first(PASSWORD_ENV_VARS)
+
+    async def go():
+        async with GatewayClient(url, token=token, password=password, client_id="cli", mode="cli",
+                                 scopes=["operator.admin"], timeout=args.timeout) as client:
+            return await client.request(args.method, params, timeout=args.timeout)
+
+    try:
+        result = asyncio.run(go())
+    except RequestError as exc:
+        print(f"krabfast call {args.method}: {exc.code}: {exc.message}", file=sys.stderr)
+        if args.json and exc.details is not None:
+            print(json.dumps({"code": exc.code, "message": exc.message, "details": exc.details}))
+        return 1
+    except (GatewayClientError, OSError, asyncio.TimeoutError) as exc:
+        print(f"krabfast call {args.method}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    if args.json or not isinstance(result, (dict, list)):
+        print(json.dumps(result, indent=2))
+    else:
+        _print_human(args.method, result)
+    return 0
+
+
+def _print_human(method: str, result) -> None:
+    if isinstance(result, list):
+        for item in result:
+            print(json.dumps(item, separators=(", ", ": ")))
+        if not result:
+            print("(empty)")
+        return
+    width = max((len(k) for k in result), default=0)
+    for key, value in result.items():
+        shown = value if isinstance(value, (str, int, float, bool)) or value is None else json.dumps(value)
+        print(f"{key.ljust(width)}  {shown}")
+
+
+def _add_protocol(sub) -> None:
+    p = sub.add_parser("protocol", help="export or check the protocol JSON Schema")
+    p.add_argument("action", choices=["gen", "check"])
+    p.add_argument("--out", default="dist/protocol.schema.json")
+    p.set_defaults(func=_cmd_protocol)
+
+
+def _cmd_protocol(args) -> int:
+    from krabfast.protocol.jsonschema import render_schema
+
+    text = render_schema()
+    if args.action == "gen":
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {args.out}")
+        return 0
+    try:
+        with open(args.out, encoding="utf-8") as fh:
+            current = fh.read()
+    except FileNotFoundError:
+        print(f"{args.out} is missing: run `krabfast protocol gen`", file=sys.stderr)
+        return 1
+    if current != text:
+        print(f"{args.out} is stale: run `krabfast protocol gen` and commit it", file=sys.stderr)
+        return 1
+    print(f"{args.out} is up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="krabfast", description="krabfast gateway and tools")
+    parser.add_argument("--version", action="version", version=f"krabfast {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_gateway(sub)
+    _add_calls(sub)
+    _add_protocol(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The gateway: shared state (`hub`), policies, and the picows/uvloop adapter (`server`)."""

@@ -1,0 +1,89 @@
+"""Gateway settings with embedded defaults (no config file needed)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+TOKEN_ENV_VARS = ("KRABKRAB_GATEWAY_TOKEN", "krabkrab_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN")
+PASSWORD_ENV_VARS = ("KRABKRAB_GATEWAY_PASSWORD", "OPENCLAW_GATEWAY_PASSWORD")
+
+DEFAULT_PORT = 18789
+DEFAULT_BIND = "127.0.0.1"
+
+
+def env_first(names) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "loopback"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class RateLimitConfig:
+    max_attempts: int = 10
+    window_ms: int = 60_000
+    lockout_ms: int = 300_000
+    exempt_loopback: bool = True
+
+
+@dataclass
+class GatewayConfig:
+    bind: str = DEFAULT_BIND
+    port: int = DEFAULT_PORT
+    auth_mode: str = "none"  # none | token | password
+    token: str | None = None
+    password: str | None = None
+    tick_interval_ms: int = 30_000
+    health_interval_ms: int = 60_000
+    max_payload: int = 26_214_400
+    max_buffered_bytes: int = 52_428_800
+    # Droppable events (tick, ...) skip a socket whose send queue is above this.
+    drop_if_slow_bytes: int = 1_048_576
+    preauth_max_payload: int = 65_536
+    handshake_timeout_ms: int = 15_000
+    max_preauth_per_ip: int = 32
+    ping_interval_s: float = 30.0
+    ping_timeout_s: float = 30.0
+    idempotency_ttl_ms: int = 300_000
+    idempotency_max_entries: int = 10_000
+    max_presence_events: int = 200
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+    @classmethod
+    def resolve(cls, *, auth: str | None = None, token: str | None = None,
+                password: str | None = None, **kw) -> "GatewayConfig":
+        """Fill secrets from the environment and infer the auth mode when not given."""
+        token = token or env_first(TOKEN_ENV_VARS)
+        password = password or env_first(PASSWORD_ENV_VARS)
+        if auth is None:
+            auth = "token" if token else "password" if password else "none"
+        cfg = cls(auth_mode=auth, token=token, password=password, **kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.auth_mode not in ("none", "token", "password"):
+            raise ValueError(f"unknown auth mode {self.auth_mode!r} (use none, token or password)")
+        if self.auth_mode == "token" and not self.token:
+            raise ValueError("--auth token needs a token: pass --token or set KRABKRAB_GATEWAY_TOKEN "
+                             "(or OPENCLAW_GATEWAY_TOKEN)")
+        if self.auth_mode == "password" and not self.password:
+            raise ValueError("--auth password needs --password (or KRABKRAB_GATEWAY_PASSWORD)")
+        if self.auth_mode == "none" and not is_loopback(self.bind):
+            raise ValueError(
+                f"refusing to bind {self.bind} without auth: a non-loopback gateway must use "
+                "--auth token (with --token) or --auth password (with --password)")
+        if self.tick_interval_ms < 1:
+            raise ValueError("--tick-interval-ms must be >= 1")

@@ -1,0 +1,133 @@
+"""Gateway state shared by all connections (Sans-I/O: no sockets, no event loop).
+
+The transport adapter feeds it time (`tick`, `refresh_health`) and connections; it owns
+presence, state versions, the health snapshot, broadcast fan-out and the policies
+(idempotency, auth rate limit) that span connections.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+
+import msgspec
+
+from krabfast import __version__
+from krabfast._core import fanout as _fanout
+from krabfast._core import wire
+from krabfast.gateway.config import GatewayConfig
+from krabfast.gateway.idempotency import IdempotencyCache
+from krabfast.gateway.presence import PresenceTable
+from krabfast.gateway.ratelimit import AuthRateLimiter
+from krabfast.methods import HANDLERS
+from krabfast.protocol import methods as M
+from krabfast.protocol.frames import StateVersion
+from krabfast.protocol.handshake import EventLoopHealth, Features, HealthSnapshot, PresenceEntry, Snapshot
+from krabfast.protocol.scopes import SCOPE_BIT
+from krabfast.protocol.system import PresenceEvent, ShutdownEvent, TickEvent
+
+_encode = wire.encode_json
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, clock_ms=_wall_ms, monotonic=time.monotonic,
+                 server_version: str = __version__) -> None:
+        self.config = config
+        self.clock_ms = clock_ms
+        self.monotonic = monotonic
+        self.server_version = server_version
+        self.started = monotonic()
+        self.boot_id = secrets.token_hex(8)
+        self.presence = PresenceTable(config.max_presence_events)
+        self.health_version = 0
+        self._health = HealthSnapshot(ok=True, ts=clock_ms(), duration_ms=0)
+        self.connections: dict[str, object] = {}  # conn_id -> Connection (all live sockets)
+        self.subscribers: dict[str, _fanout.Subscriber] = {}  # authenticated sockets
+        self.preauth_by_ip: Counter[str] = Counter()
+        self.idempotency = IdempotencyCache(config.idempotency_ttl_ms,
+                                            config.idempotency_max_entries, clock_ms)
+        self.rate_limiter = AuthRateLimiter(config.rate_limit, clock_ms)
+        self.methods = {name: (M.METHODS[name], handler) for name, handler in HANDLERS.items()}
+        missing = set(M.METHODS) - set(self.methods)
+        if missing:  # a spec without a handler would be advertised but not served
+            raise RuntimeError(f"methods without handlers: {sorted(missing)}")
+        self.features = Features(methods=sorted(self.methods),
+                                 events=[spec.name for spec in M.EVENT_SPECS])
+        self.closing = False
+        self._conn_counter = 0
+
+    # -- identity ---------------------------------------------------------------------------
+    def new_conn_id(self) -> str:
+        self._conn_counter += 1
+        return f"{self.boot_id}-{self._conn_counter}"
+
+    def uptime_ms(self) -> int:
+        return int((self.monotonic() - self.started) * 1000)
+
+    # -- snapshots --------------------------------------------------------------------------
+    def state_version(self) -> StateVersion:
+        return StateVersion(presence=self.presence.version, health=self.health_version)
+
+    def health_snapshot(self) -> HealthSnapshot:
+        return self._health
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(presence=self.presence.entries(), health=self._health,
+                        state_version=self.state_version(), uptime_ms=self.uptime_ms(),
+                        auth_mode=self.config.auth_mode)
+
+    def refresh_health(self, event_loop: EventLoopHealth | None = None) -> bool:
+        """Recompute the health snapshot; broadcast `health` (and bump its state version)
+        only when its meaning changed, not for fresh timestamps or sampled numbers."""
+        started = self.monotonic()
+        fresh = HealthSnapshot(ok=True, ts=self.clock_ms(), duration_ms=0,
+                               event_loop=event_loop or msgspec.UNSET)
+        fresh = msgspec.structs.replace(fresh, duration_ms=int((self.monotonic() - started) * 1000))
+        old, self._health = self._health, fresh
+        if _health_signature(fresh) == _health_signature(old):
+            return False
+        self.health_version += 1
+        self.broadcast("health", fresh, with_state_version=True)
+        return True
+
+    # -- presence -----------------------------------------------------------------------------
+    def presence_changed(self) -> None:
+        self.broadcast("presence", PresenceEvent(presence=self.presence.entries()),
+                       with_state_version=True)
+
+    def add_system_event(self, entry: PresenceEntry) -> None:
+        self.presence.add_event(entry)
+        self.presence_changed()
+
+    # -- events --------------------------------------------------------------------------------
+    def broadcast(self, event: str, payload, *, with_state_version: bool = False) -> int:
+        """Serialize once, splice each socket's seq, deliver to sockets allowed to see it."""
+        spec = M.EVENTS[event]
+        prefix = wire.event_prefix(event, None if payload is None else _encode(payload))
+        sv = (self.presence.version, self.health_version) if with_state_version else None
+        suffix = wire.event_suffix(sv)
+        need = SCOPE_BIT[spec.scope] if spec.scope else 0
+        cfg = self.config
+        return _fanout.fanout(prefix, suffix, list(self.subscribers.values()), need,
+                              spec.droppable, cfg.drop_if_slow_bytes, cfg.max_buffered_bytes)
+
+    def tick(self) -> int:
+        return self.broadcast("tick", TickEvent(ts=self.clock_ms()))
+
+    def shutdown(self, reason: str = "gateway stopping", restart_expected_ms: int | None = None) -> int:
+        self.closing = True
+        payload = ShutdownEvent(reason=reason)
+        if restart_expected_ms is not None:
+            payload = ShutdownEvent(reason=reason, restart_expected_ms=restart_expected_ms)
+        return self.broadcast("shutdown", payload)
+
+
+def _health_signature(h: HealthSnapshot) -> tuple:
+    loop = h.event_loop
+    degraded = (loop.degraded, tuple(loop.reasons)) if loop else None
+    return (h.ok, degraded, tuple(h.channels), tuple(h.agents and [a.get("agentId") for a in h.agents]))

@@ -1,0 +1,263 @@
+"""Thin picows/uvloop adapter: sockets in, Sans-I/O `Connection`s and the `Gateway` hub.
+
+Everything protocol-related lives in `krabfast.connection` and `krabfast.gateway.hub`;
+this module only moves bytes, runs timers (handshake timeout, tick, health, keepalive)
+and turns an over-limit upgrade into HTTP 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from picows import (WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, WSUpgradeResponse,
+                    WSUpgradeResponseWithListener)
+from picows.api import _resolve_logger
+from picows.picows import WSAutoPingStrategy, WSProtocol
+
+from krabfast.connection import CLOSE_SERVICE_RESTART, CLOSE_TOO_BIG, Connection
+from krabfast.gateway.config import GatewayConfig, is_loopback
+from krabfast.gateway.hub import Gateway
+from krabfast.gateway.loopmon import LoopMonitor
+
+log = logging.getLogger("krabfast.gateway")
+
+_TEXT = WSMsgType.TEXT
+
+
+class _Sink:
+    """The `Sink` a Connection writes to, over one picows transport."""
+
+    __slots__ = ("transport", "raw", "send", "closed")
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self.raw = transport.underlying_transport
+        ws_send = transport.send
+        self.send = lambda data: ws_send(_TEXT, data)
+        self.closed = False
+
+    def buffered(self) -> int:
+        return self.raw.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.send = _drop
+        self.transport.send_close(WSCloseCode(code), reason.encode())
+        # Give the peer a moment to read the close frame, then drop the socket.
+        asyncio.get_running_loop().call_later(0.5, self.transport.disconnect)
+
+    def defer(self, awaitable, done) -> None:
+        task = asyncio.ensure_future(awaitable)
+
+        def finished(t: asyncio.Task) -> None:
+            if t.cancelled():
+                done(None, asyncio.CancelledError())
+            elif t.exception() is not None:
+                done(None, t.exception())
+            else:
+                done(t.result(), None)
+
+        task.add_done_callback(finished)
+
+
+def _drop(data) -> None:
+    pass
+
+
+class _Listener(WSListener):
+    __slots__ = ("server", "peer_ip", "is_local", "conn", "sink", "timer", "frag", "frag_binary")
+
+    def __init__(self, server: "GatewayServer", peer_ip: str, is_local: bool) -> None:
+        super().__init__()
+        self.server = server
+        self.peer_ip = peer_ip
+        self.is_local = is_local
+        self.conn: Connection | None = None
+        self.sink: _Sink | None = None
+        self.timer = None
+        self.frag: list[bytes] | None = None
+        self.frag_binary = False
+
+    def on_ws_connected(self, transport) -> None:
+        srv = self.server
+        self.sink = _Sink(transport)
+        self.conn = Connection(srv.hub, self.sink, peer_ip=self.peer_ip, is_local=self.is_local)
+        self.conn.start()
+        self.timer = srv.loop.call_later(srv.hub.config.handshake_timeout_ms / 1000,
+                                         self.conn.handshake_timed_out)
+
+    def on_ws_frame(self, transport, frame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is _TEXT and frame.fin:
+            self.conn.receive(frame.get_payload_as_bytes())
+            return
+        if msg_type is WSMsgType.CLOSE:
+            if not self.sink.closed:
+                self.sink.closed = True
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
+            return  # auto-pong answers pings; pongs feed picows' keepalive
+        self._fragment(frame, msg_type)
+
+    def _fragment(self, frame, msg_type) -> None:
+        """Reassemble fragmented messages (rare: reference clients send whole frames)."""
+        if msg_type is WSMsgType.CONTINUATION:
+            if self.frag is None:
+                self.conn.close(1002, "unexpected continuation frame")
+                return
+            self.frag.append(frame.get_payload_as_bytes())
+        else:
+            self.frag = [frame.get_payload_as_bytes()]
+            self.frag_binary = msg_type is WSMsgType.BINARY
+        cfg = self.server.hub.config
+        limit = cfg.max_payload if self.conn.state else cfg.preauth_max_payload
+        if sum(map(len, self.frag)) > limit:
+            self.frag = None
+            self.conn.close(CLOSE_TOO_BIG, "message too large")
+            return
+        if frame.fin:
+            data, self.frag = b"".join(self.frag), None
+            self.conn.receive(data, binary=self.frag_binary)
+
+    def on_ws_disconnected(self, transport) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.conn is not None:
+            self.conn.transport_closed()
+            self.conn = None
+        self.server.forget(self)
+
+
+class GatewayServer:
+    def __init__(self, config: GatewayConfig, hub: Gateway | None = None) -> None:
+        self.config = config
+        self.hub = hub or Gateway(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.listeners: set[_Listener] = set()
+        self.monitor: LoopMonitor | None = None
+        self._timers: list[asyncio.Task] = []
+        self._stopped: asyncio.Event | None = None
+        self.port = config.port
+
+    # -- upgrade -------------------------------------------------------------------------------
+    def _listener_for(self, request: WSUpgradeRequest, proto: WSProtocol):
+        peer = proto.transport.underlying_transport.get_extra_info("peername") or ("", 0)
+        peer_ip = str(peer[0])
+        hub = self.hub
+        if hub.closing:
+            return _reject(503, b"gateway is shutting down")
+        if hub.preauth_by_ip.get(peer_ip, 0) >= hub.config.max_preauth_per_ip:
+            return _reject(503, b"too many unauthenticated connections from this address")
+        listener = _Listener(self, peer_ip, is_loopback(peer_ip))
+        self.listeners.add(listener)
+        return listener
+
+    def forget(self, listener: _Listener) -> None:
+        self.listeners.discard(listener)
+
+    def _protocol_factory(self):
+        cfg = self.config
+        logger = _resolve_logger("krabfast", "server")
+        server = self
+
+        def factory():
+            holder = []
+
+            def listener_factory(request):
+                return server._listener_for(request, holder[0])
+
+            proto = WSProtocol(None, None, False, listener_factory, logger, True, 10.0,
+                               True, cfg.ping_interval_s, cfg.ping_timeout_s,
+                               WSAutoPingStrategy.PING_WHEN_IDLE, True, cfg.max_payload,
+                               None, 4096)
+            holder.append(proto)
+            return proto
+
+        return factory
+
+    # -- run -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self.server = await self.loop.create_server(self._protocol_factory(), self.config.bind,
+                                                    self.config.port, reuse_address=True,
+                                                    backlog=4096)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.monitor = LoopMonitor(self.loop)
+        self.monitor.start()
+        self.hub.refresh_health(self.monitor.snapshot())
+        self._timers = [
+            asyncio.ensure_future(self._every(self.config.tick_interval_ms / 1000, self.hub.tick)),
+            asyncio.ensure_future(self._every(self.config.health_interval_ms / 1000, self._health)),
+            asyncio.ensure_future(self._every(60.0, self.hub.rate_limiter.prune)),
+        ]
+        log.info("krabfast gateway listening on ws://%s:%d (auth %s)", self.config.bind, self.port,
+                 self.config.auth_mode)
+
+    async def _every(self, seconds: float, fn) -> None:
+        next_at = time.monotonic() + seconds
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += seconds
+            try:
+                fn()
+            except Exception:  # a timer must not die with one bad callback
+                log.exception("timer callback failed")
+
+    def _health(self) -> None:
+        self.hub.refresh_health(self.monitor.snapshot() if self.monitor else None)
+
+    async def stop(self, reason: str = "gateway stopping") -> None:
+        """Tell every client, close every socket cleanly, stop listening."""
+        hub = self.hub
+        if hub.closing:
+            return
+        hub.shutdown(reason)
+        for task in self._timers:
+            task.cancel()
+        if self.monitor:
+            self.monitor.stop()
+        if self.server is not None:
+            self.server.close()
+        for conn in list(hub.connections.values()):
+            conn.close(CLOSE_SERVICE_RESTART, "gateway shutting down")
+        deadline = time.monotonic() + 2.0
+        while self.listeners and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for listener in list(self.listeners):
+            if listener.sink is not None:
+                listener.sink.transport.disconnect(graceful=False)
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        loop = self.loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(
+                    self.stop(f"gateway stopping ({signal.Signals(s).name})")))
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self._stopped.wait()
+        log.info("krabfast gateway stopped")
+
+
+def _reject(status: int, body: bytes) -> WSUpgradeResponseWithListener:
+    response = WSUpgradeResponse.create_error_response(status, body)
+    return WSUpgradeResponseWithListener(response, None)
+
+
+def run(config: GatewayConfig) -> None:
+    import uvloop
+
+    uvloop.run(GatewayServer(config).serve_forever())

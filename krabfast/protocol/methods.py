@@ -1,0 +1,55 @@
+"""The method table: every method krabfast serves, its params/result Structs and scope.
+
+This table is the single source for dispatch (validation + scope check), for
+`hello-ok.features.methods`, and for the `methods` map of the exported JSON Schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from krabfast.protocol import scopes as S
+from krabfast.protocol import system as sysp
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    name: str
+    params: type | None  # Struct decoded from params; None = params must be absent/empty
+    result: type | None
+    scope: str  # an operator scope, or scopes.NODE_ROLE_SCOPE
+    side_effect: bool = False  # dedupe on params.idempotencyKey
+    summary: str = ""
+
+
+METHOD_SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec("health", sysp.HealthParams, None, S.READ, summary="gateway health snapshot"),
+    MethodSpec("status", sysp.StatusParams, sysp.StatusResult, S.READ, summary="gateway summary"),
+    MethodSpec("system-presence", sysp.SystemPresenceParams, None, S.READ,
+               summary="current presence entries"),
+    MethodSpec("system-event", sysp.SystemEventParams, sysp.SystemEventResult, S.ADMIN,
+               side_effect=True, summary="append a system event to presence and broadcast it"),
+    MethodSpec("system.echo", sysp.SystemEchoParams, sysp.SystemEchoResult, S.READ,
+               summary="echo text back (connectivity check)"),
+)
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in METHOD_SPECS}
+
+# Server-pushed events, with the scope a socket needs to receive them (None = every
+# authenticated socket) and whether a slow socket may miss them.
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    name: str
+    payload: type | None
+    scope: str | None = None
+    droppable: bool = False
+
+
+EVENT_SPECS: tuple[EventSpec, ...] = (
+    EventSpec("connect.challenge", None),
+    EventSpec("tick", sysp.TickEvent, droppable=True),
+    EventSpec("presence", sysp.PresenceEvent),
+    EventSpec("health", None),
+    EventSpec("shutdown", sysp.ShutdownEvent),
+)
+EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

@@ -1,0 +1,52 @@
+"""Roles, operator scopes, and the implication rules between them.
+
+Scopes are also kept as bit masks so event fan-out can filter with one AND per socket.
+"""
+
+from __future__ import annotations
+
+ROLE_OPERATOR = "operator"
+ROLE_NODE = "node"
+ROLES = (ROLE_OPERATOR, ROLE_NODE)
+
+READ = "operator.read"
+WRITE = "operator.write"
+ADMIN = "operator.admin"
+APPROVALS = "operator.approvals"
+QUESTIONS = "operator.questions"
+PAIRING = "operator.pairing"
+TALK = "operator.talk"
+TALK_SECRETS = "operator.talk.secrets"
+
+OPERATOR_SCOPES = (READ, WRITE, ADMIN, APPROVALS, QUESTIONS, PAIRING, TALK, TALK_SECRETS)
+SCOPE_BIT = {scope: 1 << i for i, scope in enumerate(OPERATOR_SCOPES)}
+ALL_OPERATOR_BITS = (1 << len(OPERATOR_SCOPES)) - 1
+
+# Pseudo-scope in the method table: the caller must hold the node role.
+NODE_ROLE_SCOPE = "node"
+
+# What a held scope also satisfies (besides itself).
+_IMPLIES = {
+    ADMIN: OPERATOR_SCOPES,
+    WRITE: (READ, TALK),
+}
+
+
+def scope_mask(scopes) -> int:
+    """Bit mask of everything the granted scopes satisfy (implications applied)."""
+    mask = 0
+    for scope in scopes:
+        for implied in _IMPLIES.get(scope, (scope,)):
+            mask |= SCOPE_BIT.get(implied, 0)
+        mask |= SCOPE_BIT.get(scope, 0)
+    return mask
+
+
+def satisfies(granted: frozenset[str] | set[str], mask: int, required: str) -> bool:
+    """True when the granted scopes satisfy `required`.
+
+    Unknown `operator.*` scopes need an exact grant unless the caller holds admin."""
+    bit = SCOPE_BIT.get(required)
+    if bit is not None:
+        return bool(mask & bit)
+    return required in granted or ADMIN in granted

@@ -1,0 +1,97 @@
+"""Params and results of the system family: health, status, presence, system events, echo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from krabfast.protocol.frames import StateVersion
+from krabfast.protocol.handshake import HealthSnapshot, PresenceEntry
+from krabfast.protocol.model import Model, NonEmptyStr, NonNegInt, PosInt
+
+UNSET = msgspec.UNSET
+Unset = msgspec.UnsetType
+
+
+class HealthParams(Model):
+    probe: bool | Unset = UNSET
+    timeout_ms: PosInt | Unset = UNSET
+
+
+class StatusParams(Model):
+    pass
+
+
+class SystemPresenceParams(Model):
+    pass
+
+
+class SystemEventParams(Model):
+    """A system event: free text plus optional presence context from the reporter."""
+
+    text: NonEmptyStr
+    device_id: NonEmptyStr | Unset = UNSET
+    instance_id: NonEmptyStr | Unset = UNSET
+    host: NonEmptyStr | Unset = UNSET
+    ip: NonEmptyStr | Unset = UNSET
+    mode: NonEmptyStr | Unset = UNSET
+    version: NonEmptyStr | Unset = UNSET
+    platform: NonEmptyStr | Unset = UNSET
+    device_family: NonEmptyStr | Unset = UNSET
+    model_identifier: NonEmptyStr | Unset = UNSET
+    last_input_seconds: NonNegInt | Unset = UNSET
+    reason: NonEmptyStr | Unset = UNSET
+    tags: list[NonEmptyStr] | Unset = UNSET
+    idempotency_key: NonEmptyStr | Unset = UNSET
+
+
+class SystemEventResult(Model):
+    ok: bool
+
+
+class SystemEchoParams(Model):
+    text: str
+    idempotency_key: NonEmptyStr | Unset = UNSET
+
+
+class SystemEchoResult(Model):
+    ok: bool
+    text: str
+
+
+class GatewayStatusInfo(Model):
+    version: str
+    protocol: int
+    uptime_ms: NonNegInt
+    auth_mode: str
+    bind: str
+    port: int
+    connections: NonNegInt
+    state_version: StateVersion
+
+
+class StatusResult(Model):
+    """`status` summary: the gateway block plus the empty families we do not host yet."""
+
+    ok: bool
+    ts: NonNegInt
+    gateway: GatewayStatusInfo
+    presence: list[PresenceEntry]
+    health: HealthSnapshot
+    sessions: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+
+
+# Payloads of server-pushed events.
+class TickEvent(Model):
+    ts: NonNegInt
+
+
+class ShutdownEvent(Model):
+    reason: NonEmptyStr
+    restart_expected_ms: NonNegInt | Unset = UNSET
+
+
+class PresenceEvent(Model):
+    presence: list[PresenceEntry]
