@@ -1,0 +1,256 @@
+"""An asyncio gateway client: challenge, connect, request correlation, events.
+
+Everything it receives is validated against the protocol Structs (frame envelope,
+hello-ok, the payloads of the events we know), so it doubles as a conformance probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import platform as _platform
+import uuid
+from typing import Any
+
+import msgspec
+from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
+
+from krabfast import __version__
+from krabfast._core import wire
+from krabfast.protocol.frames import EventFrame, ResponseFrame
+from krabfast.protocol.handshake import ConnectChallenge, HelloOk
+from krabfast.protocol.methods import EVENTS
+from krabfast.protocol.version import PROTOCOL_VERSION
+
+
+class GatewayClientError(Exception):
+    """Transport or protocol failure (not a method error)."""
+
+
+class GatewayClosed(GatewayClientError):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"gateway closed the connection ({code}: {reason})" if code else
+                         "gateway connection lost")
+        self.code = code
+        self.reason = reason
+
+
+class RequestError(GatewayClientError):
+    """The gateway answered `ok: false`."""
+
+    def __init__(self, code: str, message: str, details: Any = None,
+                 retryable: bool | None = None, retry_after_ms: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+
+
+class _Listener(WSListener):
+    def __init__(self, client: "GatewayClient") -> None:
+        super().__init__()
+        self.client = client
+
+    def on_ws_frame(self, transport, frame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT:
+            self.client._on_text(frame.get_payload_as_bytes())
+        elif kind is WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            try:
+                reason = frame.get_close_reason()
+            except UnicodeDecodeError:
+                reason = ""
+            self.client._on_closed(int(code.value) if code is not None else None, reason or "")
+            transport.send_close(code)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport) -> None:
+        self.client._on_closed(None, "")
+
+
+class GatewayClient:
+    def __init__(self, url: str, *, token: str | None = None, password: str | None = None,
+                 role: str = "operator", scopes: list[str] | None = None,
+                 client_id: str = "gateway-client", mode: str = "backend",
+                 display_name: str | None = None, instance_id: str | None = None,
+                 min_protocol: int = PROTOCOL_VERSION, max_protocol: int = PROTOCOL_VERSION,
+                 timeout: float = 10.0, validate_events: bool = True, extra_params: dict | None = None,
+                 max_frame_size: int = 64 * 1024 * 1024) -> None:
+        self.url = url
+        self.token = token
+        self.password = password
+        self.role = role
+        self.scopes = list(scopes) if scopes is not None else ["operator.read", "operator.write"]
+        self.client_id = client_id
+        self.mode = mode
+        self.display_name = display_name
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self.min_protocol = min_protocol
+        self.max_protocol = max_protocol
+        self.timeout = timeout
+        self.validate_events = validate_events
+        self.extra_params = extra_params or {}
+        self.max_frame_size = max_frame_size
+        self.hello: HelloOk | None = None
+        self.challenge: ConnectChallenge | None = None
+        self.events: asyncio.Queue[EventFrame] = asyncio.Queue()
+        self.last_seq: int | None = None
+        self.gaps = 0
+        self.closed: GatewayClosed | None = None
+        self._transport = None
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future] = {}
+        self._challenge_waiter: asyncio.Future | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> "GatewayClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def open(self) -> ConnectChallenge:
+        """Open the socket and wait for `connect.challenge` (without connecting)."""
+        loop = asyncio.get_running_loop()
+        self._challenge_waiter = loop.create_future()
+        self._transport, _ = await asyncio.wait_for(
+            ws_connect(lambda: _Listener(self), self.url, max_frame_size=self.max_frame_size,
+                       enable_auto_pong=True), self.timeout)
+        self.challenge = await asyncio.wait_for(self._challenge_waiter, self.timeout)
+        return self.challenge
+
+    def connect_params(self) -> dict:
+        params: dict[str, Any] = {
+            "minProtocol": self.min_protocol,
+            "maxProtocol": self.max_protocol,
+            "client": {"id": self.client_id, "version": __version__,
+                       "platform": _platform.system().lower() or "unknown", "mode": self.mode,
+                       "instanceId": self.instance_id},
+            "role": self.role,
+            "scopes": self.scopes,
+            "caps": [],
+        }
+        if self.display_name:
+            params["client"]["displayName"] = self.display_name
+        auth = {k: v for k, v in (("token", self.token), ("password", self.password)) if v}
+        if auth:
+            params["auth"] = auth
+        params.update(self.extra_params)
+        return params
+
+    async def connect(self) -> HelloOk:
+        if self._transport is None:
+            await self.open()
+        payload = await self.request("connect", self.connect_params())
+        try:
+            self.hello = msgspec.convert(payload, HelloOk)
+        except msgspec.ValidationError as exc:
+            raise GatewayClientError(f"invalid hello-ok from gateway: {exc}") from None
+        return self.hello
+
+    async def close(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self._transport = None
+        if not transport.is_disconnected:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            try:
+                await asyncio.wait_for(transport.wait_disconnected(), 2)
+            except asyncio.TimeoutError:
+                transport.disconnect(graceful=False)
+
+    # -- requests ------------------------------------------------------------------------------
+    def send_raw(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        self._transport.send(WSMsgType.TEXT, data)
+
+    async def request(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
+        if self.closed is not None:
+            raise self.closed
+        req_id = str(next(self._ids))
+        frame: dict[str, Any] = {"type": "req", "id": req_id, "method": method}
+        if params is not None:
+            frame["params"] = params
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            self.send_raw(wire.encode_json(frame))
+            res: ResponseFrame = await asyncio.wait_for(fut, timeout or self.timeout)
+        finally:
+            self._pending.pop(req_id, None)
+        if res.ok:
+            return None if res.payload is msgspec.UNSET else res.payload
+        err = res.error
+        raise RequestError(err.code, err.message,
+                           None if err.details is msgspec.UNSET else err.details,
+                           None if err.retryable is msgspec.UNSET else err.retryable,
+                           None if err.retry_after_ms is msgspec.UNSET else err.retry_after_ms)
+
+    async def next_event(self, name: str | None = None, timeout: float | None = None) -> EventFrame:
+        """The next event (optionally the next one called `name`, skipping others)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.timeout)
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise asyncio.TimeoutError(f"no {name or 'event'} within timeout")
+            event = await asyncio.wait_for(self.events.get(), left)
+            if name is None or event.event == name:
+                return event
+
+    # -- inbound -------------------------------------------------------------------------------
+    def _on_text(self, data: bytes) -> None:
+        try:
+            frame = wire.decode_frame(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._fail(GatewayClientError(f"invalid frame from gateway: {exc}: {data[:200]!r}"))
+            return
+        if type(frame) is ResponseFrame:
+            fut = self._pending.get(frame.id)
+            if fut is not None and not fut.done():
+                fut.set_result(frame)
+            return
+        if type(frame) is not EventFrame:
+            self._fail(GatewayClientError(f"gateway sent a request frame: {data[:200]!r}"))
+            return
+        if frame.event == "connect.challenge":
+            try:
+                challenge = msgspec.convert(frame.payload, ConnectChallenge)
+            except msgspec.ValidationError as exc:
+                self._fail(GatewayClientError(f"invalid connect.challenge: {exc}"))
+                return
+            if self._challenge_waiter is not None and not self._challenge_waiter.done():
+                self._challenge_waiter.set_result(challenge)
+            return
+        if self.validate_events:
+            spec = EVENTS.get(frame.event)
+            if spec is not None and spec.payload is not None:
+                try:
+                    msgspec.convert(frame.payload, spec.payload)
+                except msgspec.ValidationError as exc:
+                    self._fail(GatewayClientError(f"invalid {frame.event} payload: {exc}"))
+                    return
+        if frame.seq is not msgspec.UNSET:
+            if self.last_seq is not None and frame.seq != self.last_seq + 1:
+                self.gaps += 1
+            self.last_seq = frame.seq
+        self.events.put_nowait(frame)
+
+    def _fail(self, exc: GatewayClientError) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        if self._challenge_waiter is not None and not self._challenge_waiter.done():
+            self._challenge_waiter.set_exception(exc)
+
+    def _on_closed(self, code: int | None, reason: str) -> None:
+        if self.closed is None or (self.closed.code is None and code is not None):
+            self.closed = GatewayClosed(code, reason)
+        self._fail(self.closed)
