@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections import Counter
 
 import msgspec
@@ -18,7 +19,7 @@ from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.gateway.config import GatewayConfig
 from krabfast.gateway.idempotency import IdempotencyCache
-from krabfast.gateway.presence import PresenceTable
+from krabfast.gateway.presence import PresenceTable, self_entry
 from krabfast.gateway.ratelimit import AuthRateLimiter
 from krabfast.methods import HANDLERS
 from krabfast.protocol import methods as M
@@ -43,7 +44,8 @@ class Gateway:
         self.server_version = server_version
         self.started = monotonic()
         self.boot_id = secrets.token_hex(8)
-        self.presence = PresenceTable(config.max_presence_events)
+        self.presence = PresenceTable(config.max_presence_events,
+                                      self_entry(server_version, str(uuid.uuid4())))
         self.health_version = 0
         self._health = HealthSnapshot(ok=True, ts=clock_ms(), duration_ms=0)
         self.connections: dict[str, object] = {}  # conn_id -> Connection (all live sockets)
@@ -73,11 +75,14 @@ class Gateway:
     def state_version(self) -> StateVersion:
         return StateVersion(presence=self.presence.version, health=self.health_version)
 
+    def presence_entries(self) -> list[PresenceEntry]:
+        return self.presence.entries(self.clock_ms())
+
     def health_snapshot(self) -> HealthSnapshot:
         return self._health
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(presence=self.presence.entries(), health=self._health,
+        return Snapshot(presence=self.presence_entries(), health=self._health,
                         state_version=self.state_version(), uptime_ms=self.uptime_ms(),
                         auth_mode=self.config.auth_mode)
 
@@ -97,7 +102,7 @@ class Gateway:
 
     # -- presence -----------------------------------------------------------------------------
     def presence_changed(self) -> None:
-        self.broadcast("presence", PresenceEvent(presence=self.presence.entries()),
+        self.broadcast("presence", PresenceEvent(presence=self.presence_entries()),
                        with_state_version=True)
 
     def add_system_event(self, entry: PresenceEntry) -> None:

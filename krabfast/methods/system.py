@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from krabfast.protocol.handshake import PresenceEntry
-from krabfast.protocol.system import (GatewayStatusInfo, StatusResult, SystemEchoResult,
-                                      SystemEventParams, SystemEventResult)
+from krabfast.protocol.system import (GatewayStatusInfo, ProcessMemory, StatusResult, StatusSessions,
+                                      SystemEchoResult, SystemEventParams, SystemEventResult)
 from krabfast.protocol.version import PROTOCOL_VERSION
 
 
@@ -15,20 +17,34 @@ def health(call, params):
 def status(call, params):
     hub = call.hub
     cfg = hub.config
+    health = hub.health_snapshot()
     return StatusResult(
-        ok=True,
-        ts=hub.clock_ms(),
+        runtime_version=hub.server_version,
+        queued_system_events=[e.text for e in hub.presence.events()],
+        event_loop=health.event_loop,
+        process_memory=ProcessMemory(rss_bytes=_rss_bytes()),
+        pid=os.getpid(),
+        channel_summary=[],
+        sessions=StatusSessions(paths=[], count=0, recent=[]),
         gateway=GatewayStatusInfo(
             version=hub.server_version, protocol=PROTOCOL_VERSION, uptime_ms=hub.uptime_ms(),
             auth_mode=cfg.auth_mode, bind=cfg.bind, port=cfg.port,
             connections=len(hub.subscribers), state_version=hub.state_version()),
-        presence=hub.presence.entries(),
-        health=hub.health_snapshot(),
     )
 
 
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def system_presence(call, params):
-    return call.hub.presence.entries()
+    return call.hub.presence_entries()
 
 
 _EVENT_CONTEXT_FIELDS = ("device_id", "instance_id", "host", "ip", "mode", "version", "platform",

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from krabfast.protocol.frames import StateVersion
-from krabfast.protocol.handshake import HealthSnapshot, PresenceEntry
+from krabfast.protocol.handshake import EventLoopHealth, PresenceEntry
 from krabfast.protocol.model import Model, NonEmptyStr, NonNegInt, PosInt
 
 UNSET = msgspec.UNSET
@@ -71,16 +71,27 @@ class GatewayStatusInfo(Model):
     state_version: StateVersion
 
 
-class StatusResult(Model):
-    """`status` summary: the gateway block plus the empty families we do not host yet."""
+class ProcessMemory(Model):
+    rss_bytes: NonNegInt
 
-    ok: bool
-    ts: NonNegInt
+
+class StatusSessions(Model):
+    paths: list[str]
+    count: NonNegInt
+    recent: list[dict[str, Any]]
+
+
+class StatusResult(Model):
+    """`status` summary, keyed like the reference's; families we do not host are empty."""
+
+    runtime_version: str
+    queued_system_events: list[str]
+    event_loop: EventLoopHealth | Unset
+    process_memory: ProcessMemory
+    pid: NonNegInt
     gateway: GatewayStatusInfo
-    presence: list[PresenceEntry]
-    health: HealthSnapshot
-    sessions: dict[str, Any] = {}
-    channels: dict[str, Any] = {}
+    channel_summary: list[Any]
+    sessions: StatusSessions
 
 
 # Payloads of server-pushed events.

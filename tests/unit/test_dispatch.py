@@ -1,0 +1,175 @@
+"""After the handshake: method dispatch, validation, scopes, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from krabfast.protocol.errors import GatewayError, ErrorCode
+from krabfast.protocol import methods as M
+from tests.unit.conftest import Harness
+
+
+def test_unknown_method(harness):
+    conn, sink = harness.connected()
+    res = harness.request(conn, sink, "no.such.method", {})
+    assert res["ok"] is False and res["error"]["code"] == "INVALID_REQUEST"
+    assert "no.such.method" in res["error"]["message"]
+    assert sink.closed is None
+
+
+def test_bad_params_name_the_json_path(harness):
+    conn, sink = harness.connected()
+    res = harness.request(conn, sink, "system-event", {"text": 42})
+    assert res["error"]["code"] == "INVALID_REQUEST"
+    assert "$.params.text" in res["error"]["message"]
+    res = harness.request(conn, sink, "system-event", {"text": "x", "extra": 1}, req_id="r2")
+    assert "extra" in res["error"]["message"]
+    res = harness.request(conn, sink, "system-event", [1], req_id="r3")
+    assert "$.params" in res["error"]["message"]
+
+
+def test_bad_params_change_nothing(harness):
+    conn, sink = harness.connected()
+    before = (harness.hub.presence.version, len(harness.hub.presence.events()))
+    harness.request(conn, sink, "system-event", {})
+    assert (harness.hub.presence.version, len(harness.hub.presence.events())) == before
+
+
+def test_missing_scope_is_forbidden_with_details(harness):
+    conn, sink = harness.connected(scopes=["operator.read"])
+    res = harness.request(conn, sink, "system-event", {"text": "hi"})
+    err = res["error"]
+    assert err["code"] == "FORBIDDEN"
+    assert err["details"] == {"code": "MISSING_SCOPE", "missingScope": "operator.admin",
+                              "requiredScopes": ["operator.admin"]}
+    assert harness.hub.presence.events() == []
+
+
+def test_scope_implications(harness):
+    conn, sink = harness.connected(scopes=["operator.write"])
+    assert harness.request(conn, sink, "health")["ok"]  # write satisfies read
+    conn2, sink2 = harness.connected(scopes=["operator.admin"], instance_id="i2")
+    assert harness.request(conn2, sink2, "health")["ok"]  # admin satisfies everything
+    conn3, sink3 = harness.connected(scopes=["operator.pairing"], instance_id="i3")
+    assert harness.request(conn3, sink3, "health")["error"]["details"]["missingScope"] == "operator.read"
+
+
+def test_every_served_method_follows_the_reference_scope_table():
+    # Reference `methods.<name>.scope` for the methods we share (protocol.schema.json).
+    expected = {"health": "operator.read", "status": "operator.read",
+                "system-presence": "operator.read", "system-event": "operator.admin"}
+    for name, scope in expected.items():
+        assert M.METHODS[name].scope == scope
+
+
+def test_health_and_status(harness):
+    conn, sink = harness.connected(scopes=["operator.read"])
+    health = harness.request(conn, sink, "health")["payload"]
+    assert health["ok"] is True and health["ts"] == harness.clock.ms
+    status = harness.request(conn, sink, "status", None, req_id="r2")["payload"]
+    assert status["runtimeVersion"] == harness.hub.server_version
+    assert status["gateway"]["connections"] == 1
+
+
+def test_system_event_appends_presence_and_broadcasts(harness):
+    a, sink_a = harness.connected(instance_id="a")
+    b, sink_b = harness.connected(instance_id="b", scopes=["operator.read"])
+    v0 = harness.hub.presence.version
+    harness.clock.advance(5)
+    res = harness.request(a, sink_a, "system-event", {"text": "deploy done"})
+    assert res["payload"] == {"ok": True}
+    for sink in (sink_a, sink_b):
+        ev = sink.events("presence")[-1]
+        assert ev["stateVersion"]["presence"] == v0 + 1
+        texts = [(e.get("text"), e["ts"]) for e in ev["payload"]["presence"]]
+        assert ("deploy done", harness.clock.ms) in texts
+    listed = harness.request(b, sink_b, "system-presence", None, req_id="r2")["payload"]
+    assert listed[0]["reason"] == "self"
+    assert any(e.get("text") == "deploy done" for e in listed)
+    assert harness.request(b, sink_b, "status", None, req_id="r3")["payload"]["queuedSystemEvents"] == ["deploy done"]
+
+
+def test_echo(harness):
+    conn, sink = harness.connected(scopes=["operator.read"])
+    assert harness.request(conn, sink, "system.echo", {"text": "ping"})["payload"] == {"ok": True, "text": "ping"}
+
+
+def test_idempotent_retry_returns_first_response_without_repeating(harness):
+    conn, sink = harness.connected()
+    first = harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k1"})
+    version = harness.hub.presence.version
+    again = harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k1"}, req_id="r2")
+    assert again["payload"] == first["payload"] and again["id"] == "r2"
+    assert harness.hub.presence.version == version
+    assert [e.text for e in harness.hub.presence.events()] == ["once"]
+    # A different key runs again; the first key expires after the TTL.
+    harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k2"}, req_id="r3")
+    harness.clock.advance(300_001)
+    harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k1"}, req_id="r4")
+    assert len(harness.hub.presence.events()) == 3
+
+
+def test_idempotent_retry_from_another_connection(harness):
+    a, sink_a = harness.connected(instance_id="a")
+    b, sink_b = harness.connected(instance_id="b")
+    harness.request(a, sink_a, "system-event", {"text": "x", "idempotencyKey": "shared"})
+    harness.request(b, sink_b, "system-event", {"text": "x", "idempotencyKey": "shared"})
+    assert len(harness.hub.presence.events()) == 1
+
+
+def test_async_handler_with_inflight_retry(harness):
+    calls = []
+
+    async def slow(call, params):
+        calls.append(params.text)
+        return {"ok": True, "n": len(calls)}
+
+    spec = M.METHODS["system-event"]
+    harness.hub.methods["system-event"] = (spec, slow)
+    conn, sink = harness.connected()
+    for rid in ("r1", "r2"):
+        sink.methods[rid] = "system-event"
+        conn.receive(json.dumps({"type": "req", "id": rid, "method": "system-event",
+                                 "params": {"text": "a", "idempotencyKey": "k"}}).encode())
+    assert len(sink.deferred) == 1 and not [f for f in sink.frames() if f["type"] == "res" and f["id"] != "c1"]
+    awaitable, done = sink.deferred[0]
+    done(asyncio.run(awaitable), None)
+    assert sink.response("r1")["payload"] == sink.response("r2")["payload"] == {"ok": True, "n": 1}
+
+
+def test_handler_errors_become_error_responses(harness):
+    def broken(call, params):
+        raise GatewayError(ErrorCode.UNAVAILABLE, "backend down", retryable=True)
+
+    harness.hub.methods["system.echo"] = (M.METHODS["system.echo"], broken)
+    conn, sink = harness.connected()
+    err = harness.request(conn, sink, "system.echo", {"text": "x"})["error"]
+    assert err == {"code": "UNAVAILABLE", "message": "backend down", "retryable": True}
+
+
+def test_second_connect_is_rejected_but_connection_stays(harness):
+    conn, sink = harness.connected()
+    res = harness.request(conn, sink, "connect", {})
+    assert res["error"]["code"] == "INVALID_REQUEST"
+    assert sink.closed is None
+
+
+def test_malformed_frames_after_handshake(harness):
+    conn, sink = harness.connected()
+    conn.receive(b'{"type":"req","id":"x1","method":"health","bogus":1}')
+    assert sink.response("x1")["error"]["code"] == "INVALID_REQUEST"
+    n = len(sink.sent)
+    conn.receive(b"not json")  # nothing to correlate: ignored
+    assert len(sink.sent) == n and sink.closed is None
+    conn.receive(b'{"type":"req","id":"x2","method":"h\xffalth"}')
+    assert sink.closed[0] == 1007
+
+
+def test_node_role_without_device_is_refused():
+    h = Harness()
+    conn, sink = h.open()
+    from tests.unit.conftest import connect_frame
+    conn.receive(connect_frame(role="node", scopes=[], client_id="node-host", mode="node"))
+    assert sink.closed[0] == 1008
+    assert sink.frames()[-1]["error"]["details"]["code"] == "DEVICE_IDENTITY_REQUIRED"

@@ -1,0 +1,111 @@
+"""Server-pushed events: seq per socket, tick, presence, health, shutdown, fan-out rules."""
+
+from __future__ import annotations
+
+from krabfast._core import fanout as F
+from krabfast.protocol.handshake import EventLoopHealth
+from tests.unit.conftest import Harness
+
+
+def _seqs(sink):
+    return [f["seq"] for f in sink.events() if "seq" in f]
+
+
+def test_tick_reaches_authenticated_sockets_only(harness):
+    pending, pending_sink = harness.open()
+    a, sink_a = harness.connected(instance_id="a")
+    harness.clock.advance(1000)
+    assert harness.hub.tick() == 1
+    assert sink_a.events("tick")[-1]["payload"] == {"ts": harness.clock.ms}
+    assert pending_sink.events("tick") == []
+
+
+def test_seq_is_per_socket_and_gapless(harness):
+    a, sink_a = harness.connected(instance_id="a")  # presence(a): a=1
+    b, sink_b = harness.connected(instance_id="b")  # presence(b): a=2, b=1
+    for _ in range(3):
+        harness.hub.tick()
+    assert _seqs(sink_a) == [1, 2, 3, 4, 5]
+    assert _seqs(sink_b) == [1, 2, 3, 4]
+
+
+def test_presence_on_connect_and_disconnect(harness):
+    watcher, sink = harness.connected(instance_id="w")
+    other, _ = harness.connected(instance_id="o", client_id="openclaw-macos", mode="ui")
+    ev = sink.events("presence")[-1]
+    assert any(e.get("instanceId") == "o" and e["reason"] == "connect" for e in ev["payload"]["presence"])
+    v = ev["stateVersion"]["presence"]
+    other.transport_closed()
+    ev2 = sink.events("presence")[-1]
+    assert ev2["stateVersion"]["presence"] == v + 1
+    assert not any(e.get("instanceId") == "o" for e in ev2["payload"]["presence"])
+
+
+def test_cli_clients_do_not_enter_presence(harness):
+    watcher, sink = harness.connected(instance_id="w")
+    n = len(sink.events("presence"))
+    cli, _ = harness.connected(client_id="cli", mode="cli", instance_id="c")
+    cli.transport_closed()
+    assert len(sink.events("presence")) == n
+
+
+def test_health_event_only_when_meaning_changes(harness):
+    conn, sink = harness.connected()
+    calm = EventLoopHealth(degraded=False, reasons=[], interval_ms=500, delay_p99_ms=1,
+                           delay_max_ms=2, utilization=0.1, cpu_core_ratio=0.1)
+    harness.hub.refresh_health(calm)
+    n = len(sink.events("health"))
+    harness.clock.advance(60_000)
+    calm2 = EventLoopHealth(degraded=False, reasons=[], interval_ms=500, delay_p99_ms=3,
+                            delay_max_ms=4, utilization=0.2, cpu_core_ratio=0.2)
+    assert harness.hub.refresh_health(calm2) is False
+    busy = EventLoopHealth(degraded=True, reasons=["event_loop_delay"], interval_ms=500,
+                           delay_p99_ms=900, delay_max_ms=1000, utilization=1, cpu_core_ratio=1)
+    assert harness.hub.refresh_health(busy) is True
+    events = sink.events("health")
+    assert len(events) == n + 1
+    assert events[-1]["payload"]["eventLoop"]["degraded"] is True
+    assert events[-1]["stateVersion"]["health"] == harness.hub.health_version
+
+
+def test_shutdown_event_reaches_everyone(harness):
+    a, sink_a = harness.connected(instance_id="a", scopes=[])
+    b, sink_b = harness.connected(instance_id="b", scopes=["operator.read"])
+    assert harness.hub.shutdown("gateway stopping (SIGTERM)") == 2
+    assert sink_a.events("shutdown")[-1]["payload"] == {"reason": "gateway stopping (SIGTERM)"}
+    assert sink_b.events("shutdown")
+
+
+class _Sock:
+    def __init__(self, queued=0):
+        self.out = []
+        self.queued = queued
+        self.overflowed = 0
+
+    def sub(self, mask=0):
+        return F.Subscriber(self.out.append, lambda: self.queued, self._overflow, mask)
+
+    def _overflow(self):
+        self.overflowed += 1
+
+
+def test_fanout_scope_filter_and_slow_sockets():
+    read, admin, none = _Sock(), _Sock(), _Sock()
+    slow = _Sock(queued=10_000)
+    subs = [read.sub(1), admin.sub(0xFF), none.sub(0), slow.sub(1)]
+    # Scope-filtered, droppable: the slow one is skipped and its seq does not move.
+    assert F.fanout(b'{"type":"event","event":"x","seq":', b"}", subs, 1, True, 1000, 5000) == 2
+    assert read.out == [b'{"type":"event","event":"x","seq":1}'] and none.out == []
+    assert subs[3].seq == 0 and slow.overflowed == 0
+    # Not droppable and over the hard limit: overflow (the adapter closes it with 1008).
+    assert F.fanout(b'{"seq":', b"}", subs, 0, False, 1000, 5000) == 3
+    assert slow.overflowed == 1 and subs[3].seq == 0
+    assert none.out == [b'{"seq":1}'] and read.out[-1] == b'{"seq":2}'
+
+
+def test_slow_consumer_is_closed_on_non_droppable_event(harness):
+    conn, sink = harness.connected(instance_id="a")
+    sink.queued = harness.config.max_buffered_bytes + 1
+    harness.hub.shutdown("bye")
+    assert sink.closed == (1008, "slow consumer")
+    assert conn.conn_id not in harness.hub.subscribers

@@ -1,0 +1,192 @@
+"""Handshake: challenge, connect, hello-ok, and every way the first frame can be wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from krabfast.gateway.config import GatewayConfig
+from tests.unit.conftest import Harness, connect_frame, recorded
+
+
+def test_challenge_is_first_and_unsequenced(harness):
+    conn, sink = harness.open()
+    (challenge,) = sink.frames()
+    assert challenge["event"] == "connect.challenge"
+    assert "seq" not in challenge
+    assert challenge["payload"]["ts"] == harness.clock.ms
+    assert len(challenge["payload"]["nonce"]) >= 16
+
+
+def test_reference_cli_connect_frame_gets_hello_ok():
+    h = Harness(GatewayConfig(auth_mode="token", token="T"))
+    conn, sink = h.open()
+    conn.receive(recorded("cli_connect_health.json"))
+    res = sink.frames()[-1]
+    assert res["ok"] is True
+    hello = res["payload"]
+    assert hello["type"] == "hello-ok" and hello["protocol"] == 4
+    assert hello["auth"] == {"role": "operator", "scopes": ["operator.read"]}
+    assert hello["policy"] == {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000}
+    assert hello["features"]["methods"] == sorted(h.hub.methods)
+    assert set(hello["features"]["events"]) >= {"tick", "presence", "health", "shutdown"}
+    assert hello["server"]["connId"] == conn.conn_id
+    assert set(hello["snapshot"]) >= {"presence", "health", "stateVersion", "uptimeMs"}
+    assert sink.closed is None
+
+
+def _first_frame_fails(raw: bytes, *, expect_error: bool, close_code: int = 1008):
+    h = Harness()
+    conn, sink = h.open()
+    conn.receive(raw)
+    assert sink.closed is not None and sink.closed[0] == close_code, sink.closed
+    errors = [f for f in sink.frames() if f["type"] == "res"]
+    assert bool(errors) == expect_error, errors
+    assert h.hub.subscribers == {} and h.hub.connections == {} and not h.hub.preauth_by_ip
+    return errors[0]["error"] if errors else None
+
+
+def test_non_json_first_frame_closes_1008():
+    _first_frame_fails(b"hello there", expect_error=False)
+
+
+def test_event_frame_first_closes_1008():
+    _first_frame_fails(b'{"type":"event","event":"tick"}', expect_error=False)
+
+
+def test_other_method_first_gets_error_then_close():
+    err = _first_frame_fails(b'{"type":"req","id":"1","method":"health"}', expect_error=True)
+    assert err["code"] == "INVALID_REQUEST"
+
+
+def test_invalid_connect_params_name_the_path():
+    frame = json.loads(connect_frame())
+    frame["params"]["client"]["mode"] = "banana"
+    err = _first_frame_fails(json.dumps(frame).encode(), expect_error=True)
+    assert err["code"] == "INVALID_REQUEST"
+    assert "$.params.client.mode" in err["message"]
+
+
+def test_missing_connect_params():
+    err = _first_frame_fails(b'{"type":"req","id":"1","method":"connect"}', expect_error=True)
+    assert err["code"] == "INVALID_REQUEST"
+
+
+def test_malformed_request_with_id_gets_error():
+    err = _first_frame_fails(b'{"type":"req","id":"9","method":""}', expect_error=True)
+    assert "$.method" in err["message"]
+
+
+@pytest.mark.parametrize("lo,hi", [(1, 2), (5, 6)])
+def test_protocol_range_mismatch(lo, hi):
+    err = _first_frame_fails(connect_frame(minProtocol=lo, maxProtocol=hi), expect_error=True)
+    assert err["details"]["code"] == "PROTOCOL_MISMATCH"
+    assert "protocol" in err["message"]
+
+
+def test_protocol_negotiates_highest_common():
+    h = Harness()
+    conn, sink = h.open()
+    conn.receive(connect_frame(minProtocol=3, maxProtocol=9))
+    assert sink.response("c1")["payload"]["protocol"] == 4
+
+
+def test_oversize_preauth_frame_closes_1009():
+    big = connect_frame(locale="x" * 70_000)
+    _first_frame_fails(big, expect_error=False, close_code=1009)
+
+
+def test_invalid_utf8_closes_1007():
+    _first_frame_fails(b'{"type":"req","id":"1","method":"conn\xff"}', expect_error=False, close_code=1007)
+
+
+def test_binary_first_frame_closes():
+    h = Harness()
+    conn, sink = h.open()
+    conn.receive(connect_frame(), binary=True)
+    assert sink.closed[0] == 1008
+
+
+def test_handshake_timeout_closes():
+    h = Harness()
+    conn, sink = h.open()
+    conn.handshake_timed_out()
+    assert sink.closed == (1008, "handshake timeout")
+    assert not h.hub.preauth_by_ip
+
+
+def test_timeout_after_connect_is_a_no_op(harness):
+    conn, sink = harness.connected()
+    conn.handshake_timed_out()
+    assert sink.closed is None
+
+
+def test_preauth_count_per_ip():
+    h = Harness()
+    a, _ = h.open(peer_ip="10.0.0.5", is_local=False)
+    b, _ = h.open(peer_ip="10.0.0.5", is_local=False)
+    assert h.hub.preauth_by_ip["10.0.0.5"] == 2
+    a.receive(connect_frame())
+    assert h.hub.preauth_by_ip["10.0.0.5"] == 1
+    b.transport_closed()
+    assert "10.0.0.5" not in h.hub.preauth_by_ip
+
+
+# -- shared-secret auth -----------------------------------------------------------------------
+
+def _auth_fail(config, frame, **open_kw):
+    h = Harness(config)
+    conn, sink = h.open(**open_kw)
+    conn.receive(frame)
+    assert sink.closed and sink.closed[0] == 1008
+    return sink.frames()[-1]["error"]
+
+
+def test_token_missing():
+    err = _auth_fail(GatewayConfig(auth_mode="token", token="T"), connect_frame())
+    assert err["details"]["code"] == "AUTH_TOKEN_MISSING"
+
+
+def test_token_mismatch():
+    err = _auth_fail(GatewayConfig(auth_mode="token", token="T"), connect_frame(token="nope"))
+    assert err["details"]["code"] == "AUTH_TOKEN_MISMATCH"
+
+
+def test_password_mismatch():
+    err = _auth_fail(GatewayConfig(auth_mode="password", password="pw"), connect_frame(password="x"))
+    assert err["details"]["code"] == "AUTH_PASSWORD_MISMATCH"
+
+
+def test_password_ok():
+    h = Harness(GatewayConfig(auth_mode="password", password="pw"))
+    h.connected(password="pw")
+
+
+def test_rate_limit_locks_out_remote_after_ten_failures():
+    h = Harness(GatewayConfig(auth_mode="token", token="T", bind="0.0.0.0"))
+    codes = []
+    for _ in range(11):
+        conn, sink = h.open(peer_ip="203.0.113.9", is_local=False)
+        conn.receive(connect_frame(token="wrong"))
+        codes.append(sink.last()["error"]["details"]["code"])
+    assert codes[:9] == ["AUTH_TOKEN_MISMATCH"] * 9
+    assert codes[9:] == ["AUTH_RATE_LIMITED"] * 2
+    # Even the right token is refused while locked out, with a retry hint.
+    conn, sink = h.open(peer_ip="203.0.113.9", is_local=False)
+    conn.receive(connect_frame(token="T"))
+    err = sink.last()["error"]
+    assert err["details"]["code"] == "AUTH_RATE_LIMITED" and err["retryAfterMs"] > 0
+    # Another address is unaffected; the lockout expires after 5 minutes.
+    h.connected(peer_ip="203.0.113.10", is_local=False, token="T")
+    h.clock.advance(300_001)
+    h.connected(peer_ip="203.0.113.9", is_local=False, token="T")
+
+
+def test_rate_limit_exempts_loopback():
+    h = Harness(GatewayConfig(auth_mode="token", token="T"))
+    for _ in range(15):
+        conn, sink = h.open()
+        conn.receive(connect_frame(token="wrong"))
+        assert sink.last()["error"]["details"]["code"] == "AUTH_TOKEN_MISMATCH"
+    h.connected(token="T")
