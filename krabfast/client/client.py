@@ -78,7 +78,7 @@ class GatewayClient:
                  display_name: str | None = None, instance_id: str | None = None,
                  min_protocol: int = PROTOCOL_VERSION, max_protocol: int = PROTOCOL_VERSION,
                  timeout: float = 10.0, validate_events: bool = True, extra_params: dict | None = None,
-                 max_frame_size: int = 64 * 1024 * 1024) -> None:
+                 max_frame_size: int = 64 * 1024 * 1024, on_frame=None) -> None:
         self.url = url
         self.token = token
         self.password = password
@@ -94,6 +94,9 @@ class GatewayClient:
         self.validate_events = validate_events
         self.extra_params = extra_params or {}
         self.max_frame_size = max_frame_size
+        # Called with every raw inbound text frame (tests validate them against the reference).
+        self.on_frame = on_frame
+        self.sent_methods: dict[str, str] = {}
         self.hello: HelloOk | None = None
         self.challenge: ConnectChallenge | None = None
         self.events: asyncio.Queue[EventFrame] = asyncio.Queue()
@@ -180,6 +183,7 @@ class GatewayClient:
             frame["params"] = params
         fut = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
+        self.sent_methods[req_id] = method
         try:
             self.send_raw(wire.encode_json(frame))
             res: ResponseFrame = await asyncio.wait_for(fut, timeout or self.timeout)
@@ -207,6 +211,8 @@ class GatewayClient:
 
     # -- inbound -------------------------------------------------------------------------------
     def _on_text(self, data: bytes) -> None:
+        if self.on_frame is not None:
+            self.on_frame(self, data)
         try:
             frame = wire.decode_frame(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
