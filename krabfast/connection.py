@@ -22,13 +22,17 @@ from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, inval
 from krabfast.protocol.frames import RequestFrame
 from krabfast.protocol.handshake import (ConnectChallenge, ConnectParams, HelloAuth, HelloOk,
                                          Policy, PresenceEntry, ServerInfo)
-from krabfast.protocol.scopes import (NODE_ROLE_SCOPE, OPERATOR_SCOPES, ROLE_NODE, ROLE_OPERATOR,
-                                      ROLES, satisfies, scope_mask)
-from krabfast.protocol.version import accepted_range
+from krabfast.protocol.scopes import (NODE_ROLE_SCOPE, OPERATOR_SCOPES, READ, ROLE_NODE,
+                                      ROLE_OPERATOR, ROLES, satisfies, scope_mask)
+from krabfast.protocol.version import MIN_NODE_PROTOCOL, accepted_range
 
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
 
+# Sentinel: _authorize already answered (and closed); the caller sends nothing more.
+_ALREADY_ANSWERED = GatewayError(ErrorCode.INVALID_REQUEST, "already answered")
+
 CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_TEXT = 1007
 CLOSE_TOO_BIG = 1009
@@ -82,6 +86,8 @@ class Connection:
         self.sub: _fanout.Subscriber | None = None
         self.presence_key: str | None = None
         self.connected_at = 0
+        self.unauthorized_calls = 0
+        self._current_id = ""
         hub.connections[self.conn_id] = self
         hub.preauth_by_ip[peer_ip] += 1
 
@@ -111,7 +117,9 @@ class Connection:
             self._leave_preauth()
             return
         hub.subscribers.pop(self.conn_id, None)
-        if self.presence_key is not None and hub.presence.remove_client(self.presence_key):
+        # The row stays (reason "disconnect") until it expires, as on the reference.
+        if self.presence_key is not None and hub.presence.update(
+                self.presence_key, reason="disconnect", ts=hub.clock_ms()):
             hub.presence_changed()
 
     def handshake_timed_out(self) -> None:
@@ -136,9 +144,6 @@ class Connection:
         if len(data) > self.hub.config.preauth_max_payload:
             self.close(CLOSE_TOO_BIG, "pre-connect frame too large")
             return
-        if binary:
-            self.close(CLOSE_POLICY, "binary frames are not supported")
-            return
         try:
             frame = wire.decode_frame(data)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
@@ -149,10 +154,10 @@ class Connection:
             if req_id is not None:
                 err = invalid_request(validation_message("request frame", exc, "$"))
                 self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
-            self.close(CLOSE_POLICY, "invalid handshake: first frame must be a connect request")
+            self.close(CLOSE_POLICY, "invalid request frame")
             return
         if type(frame) is not RequestFrame:
-            self.close(CLOSE_POLICY, "invalid handshake: first frame must be a connect request")
+            self.close(CLOSE_POLICY, "invalid request frame")
             return
         if frame.method != "connect":
             err = invalid_request("invalid handshake: first request must be connect")
@@ -169,24 +174,26 @@ class Connection:
         self._after_open()
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
-        if binary:
-            # No binary sub-protocol: say so without dropping the connection.
-            return self._reply_error_frame(data, "binary frames are not supported")
+        # Binary frames are read as UTF-8 JSON text, as the reference does.
         try:
             frame = wire.decode_frame(data)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        except msgspec.ValidationError as exc:
+            # Well-formed JSON of the wrong shape: answer (under "invalid" when there is no
+            # usable id) and keep the connection.
+            req_id = _salvage_request_id(data, any_type=True) or "invalid"
+            err = invalid_request(validation_message("request frame", exc, "$"))
+            self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
+            return
+        except (msgspec.DecodeError, UnicodeDecodeError):
             if not _is_utf8(data):
                 self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
-                return
-            return self._reply_error_frame(data, validation_message("frame", exc, "$"))
+            return  # not JSON: nothing to answer, so it is dropped
         if type(frame) is not RequestFrame:
-            return  # clients never need to send res/event frames to us; ignore them
+            err = invalid_request("invalid request frame: only req frames are accepted")
+            self.sink.send(wire.response_error(getattr(frame, "id", None) or "invalid",
+                                               _encode(err.to_shape())))
+            return
         self._dispatch(frame)
-
-    def _reply_error_frame(self, data: bytes, message: str) -> None:
-        req_id = _salvage_request_id(data)
-        if req_id is not None:
-            self.sink.send(wire.response_error(req_id, _encode(invalid_request(message).to_shape())))
 
     # -- handshake ----------------------------------------------------------------------------
     def _connect(self, frame: RequestFrame) -> HelloOk:
@@ -198,24 +205,24 @@ class Connection:
             raise invalid_request(validation_message("connect params", exc, "$.params"),
                                   close_code=CLOSE_POLICY) from None
         role = params.role if params.role is not msgspec.UNSET else ROLE_OPERATOR
-        if role not in ROLES:
-            raise invalid_request(f"invalid connect params: unknown role {role!r}",
-                                  close_code=CLOSE_POLICY)
-        low, high = accepted_range(role)
-        if params.max_protocol < low or params.min_protocol > high:
+        low, high = accepted_range(role, params.client.mode)
+        if params.max_protocol < low or params.min_protocol > high or params.min_protocol > params.max_protocol:
             raise GatewayError(
-                ErrorCode.INVALID_REQUEST,
-                f"protocol mismatch: client supports {params.min_protocol}..{params.max_protocol}, "
-                f"gateway accepts {low}..{high}",
-                details={"code": DetailCode.PROTOCOL_MISMATCH.value, "minProtocol": low,
-                         "maxProtocol": high},
-                close_code=CLOSE_POLICY)
+                ErrorCode.INVALID_REQUEST, "protocol mismatch",
+                details={"code": DetailCode.PROTOCOL_MISMATCH.value,
+                         "clientMinProtocol": params.min_protocol,
+                         "clientMaxProtocol": params.max_protocol,
+                         "expectedProtocol": high, "minimumProbeProtocol": MIN_NODE_PROTOCOL},
+                close_code=CLOSE_PROTOCOL_ERROR)
+        if role not in ROLES:
+            raise invalid_request("invalid role", close_code=CLOSE_POLICY)
         if role == ROLE_NODE and params.device is msgspec.UNSET:
             raise GatewayError(ErrorCode.INVALID_REQUEST, "node connections need a device identity",
                                details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
                                close_code=CLOSE_POLICY)
         auth = params.auth if params.auth is not msgspec.UNSET else None
-        check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip, self.is_local)
+        check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip, self.is_local,
+                            params.client.id)
 
         requested = params.scopes if params.scopes is not msgspec.UNSET else []
         # Operators keep what they asked for on a shared-secret connect; a node holds no
@@ -238,7 +245,8 @@ class Connection:
             protocol=self.protocol,
             server=ServerInfo(version=hub.server_version, conn_id=self.conn_id),
             features=hub.features,
-            snapshot=hub.snapshot(),
+            snapshot=hub.snapshot(can_read=role == ROLE_OPERATOR and satisfies(
+                self.scopes, self.scope_mask, READ)),
             auth=HelloAuth(role=role, scopes=granted),
             policy=Policy(max_payload=cfg.max_payload, max_buffered_bytes=cfg.max_buffered_bytes,
                           tick_interval_ms=cfg.tick_interval_ms),
@@ -254,7 +262,7 @@ class Connection:
         entry = self._presence_entry()
         if entry is not None:
             self.presence_key = self._presence_identity()
-            hub.presence.upsert_client(self.presence_key, entry)
+            hub.presence.upsert(self.presence_key, entry)
 
     def _after_open(self) -> None:
         # Broadcast after hello-ok so the new client's first event follows its hello.
@@ -262,39 +270,45 @@ class Connection:
             self.hub.presence_changed()
 
     def _presence_identity(self) -> str:
-        client = self.client
-        if client.instance_id is not msgspec.UNSET:
-            return f"instance:{client.instance_id}"
+        # Operators get a row per connection; a node is one row per device.
+        if self.role == ROLE_NODE:
+            device = self.params.device
+            if device is not msgspec.UNSET:
+                return f"device:{device.id}"
+            if self.client.instance_id is not msgspec.UNSET:
+                return f"instance:{self.client.instance_id}"
         return f"conn:{self.conn_id}"
 
     def _presence_entry(self) -> PresenceEntry | None:
         client = self.client
-        if client.mode in ("cli", "probe"):
-            return None  # one-shot tools are not presence-worthy
+        if client.mode in EPHEMERAL_MODES:
+            return None  # one-shot tools and backends are not presence-worthy
         now = self.connected_at
         return PresenceEntry(
-            ts=now, host=client.display_name, ip=self.peer_ip or msgspec.UNSET,
+            ts=now, host=client.display_name or client.id,
+            ip=msgspec.UNSET if self.is_local or not self.peer_ip else self.peer_ip,
             version=client.version, platform=client.platform, device_family=client.device_family,
-            model_identifier=client.model_identifier, mode=client.mode, reason="connect",
-            online_since=now, instance_id=client.instance_id, roles=[self.role],
-            scopes=sorted(self.scopes))
+            model_identifier=client.model_identifier, time_zone=client.time_zone, mode=client.mode,
+            reason="connect", online_since=now, instance_id=client.instance_id, roles=[self.role],
+            scopes=sorted(self.scopes) or msgspec.UNSET)
 
     def _slow_consumer(self) -> None:
         self.close(CLOSE_POLICY, "slow consumer")
 
     # -- dispatch -----------------------------------------------------------------------------
     def _dispatch(self, frame: RequestFrame) -> None:
-        req_id = frame.id
+        req_id = self._current_id = frame.id
         method = frame.method
         entry = self.hub.methods.get(method)
         if entry is None:
             if method == "connect":
-                return self._send_error(req_id, invalid_request("connect already completed"))
+                return self._send_error(req_id, invalid_request("connect is only valid as the first request"))
             return self._send_error(req_id, invalid_request(f"unknown method: {method}"))
         spec, handler = entry
         err = self._authorize(spec)
         if err is not None:
             return self._send_error(req_id, err)
+        self.unauthorized_calls = 0
         params = None
         if spec.params is not None:
             raw = frame.params
@@ -315,12 +329,18 @@ class Connection:
         self._run(req_id, handler, params, key)
 
     def _authorize(self, spec) -> GatewayError | None:
-        if spec.scope == NODE_ROLE_SCOPE:
-            if self.role != ROLE_NODE:
-                return GatewayError(ErrorCode.FORBIDDEN, f"unauthorized role: {self.role}")
+        wanted = ROLE_NODE if spec.scope == NODE_ROLE_SCOPE else ROLE_OPERATOR
+        if self.role != wanted:
+            self.unauthorized_calls += 1
+            if self.unauthorized_calls > MAX_UNAUTHORIZED_CALLS:
+                # Answer this one, then hang up on a client stuck in a wrong-role loop.
+                self.sink.send(wire.response_error(self._current_id, _encode(
+                    invalid_request(f"unauthorized role: {self.role}").to_shape())))
+                self.close(CLOSE_POLICY, "repeated unauthorized calls")
+                return _ALREADY_ANSWERED
+            return invalid_request(f"unauthorized role: {self.role}")
+        if wanted == ROLE_NODE:
             return None
-        if self.role != ROLE_OPERATOR:
-            return GatewayError(ErrorCode.FORBIDDEN, f"unauthorized role: {self.role}")
         if not satisfies(self.scopes, self.scope_mask, spec.scope):
             return missing_scope(spec.name, spec.scope, [spec.scope])
         return None
@@ -371,6 +391,8 @@ class Connection:
         self.sink.send(wire.response_ok(req_id, body) if ok else wire.response_error(req_id, body))
 
     def _send_error(self, req_id: str, err: GatewayError) -> None:
+        if err is _ALREADY_ANSWERED:
+            return
         self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
 
     # -- outbound events ----------------------------------------------------------------------
@@ -382,17 +404,21 @@ class Connection:
         self.sink.send(self.sub.next_frame(prefix, b"}"))
 
 
+EPHEMERAL_MODES = frozenset(("cli", "backend", "probe"))
+# Consecutive role-mismatch calls tolerated before the socket is closed.
+MAX_UNAUTHORIZED_CALLS = 10
+
 _id_decoder = msgspec.json.Decoder(dict)
 
 
-def _salvage_request_id(data: bytes) -> str | None:
+def _salvage_request_id(data: bytes, any_type: bool = False) -> str | None:
     """The `id` of a malformed request, if one can be read, so the error can be correlated."""
     try:
         obj = _id_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
     req_id = obj.get("id")
-    if obj.get("type") == "req" and isinstance(req_id, str) and req_id:
+    if (any_type or obj.get("type") == "req") and isinstance(req_id, str) and req_id:
         return req_id
     return None
 

@@ -15,10 +15,41 @@ from krabfast.protocol.handshake import ConnectAuth
 
 CLOSE_POLICY = 1008
 
+# authReason -> (details.code, recommendedNextStep), as the reference reports them.
+_REASONS = {
+    "token_missing": (DetailCode.AUTH_TOKEN_MISSING, "update_auth_configuration"),
+    "token_mismatch": (DetailCode.AUTH_TOKEN_MISMATCH, "update_auth_credentials"),
+    "password_missing": (DetailCode.AUTH_PASSWORD_MISSING, "update_auth_configuration"),
+    "password_mismatch": (DetailCode.AUTH_PASSWORD_MISMATCH, "update_auth_credentials"),
+    "rate_limited": (DetailCode.AUTH_RATE_LIMITED, "wait_then_retry"),
+}
 
-def _auth_error(message: str, code: DetailCode, **kw) -> GatewayError:
-    return GatewayError(ErrorCode.INVALID_REQUEST, message, details={"code": code.value},
-                        close_code=CLOSE_POLICY, **kw)
+
+def _hint(reason: str, client_id: str, is_local: bool) -> str:
+    secret = "password" if reason.startswith("password") else "token"
+    if client_id == "cli":
+        if is_local:
+            return (f"use this gateway's gateway.auth.{secret}" if secret == "password"
+                    else "use this gateway's gateway.auth.token or pair the device")
+        return f"set gateway.remote.{secret} to match gateway.auth.{secret}"
+    if client_id in ("openclaw-control-ui", "webchat-ui", "webchat"):
+        return f"open the dashboard URL and paste the {secret} in Control UI settings"
+    return f"provide gateway auth {secret}"
+
+
+def auth_error(reason: str, client_id: str, is_local: bool, retry_after_ms: int | None = None) -> GatewayError:
+    code, next_step = _REASONS[reason]
+    if reason == "rate_limited":
+        message = "unauthorized: too many failed authentication attempts (retry later)"
+    else:
+        what = reason.replace("_", " ")
+        message = f"unauthorized: gateway {what} ({_hint(reason, client_id, is_local)})"
+    details = {"code": code.value, "authReason": reason, "canRetryWithDeviceToken": False,
+               "recommendedNextStep": next_step}
+    if retry_after_ms is None:
+        return GatewayError(ErrorCode.INVALID_REQUEST, message, details=details, close_code=CLOSE_POLICY)
+    return GatewayError(ErrorCode.INVALID_REQUEST, message, details=details, close_code=CLOSE_POLICY,
+                        retryable=True, retry_after_ms=retry_after_ms)
 
 
 def _equal(given: str, expected: str) -> bool:
@@ -26,40 +57,32 @@ def _equal(given: str, expected: str) -> bool:
 
 
 def check_shared_secret(cfg: GatewayConfig, limiter: AuthRateLimiter, auth: ConnectAuth | None,
-                        peer_ip: str, is_local: bool) -> str:
+                        peer_ip: str, is_local: bool, client_id: str) -> str:
     """Verify the connect credential for the configured mode.
 
     Returns the auth method used ("none", "token", "password"); raises GatewayError.
+    The lockout is checked before the secret is compared, so a locked-out address learns
+    nothing about the secret.
     """
     mode = cfg.auth_mode
     if mode == "none":
         return "none"
-    key = (peer_ip, mode)
+    key = ("shared-secret", peer_ip)
     wait = limiter.retry_after_ms(key, is_local)
     if wait:
-        raise _rate_limited(wait)
+        raise auth_error("rate_limited", client_id, is_local, wait)
     given = None
     if auth is not None:
         given = auth.token if mode == "token" else auth.password
         if not isinstance(given, str) or not given:
             given = None
     if given is None:
-        if mode == "token":
-            raise _auth_error("unauthorized: gateway token missing (set gateway token in client)",
-                              DetailCode.AUTH_TOKEN_MISSING)
-        raise _auth_error("unauthorized: gateway password missing", DetailCode.AUTH_PASSWORD_MISSING)
+        raise auth_error(f"{mode}_missing", client_id, is_local)
     expected = cfg.token if mode == "token" else cfg.password
     if _equal(given, expected or ""):
         limiter.record_success(key)
         return mode
-    locked = limiter.record_failure(key, is_local)
-    if locked:
-        raise _rate_limited(locked)
-    if mode == "token":
-        raise _auth_error("unauthorized: gateway token mismatch", DetailCode.AUTH_TOKEN_MISMATCH)
-    raise _auth_error("unauthorized: gateway password mismatch", DetailCode.AUTH_PASSWORD_MISMATCH)
-
-
-def _rate_limited(retry_after_ms: int) -> GatewayError:
-    return _auth_error("unauthorized: too many failed authentication attempts (retry later)",
-                       DetailCode.AUTH_RATE_LIMITED, retryable=True, retry_after_ms=retry_after_ms)
+    # This failure may start a lockout; it is still reported as a mismatch, and the
+    # next attempt gets AUTH_RATE_LIMITED.
+    limiter.record_failure(key, is_local)
+    raise auth_error(f"{mode}_mismatch", client_id, is_local)

@@ -54,11 +54,12 @@ class GatewayConfig:
     preauth_max_payload: int = 65_536
     handshake_timeout_ms: int = 15_000
     max_preauth_per_ip: int = 32
-    ping_interval_s: float = 30.0
-    ping_timeout_s: float = 30.0
+    ping_interval_s: float = 25.0
+    ping_timeout_s: float = 25.0
     idempotency_ttl_ms: int = 300_000
-    idempotency_max_entries: int = 10_000
-    max_presence_events: int = 200
+    idempotency_max_entries: int = 1_000
+    max_presence_entries: int = 200
+    max_queued_system_events: int = 100
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     @classmethod

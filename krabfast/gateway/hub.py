@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 
 import msgspec
 
@@ -24,7 +24,8 @@ from krabfast.gateway.ratelimit import AuthRateLimiter
 from krabfast.methods import HANDLERS
 from krabfast.protocol import methods as M
 from krabfast.protocol.frames import StateVersion
-from krabfast.protocol.handshake import EventLoopHealth, Features, HealthSnapshot, PresenceEntry, Snapshot
+from krabfast.protocol.handshake import (EventLoopHealth, Features, HealthSnapshot, PresenceEntry,
+                                         Snapshot, empty_health)
 from krabfast.protocol.scopes import SCOPE_BIT
 from krabfast.protocol.system import PresenceEvent, ShutdownEvent, TickEvent
 
@@ -44,10 +45,12 @@ class Gateway:
         self.server_version = server_version
         self.started = monotonic()
         self.boot_id = secrets.token_hex(8)
-        self.presence = PresenceTable(config.max_presence_events,
-                                      self_entry(server_version, str(uuid.uuid4())))
+        self.presence = PresenceTable(self_entry(server_version, str(uuid.uuid4())),
+                                      config.max_presence_entries)
+        # Texts of recent system events, oldest first (`status.queuedSystemEvents`).
+        self.system_events: deque[str] = deque(maxlen=config.max_queued_system_events)
         self.health_version = 0
-        self._health = HealthSnapshot(ok=True, ts=clock_ms(), duration_ms=0)
+        self._health = empty_health(clock_ms(), None)
         self.connections: dict[str, object] = {}  # conn_id -> Connection (all live sockets)
         self.subscribers: dict[str, _fanout.Subscriber] = {}  # authenticated sockets
         self.preauth_by_ip: Counter[str] = Counter()
@@ -81,8 +84,9 @@ class Gateway:
     def health_snapshot(self) -> HealthSnapshot:
         return self._health
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(presence=self.presence_entries(), health=self._health,
+    def snapshot(self, can_read: bool) -> Snapshot:
+        # Presence is operator.read data: others get an empty list, as on the reference.
+        return Snapshot(presence=self.presence_entries() if can_read else [], health=self._health,
                         state_version=self.state_version(), uptime_ms=self.uptime_ms(),
                         auth_mode=self.config.auth_mode)
 
@@ -90,8 +94,7 @@ class Gateway:
         """Recompute the health snapshot; broadcast `health` (and bump its state version)
         only when its meaning changed, not for fresh timestamps or sampled numbers."""
         started = self.monotonic()
-        fresh = HealthSnapshot(ok=True, ts=self.clock_ms(), duration_ms=0,
-                               event_loop=event_loop or msgspec.UNSET)
+        fresh = empty_health(self.clock_ms(), event_loop)
         fresh = msgspec.structs.replace(fresh, duration_ms=int((self.monotonic() - started) * 1000))
         old, self._health = self._health, fresh
         if _health_signature(fresh) == _health_signature(old):
@@ -105,9 +108,16 @@ class Gateway:
         self.broadcast("presence", PresenceEvent(presence=self.presence_entries()),
                        with_state_version=True)
 
-    def add_system_event(self, entry: PresenceEntry) -> None:
-        self.presence.add_event(entry)
+    def add_system_event(self, key: str, entry: PresenceEntry) -> None:
+        self.presence.upsert(key, entry)
+        self.system_events.append(entry.text)
         self.presence_changed()
+
+    def maintain(self) -> None:
+        """Periodic housekeeping: expire presence rows, prune the rate limiter."""
+        if self.presence.prune(self.clock_ms()):
+            self.presence_changed()
+        self.rate_limiter.prune()
 
     # -- events --------------------------------------------------------------------------------
     def broadcast(self, event: str, payload, *, with_state_version: bool = False) -> int:

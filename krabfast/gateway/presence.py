@@ -1,8 +1,7 @@
-"""Presence: the gateway's own "self" row, one row per identified client (keyed by
-device, instance or connection), and recent system events `{text, ts}`.
-
-Order follows the reference: self first, then everything else newest first. The version
-counter bumps on every change and is what `stateVersion.presence` reports.
+"""Presence: the gateway's own "self" row plus keyed rows for connected clients and
+system events. Rows expire 5 minutes after their last update (self never does); at most
+`max_entries` are kept. Listing order is newest first, self always on top, as the
+reference does. `version` bumps on every change; it is `stateVersion.presence`.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import uuid
 import msgspec
 
 from krabfast.protocol.handshake import PresenceEntry
+
+PRESENCE_TTL_MS = 300_000
 
 
 def _primary_ip() -> str:
@@ -38,37 +39,46 @@ def self_entry(version: str, instance_id: str | None = None) -> PresenceEntry:
 
 
 class PresenceTable:
-    def __init__(self, max_events: int, own: PresenceEntry | None = None) -> None:
-        self.max_events = max_events
+    def __init__(self, own: PresenceEntry | None = None, max_entries: int = 200,
+                 ttl_ms: int = PRESENCE_TTL_MS) -> None:
         self.own = own
-        self._clients: dict[str, PresenceEntry] = {}
-        self._events: list[PresenceEntry] = []
+        self.max_entries = max_entries
+        self.ttl_ms = ttl_ms
+        self._rows: dict[str, PresenceEntry] = {}
         self.version = 0
 
     def entries(self, now_ms: int) -> list[PresenceEntry]:
-        rows = sorted([*self._clients.values(), *self._events], key=lambda e: e.ts, reverse=True)
+        self.prune(now_ms)
+        rows = sorted(self._rows.values(), key=lambda e: e.ts, reverse=True)
         if self.own is not None:
             rows.insert(0, msgspec.structs.replace(self.own, ts=now_ms))
         return rows
 
-    def events(self) -> list[PresenceEntry]:
-        return list(self._events)
+    def prune(self, now_ms: int) -> bool:
+        """Drop expired rows; True if any went (the caller may broadcast)."""
+        cutoff = now_ms - self.ttl_ms
+        stale = [k for k, e in self._rows.items() if e.ts <= cutoff]
+        for key in stale:
+            del self._rows[key]
+        if stale:
+            self.version += 1
+        return bool(stale)
 
-    def upsert_client(self, key: str, entry: PresenceEntry) -> None:
-        self._clients[key] = entry
+    def upsert(self, key: str, entry: PresenceEntry) -> None:
+        rows = self._rows
+        rows.pop(key, None)
+        rows[key] = entry
+        while len(rows) > self.max_entries:
+            del rows[min(rows, key=lambda k: rows[k].ts)]
         self.version += 1
 
-    def remove_client(self, key: str) -> bool:
-        if self._clients.pop(key, None) is None:
+    def update(self, key: str, **changes) -> bool:
+        entry = self._rows.get(key)
+        if entry is None:
             return False
+        self._rows[key] = msgspec.structs.replace(entry, **changes)
         self.version += 1
         return True
 
-    def add_event(self, entry: PresenceEntry) -> None:
-        self._events.append(entry)
-        if len(self._events) > self.max_events:
-            del self._events[: len(self._events) - self.max_events]
-        self.version += 1
-
-    def client(self, key: str) -> PresenceEntry | None:
-        return self._clients.get(key)
+    def get(self, key: str) -> PresenceEntry | None:
+        return self._rows.get(key)

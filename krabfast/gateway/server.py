@@ -198,7 +198,7 @@ class GatewayServer:
         self._timers = [
             asyncio.ensure_future(self._every(self.config.tick_interval_ms / 1000, self.hub.tick)),
             asyncio.ensure_future(self._every(self.config.health_interval_ms / 1000, self._health)),
-            asyncio.ensure_future(self._every(60.0, self.hub.rate_limiter.prune)),
+            asyncio.ensure_future(self._every(30.0, self.hub.maintain)),
         ]
         log.info("krabfast gateway listening on ws://%s:%d (auth %s)", self.config.bind, self.port,
                  self.config.auth_mode)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from msgspec import UNSET
+
 from krabfast.protocol.handshake import PresenceEntry
 from krabfast.protocol.system import (GatewayStatusInfo, ProcessMemory, StatusResult, StatusSessions,
                                       SystemEchoResult, SystemEventParams, SystemEventResult)
@@ -20,7 +22,7 @@ def status(call, params):
     health = hub.health_snapshot()
     return StatusResult(
         runtime_version=hub.server_version,
-        queued_system_events=[e.text for e in hub.presence.events()],
+        queued_system_events=list(hub.system_events),
         event_loop=health.event_loop,
         process_memory=ProcessMemory(rss_bytes=_rss_bytes()),
         pid=os.getpid(),
@@ -48,12 +50,18 @@ def system_presence(call, params):
 
 
 _EVENT_CONTEXT_FIELDS = ("device_id", "instance_id", "host", "ip", "mode", "version", "platform",
-                         "device_family", "model_identifier", "last_input_seconds", "reason", "tags")
+                         "device_family", "model_identifier", "reason", "roles", "scopes", "tags")
 
 
 def system_event(call, params: SystemEventParams):
-    context = {f: getattr(params, f) for f in _EVENT_CONTEXT_FIELDS}
-    call.hub.add_system_event(PresenceEntry(text=params.text, ts=call.hub.clock_ms(), **context))
+    # Empty strings mean "not given" (the presence schema wants non-empty values).
+    context = {f: v for f in _EVENT_CONTEXT_FIELDS if (v := getattr(params, f))}
+    if params.last_input_seconds is not UNSET:
+        context["last_input_seconds"] = int(params.last_input_seconds)
+    # One row per reporter: a device or instance updates its row; bare text is keyed by
+    # its start, so repeating the same text refreshes one row.
+    key = "event:" + (context.get("device_id") or context.get("instance_id") or params.text[:64]).lower()
+    call.hub.add_system_event(key, PresenceEntry(text=params.text, ts=call.hub.clock_ms(), **context))
     return SystemEventResult(ok=True)
 
 

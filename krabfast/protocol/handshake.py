@@ -121,20 +121,35 @@ class HealthSessions(Model):
     recent: list[dict[str, Any]]
 
 
+class HealthPlugins(Model):
+    loaded: list[str]
+    errors: list[dict[str, Any]]
+    unavailable: list[dict[str, Any]]
+
+
 class HealthSnapshot(Model):
-    """The gateway's health summary (a subset of the reference's fields, all optional there)."""
+    """The gateway's health summary: the reference's keys, with the families krabfast
+    does not host (channels, agents) present and empty."""
 
     ok: Literal[True]
     ts: NonNegInt
     duration_ms: NonNegInt
-    event_loop: EventLoopHealth | Unset = UNSET
-    channels: dict[str, Any] = {}
-    channel_order: list[str] = []
-    channel_labels: dict[str, str] = {}
+    plugins: HealthPlugins
+    channels: dict[str, Any]
+    channel_order: list[str]
+    channel_labels: dict[str, str]
+    agents: list[dict[str, Any]]
     heartbeat_seconds: NonNegInt | Unset = UNSET
     default_agent_id: str | Unset = UNSET
-    agents: list[dict[str, Any]] = []
     sessions: HealthSessions | Unset = UNSET
+    event_loop: EventLoopHealth | Unset = UNSET
+
+
+def empty_health(ts: int, event_loop: EventLoopHealth | None) -> HealthSnapshot:
+    return HealthSnapshot(ok=True, ts=ts, duration_ms=0,
+                          plugins=HealthPlugins(loaded=[], errors=[], unavailable=[]),
+                          channels={}, channel_order=[], channel_labels={}, agents=[],
+                          event_loop=event_loop if event_loop is not None else UNSET)
 
 
 class Snapshot(Model):

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 from krabfast.protocol import scopes as S
 from krabfast.protocol import system as sysp
+from krabfast.protocol.handshake import HealthSnapshot
 
 
 @dataclass(frozen=True, slots=True)
 class MethodSpec:
     name: str
-    params: type | None  # Struct decoded from params; None = params must be absent/empty
+    params: type | None  # Struct decoded from params; None = params are ignored (as upstream)
     result: type | None
     scope: str  # an operator scope, or scopes.NODE_ROLE_SCOPE
     side_effect: bool = False  # dedupe on params.idempotencyKey
@@ -23,10 +24,10 @@ class MethodSpec:
 
 
 METHOD_SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec("health", sysp.HealthParams, None, S.READ, summary="gateway health snapshot"),
-    MethodSpec("status", sysp.StatusParams, sysp.StatusResult, S.READ, summary="gateway summary"),
-    MethodSpec("system-presence", sysp.SystemPresenceParams, None, S.READ,
-               summary="current presence entries"),
+    MethodSpec("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot"),
+    MethodSpec("status", None, sysp.StatusResult, S.READ, summary="gateway summary"),
+    MethodSpec("system-presence", None, sysp.SystemPresenceResult, S.READ,
+               summary="current presence entries, newest first, the gateway's own row on top"),
     MethodSpec("system-event", sysp.SystemEventParams, sysp.SystemEventResult, S.ADMIN,
                side_effect=True, summary="append a system event to presence and broadcast it"),
     MethodSpec("system.echo", sysp.SystemEchoParams, sysp.SystemEchoResult, S.READ,
@@ -48,8 +49,8 @@ class EventSpec:
 EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("connect.challenge", None),
     EventSpec("tick", sysp.TickEvent, droppable=True),
-    EventSpec("presence", sysp.PresenceEvent),
-    EventSpec("health", None),
+    EventSpec("presence", sysp.PresenceEvent, scope=S.READ, droppable=True),
+    EventSpec("health", HealthSnapshot),
     EventSpec("shutdown", sysp.ShutdownEvent),
 )
 EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

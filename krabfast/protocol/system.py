@@ -8,42 +8,36 @@ import msgspec
 
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import EventLoopHealth, PresenceEntry
-from krabfast.protocol.model import Model, NonEmptyStr, NonNegInt, PosInt
+from krabfast.protocol.model import Model, NonEmptyStr, NonNegFloat, NonNegInt
 
 UNSET = msgspec.UNSET
 Unset = msgspec.UnsetType
-
-
-class HealthParams(Model):
-    probe: bool | Unset = UNSET
-    timeout_ms: PosInt | Unset = UNSET
-
-
-class StatusParams(Model):
-    pass
-
-
-class SystemPresenceParams(Model):
-    pass
 
 
 class SystemEventParams(Model):
     """A system event: free text plus optional presence context from the reporter."""
 
     text: NonEmptyStr
-    device_id: NonEmptyStr | Unset = UNSET
-    instance_id: NonEmptyStr | Unset = UNSET
-    host: NonEmptyStr | Unset = UNSET
-    ip: NonEmptyStr | Unset = UNSET
-    mode: NonEmptyStr | Unset = UNSET
-    version: NonEmptyStr | Unset = UNSET
-    platform: NonEmptyStr | Unset = UNSET
-    device_family: NonEmptyStr | Unset = UNSET
-    model_identifier: NonEmptyStr | Unset = UNSET
-    last_input_seconds: NonNegInt | Unset = UNSET
-    reason: NonEmptyStr | Unset = UNSET
-    tags: list[NonEmptyStr] | Unset = UNSET
     idempotency_key: NonEmptyStr | Unset = UNSET
+    session_key: str | Unset = UNSET
+    wake: bool | Unset = UNSET
+    device_id: str | Unset = UNSET
+    instance_id: str | Unset = UNSET
+    host: str | Unset = UNSET
+    ip: str | Unset = UNSET
+    mode: str | Unset = UNSET
+    version: str | Unset = UNSET
+    platform: str | Unset = UNSET
+    device_family: str | Unset = UNSET
+    model_identifier: str | Unset = UNSET
+    reason: str | Unset = UNSET
+    last_input_seconds: NonNegFloat | Unset = UNSET
+    roles: list[str] | Unset = UNSET
+    scopes: list[str] | Unset = UNSET
+    tags: list[str] | Unset = UNSET
+
+
+SystemPresenceResult = list[PresenceEntry]
 
 
 class SystemEventResult(Model):

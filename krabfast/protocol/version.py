@@ -13,7 +13,7 @@ MIN_NODE_PROTOCOL = 3
 COMPAT_REFERENCE_VERSION = "2026.9.6"
 
 
-def accepted_range(role: str) -> tuple[int, int]:
-    """Inclusive protocol range this gateway accepts for a role."""
-    low = MIN_NODE_PROTOCOL if role == "node" else MIN_CLIENT_PROTOCOL
+def accepted_range(role: str, mode: str) -> tuple[int, int]:
+    """Inclusive protocol range this gateway accepts: nodes and probes may lag by one."""
+    low = MIN_NODE_PROTOCOL if (role == "node" or mode == "probe") else MIN_CLIENT_PROTOCOL
     return low, PROTOCOL_VERSION

@@ -31,9 +31,9 @@ def test_bad_params_name_the_json_path(harness):
 
 def test_bad_params_change_nothing(harness):
     conn, sink = harness.connected()
-    before = (harness.hub.presence.version, len(harness.hub.presence.events()))
+    before = (harness.hub.presence.version, len(harness.hub.system_events))
     harness.request(conn, sink, "system-event", {})
-    assert (harness.hub.presence.version, len(harness.hub.presence.events())) == before
+    assert (harness.hub.presence.version, len(harness.hub.system_events)) == before
 
 
 def test_missing_scope_is_forbidden_with_details(harness):
@@ -43,7 +43,7 @@ def test_missing_scope_is_forbidden_with_details(harness):
     assert err["code"] == "FORBIDDEN"
     assert err["details"] == {"code": "MISSING_SCOPE", "missingScope": "operator.admin",
                               "requiredScopes": ["operator.admin"]}
-    assert harness.hub.presence.events() == []
+    assert list(harness.hub.system_events) == []
 
 
 def test_scope_implications(harness):
@@ -102,12 +102,12 @@ def test_idempotent_retry_returns_first_response_without_repeating(harness):
     again = harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k1"}, req_id="r2")
     assert again["payload"] == first["payload"] and again["id"] == "r2"
     assert harness.hub.presence.version == version
-    assert [e.text for e in harness.hub.presence.events()] == ["once"]
+    assert list(harness.hub.system_events) == ["once"]
     # A different key runs again; the first key expires after the TTL.
     harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k2"}, req_id="r3")
     harness.clock.advance(300_001)
     harness.request(conn, sink, "system-event", {"text": "once", "idempotencyKey": "k1"}, req_id="r4")
-    assert len(harness.hub.presence.events()) == 3
+    assert len(harness.hub.system_events) == 3
 
 
 def test_idempotent_retry_from_another_connection(harness):
@@ -115,7 +115,7 @@ def test_idempotent_retry_from_another_connection(harness):
     b, sink_b = harness.connected(instance_id="b")
     harness.request(a, sink_a, "system-event", {"text": "x", "idempotencyKey": "shared"})
     harness.request(b, sink_b, "system-event", {"text": "x", "idempotencyKey": "shared"})
-    assert len(harness.hub.presence.events()) == 1
+    assert len(harness.hub.system_events) == 1
 
 
 def test_async_handler_with_inflight_retry(harness):
@@ -159,11 +159,38 @@ def test_malformed_frames_after_handshake(harness):
     conn, sink = harness.connected()
     conn.receive(b'{"type":"req","id":"x1","method":"health","bogus":1}')
     assert sink.response("x1")["error"]["code"] == "INVALID_REQUEST"
+    conn.receive(b'{"type":"req","method":"health"}')
+    assert sink.response("invalid")["error"]["code"] == "INVALID_REQUEST"
+    conn.receive(b'[1, 2]')
+    conn.receive(b'{"type":"event","event":"tick"}')
+    assert len([f for f in sink.frames() if f.get("id") == "invalid"]) == 3
     n = len(sink.sent)
-    conn.receive(b"not json")  # nothing to correlate: ignored
+    conn.receive(b"not json")  # nothing to correlate: dropped
     assert len(sink.sent) == n and sink.closed is None
+    conn.receive(b'{"type":"req","id":"b1","method":"health"}', binary=True)
+    assert sink.response("b1")["ok"]
     conn.receive(b'{"type":"req","id":"x2","method":"h\xffalth"}')
     assert sink.closed[0] == 1007
+
+
+def test_wrong_role_calls_are_refused_then_closed(harness):
+    from krabfast.protocol.methods import MethodSpec
+    spec = MethodSpec("node.only", None, None, "node")
+    harness.hub.methods["node.only"] = (spec, lambda call, params: {"ok": True})
+    conn, sink = harness.connected()
+    for i in range(10):
+        err = harness.request(conn, sink, "node.only", {}, req_id=f"n{i}")["error"]
+        assert err == {"code": "INVALID_REQUEST", "message": "unauthorized role: operator"}
+    assert sink.closed is None
+    harness.request(conn, sink, "health", None, req_id="ok")  # any success resets the count
+    for i in range(11):
+        harness.request(conn, sink, "node.only", {}, req_id=f"m{i}")
+    assert sink.closed == (1008, "repeated unauthorized calls")
+
+
+def test_unknown_method_needs_no_scope_to_be_reported(harness):
+    conn, sink = harness.connected(scopes=["operator.read"])
+    assert harness.request(conn, sink, "nope")["error"]["code"] == "INVALID_REQUEST"
 
 
 def test_node_role_without_device_is_refused():

@@ -35,17 +35,34 @@ def test_presence_on_connect_and_disconnect(harness):
     ev = sink.events("presence")[-1]
     assert any(e.get("instanceId") == "o" and e["reason"] == "connect" for e in ev["payload"]["presence"])
     v = ev["stateVersion"]["presence"]
+    harness.clock.advance(10)
     other.transport_closed()
     ev2 = sink.events("presence")[-1]
     assert ev2["stateVersion"]["presence"] == v + 1
-    assert not any(e.get("instanceId") == "o" for e in ev2["payload"]["presence"])
+    (row,) = [e for e in ev2["payload"]["presence"] if e.get("instanceId") == "o"]
+    assert row["reason"] == "disconnect" and row["ts"] == harness.clock.ms
+    assert row["host"] == "openclaw-macos" and "ip" not in row  # loopback peers carry no ip
+    # Rows expire five minutes after their last update.
+    harness.clock.advance(300_001)
+    harness.hub.maintain()
+    ev3 = sink.events("presence")[-1]
+    assert [e["reason"] for e in ev3["payload"]["presence"]] == ["self"]
 
 
-def test_cli_clients_do_not_enter_presence(harness):
+def test_presence_needs_read_scope(harness):
+    blind, blind_sink = harness.connected(instance_id="b", scopes=[])
+    reader, reader_sink = harness.connected(instance_id="r", scopes=["operator.read"])
+    assert reader_sink.events("presence") and not blind_sink.events("presence")
+    hello = blind_sink.response("c1")["payload"]
+    assert hello["snapshot"]["presence"] == []
+
+
+def test_ephemeral_clients_do_not_enter_presence(harness):
     watcher, sink = harness.connected(instance_id="w")
     n = len(sink.events("presence"))
-    cli, _ = harness.connected(client_id="cli", mode="cli", instance_id="c")
-    cli.transport_closed()
+    for mode, client_id in (("cli", "cli"), ("backend", "gateway-client"), ("probe", "openclaw-probe")):
+        c, _ = harness.connected(client_id=client_id, mode=mode, instance_id=mode)
+        c.transport_closed()
     assert len(sink.events("presence")) == n
 
 

@@ -80,9 +80,24 @@ def test_malformed_request_with_id_gets_error():
 
 @pytest.mark.parametrize("lo,hi", [(1, 2), (5, 6)])
 def test_protocol_range_mismatch(lo, hi):
-    err = _first_frame_fails(connect_frame(minProtocol=lo, maxProtocol=hi), expect_error=True)
-    assert err["details"]["code"] == "PROTOCOL_MISMATCH"
-    assert "protocol" in err["message"]
+    err = _first_frame_fails(connect_frame(minProtocol=lo, maxProtocol=hi), expect_error=True,
+                             close_code=1002)
+    assert err["message"] == "protocol mismatch"
+    assert err["details"] == {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": lo,
+                              "clientMaxProtocol": hi, "expectedProtocol": 4, "minimumProbeProtocol": 3}
+
+
+def test_probe_may_use_protocol_3():
+    h = Harness()
+    conn, sink = h.open()
+    conn.receive(connect_frame(minProtocol=3, maxProtocol=3, client_id="openclaw-probe", mode="probe"))
+    assert sink.response("c1")["payload"]["protocol"] == 3
+    _first_frame_fails(connect_frame(minProtocol=3, maxProtocol=3), expect_error=True, close_code=1002)
+
+
+def test_invalid_role():
+    err = _first_frame_fails(connect_frame(role="admin"), expect_error=True)
+    assert err["message"] == "invalid role"
 
 
 def test_protocol_negotiates_highest_common():
@@ -101,11 +116,11 @@ def test_invalid_utf8_closes_1007():
     _first_frame_fails(b'{"type":"req","id":"1","method":"conn\xff"}', expect_error=False, close_code=1007)
 
 
-def test_binary_first_frame_closes():
+def test_binary_connect_is_read_as_text():
     h = Harness()
     conn, sink = h.open()
     conn.receive(connect_frame(), binary=True)
-    assert sink.closed[0] == 1008
+    assert sink.response("c1")["ok"] and sink.closed is None
 
 
 def test_handshake_timeout_closes():
@@ -145,12 +160,18 @@ def _auth_fail(config, frame, **open_kw):
 
 def test_token_missing():
     err = _auth_fail(GatewayConfig(auth_mode="token", token="T"), connect_frame())
-    assert err["details"]["code"] == "AUTH_TOKEN_MISSING"
+    assert err["details"] == {"code": "AUTH_TOKEN_MISSING", "authReason": "token_missing",
+                              "canRetryWithDeviceToken": False,
+                              "recommendedNextStep": "update_auth_configuration"}
+    assert "retryable" not in err
 
 
 def test_token_mismatch():
-    err = _auth_fail(GatewayConfig(auth_mode="token", token="T"), connect_frame(token="nope"))
+    err = _auth_fail(GatewayConfig(auth_mode="token", token="T"),
+                     connect_frame(token="nope", client_id="cli", mode="cli"))
     assert err["details"]["code"] == "AUTH_TOKEN_MISMATCH"
+    assert err["message"] == ("unauthorized: gateway token mismatch "
+                              "(use this gateway's gateway.auth.token or pair the device)")
 
 
 def test_password_mismatch():
@@ -170,8 +191,8 @@ def test_rate_limit_locks_out_remote_after_ten_failures():
         conn, sink = h.open(peer_ip="203.0.113.9", is_local=False)
         conn.receive(connect_frame(token="wrong"))
         codes.append(sink.last()["error"]["details"]["code"])
-    assert codes[:9] == ["AUTH_TOKEN_MISMATCH"] * 9
-    assert codes[9:] == ["AUTH_RATE_LIMITED"] * 2
+    assert codes[:10] == ["AUTH_TOKEN_MISMATCH"] * 10
+    assert codes[10:] == ["AUTH_RATE_LIMITED"]
     # Even the right token is refused while locked out, with a retry hint.
     conn, sink = h.open(peer_ip="203.0.113.9", is_local=False)
     conn.receive(connect_frame(token="T"))
