@@ -70,6 +70,9 @@ class GatewayConfig:
         password = password or env_first(PASSWORD_ENV_VARS)
         if auth is None:
             auth = "token" if token else "password" if password else "none"
+        timeout = env_first(("KRABFAST_HANDSHAKE_TIMEOUT_MS", "OPENCLAW_HANDSHAKE_TIMEOUT_MS"))
+        if timeout and "handshake_timeout_ms" not in kw:
+            kw["handshake_timeout_ms"] = int(timeout)
         cfg = cls(auth_mode=auth, token=token, password=password, **kw)
         cfg.validate()
         return cfg
