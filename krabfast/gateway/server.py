@@ -229,7 +229,7 @@ class GatewayServer:
         if self.server is not None:
             self.server.close()
         for conn in list(hub.connections.values()):
-            conn.close(CLOSE_SERVICE_RESTART, "gateway shutting down")
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
         deadline = time.monotonic() + 2.0
         while self.listeners and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -260,4 +260,6 @@ def _reject(status: int, body: bytes) -> WSUpgradeResponseWithListener:
 def run(config: GatewayConfig) -> None:
     import uvloop
 
+    # picows logs every accepted socket at INFO; that is noise at thousands of clients.
+    logging.getLogger("picows").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     uvloop.run(GatewayServer(config).serve_forever())
