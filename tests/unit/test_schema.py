@@ -31,6 +31,15 @@ def test_committed_schema_is_fresh():
     assert (ROOT / "dist" / "protocol.schema.json").read_text() == render_schema()
 
 
+def test_committed_swift_models_are_fresh():
+    from krabfast.protocol.swift import render_swift
+
+    swift = render_swift(OURS)
+    assert (ROOT / "dist" / "GatewayModels.swift").read_text() == swift
+    assert "public struct HelloOk: Codable, Sendable {" in swift
+    assert "    public let `protocol`: Int" in swift
+
+
 def test_schema_is_valid_draft7():
     jsonschema.Draft7Validator.check_schema(OURS)
     assert set(OURS) >= {"$schema", "definitions", "methods", "oneOf"}
