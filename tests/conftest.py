@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -41,8 +40,11 @@ class GatewayProcess(NamedTuple):
     """ws://127.0.0.1:<port>"""
     port: int
     process: subprocess.Popen
-    log: Path
-    """stdout+stderr of the gateway."""
+
+    @property
+    def log(self) -> Path:
+        """The file holding the gateway's stdout+stderr."""
+        return self.process.log_path
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -73,22 +75,23 @@ class GatewayFactory:
 
         `args` are extra CLI arguments, e.g. `("--token", "T", "--tick-interval-ms", "500")`.
         `env` (optional) is merged over os.environ. Returns once the port accepts TCP
-        connections: `(url, port, process, log)`; unpack `url, port, proc, _ = ...`.
+        connections: a `GatewayProcess` named tuple `(url, port, process)`, with `.log` (path
+        of the gateway's stdout+stderr) and `.output()` (its text) besides.
         Every process started is stopped at fixture teardown (SIGTERM, then SIGKILL after
         5 s); a test may also stop one itself.
         """
         run_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         for _attempt in range(3):  # a free port can be taken between probe and bind
             port = free_port()
-            log = Path(tempfile.mkstemp(prefix=f"gateway-{port}-", suffix=".log",
-                                        dir=self.tmp_dir)[1])
+            log = self.tmp_dir / f"gateway-{len(self.started)}-{port}.log"
             with open(log, "wb") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "krabfast", "gateway", "--port", str(port),
                      "--bind", "127.0.0.1", *args],
                     cwd=REPO, env=run_env, stdin=subprocess.DEVNULL, stdout=out,
                     stderr=subprocess.STDOUT, start_new_session=True)
-            gw = GatewayProcess(f"ws://127.0.0.1:{port}", port, proc, log)
+            proc.log_path = log
+            gw = GatewayProcess(f"ws://127.0.0.1:{port}", port, proc)
             self.started.append(gw)
             deadline = time.monotonic() + ready_timeout
             while time.monotonic() < deadline:
@@ -123,7 +126,7 @@ def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 @pytest.fixture
 def gateway_server(tmp_path):
-    """Factory: `url, port, proc, log = gateway_server("--token", "T")` (see GatewayFactory)."""
+    """Factory: `url, port, proc = gateway_server("--token", "T")` (see GatewayFactory.__call__)."""
     factory = GatewayFactory(tmp_path)
     yield factory
     factory.stop_all()

@@ -158,7 +158,7 @@ def test_backend_client_is_not_listed_in_presence(session):
         assert ours(frame["payload"]["presence"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "krabfast bug: the server answers a client's empty CLOSE frame (what GatewayClient.stop() "
     "sends) with a CLOSE frame carrying status code 0; ws rejects it ('Invalid WebSocket "
     "frame: invalid status code 0') and the client sees 1006 instead of a clean close"))
