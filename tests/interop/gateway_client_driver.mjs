@@ -8,6 +8,9 @@
 //   presence event carrying `text`; then {"kind":"done"} and exit 0.
 // scenario "bad-token": connect with a wrong token; expect a connect error and the client
 //   pausing its reconnect loop; then {"kind":"done"} and exit 0.
+// scenario "reads": connect, request health and system-presence, then {"kind":"done"}.
+// $DRIVER_CLIENT_OPTIONS (JSON object), if set, is merged over the GatewayClient options
+// (e.g. {"clientName":"cli","mode":"probe","scopes":[]}).
 // Anything unexpected: {"kind":"timeout"} after 20 s and exit 2.
 import { pathToFileURL } from "node:url";
 
@@ -69,7 +72,15 @@ client = new GatewayClient({
   onHelloOk: async (hello) => {
     state.connects += 1;
     out({ kind: "hello", hello });
-    if (scenario !== "session" || state.connects > 1) return;
+    if (state.connects > 1) return;
+    if (scenario === "reads") {
+      await call("health", {});
+      await call("system-presence", {});
+      out({ kind: "done" });
+      finish(0);
+      return;
+    }
+    if (scenario !== "session") return;
     await call("health", {});
     await call("system-presence", {});
     await call("system-event", { text });
@@ -93,5 +104,6 @@ client = new GatewayClient({
     if (scenario === "bad-token") { out({ kind: "done" }); finish(0); }
   },
   onClose: (code, reason, info) => out({ kind: "close", code, reason, phase: info?.phase }),
+  ...JSON.parse(process.env.DRIVER_CLIENT_OPTIONS || "{}"),
 });
 client.start();
