@@ -225,12 +225,13 @@ class Connection:
                             params.client.id)
 
         requested = params.scopes if params.scopes is not msgspec.UNSET else []
-        # Operators keep what they asked for on a shared-secret connect; a node holds no
-        # operator scopes.
-        granted = [s for s in dict.fromkeys(requested)] if role == ROLE_OPERATOR else []
-        unknown = [s for s in granted if s.startswith("operator.") and s not in OPERATOR_SCOPES]
-        if role == ROLE_OPERATOR and unknown:
-            granted = [s for s in granted if s not in unknown]
+        # Without a device identity only the local control tools (the CLI, backends) keep
+        # the operator scopes they ask for; any other client is admitted with none, as on
+        # the reference (it must pair a device to be granted scopes).
+        keeps_scopes = (role == ROLE_OPERATOR and self.is_local
+                        and (params.client.id, params.client.mode) in SCOPE_KEEPING_CLIENTS)
+        granted = [s for s in dict.fromkeys(requested)
+                   if not s.startswith("operator.") or s in OPERATOR_SCOPES] if keeps_scopes else []
         self.role = role
         self.scopes = frozenset(granted)
         self.scope_mask = scope_mask(granted)
@@ -329,6 +330,8 @@ class Connection:
         self._run(req_id, handler, params, key)
 
     def _authorize(self, spec) -> GatewayError | None:
+        if spec.open_to_all:
+            return None
         wanted = ROLE_NODE if spec.scope == NODE_ROLE_SCOPE else ROLE_OPERATOR
         if self.role != wanted:
             self.unauthorized_calls += 1
@@ -405,6 +408,7 @@ class Connection:
 
 
 EPHEMERAL_MODES = frozenset(("cli", "backend", "probe"))
+SCOPE_KEEPING_CLIENTS = frozenset((("cli", "cli"), ("gateway-client", "backend")))
 # Consecutive role-mismatch calls tolerated before the socket is closed.
 MAX_UNAUTHORIZED_CALLS = 10
 

@@ -21,6 +21,7 @@ from krabfast.protocol.frames import EventFrame, ResponseFrame
 from krabfast.protocol.handshake import ConnectChallenge, HelloOk
 from krabfast.protocol.methods import EVENTS
 from krabfast.protocol.version import PROTOCOL_VERSION
+from krabfast.wsutil import echo_close
 
 
 class GatewayClientError(Exception):
@@ -63,8 +64,9 @@ class _Listener(WSListener):
                 reason = frame.get_close_reason()
             except UnicodeDecodeError:
                 reason = ""
-            self.client._on_closed(int(code.value) if code is not None else None, reason or "")
-            transport.send_close(code)
+            has_code = frame.payload_size >= 2
+            self.client._on_closed(int(code.value) if has_code else 1005, reason or "")
+            echo_close(transport, frame)
             transport.disconnect()
 
     def on_ws_disconnected(self, transport) -> None:

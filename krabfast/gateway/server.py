@@ -17,6 +17,7 @@ from picows import (WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, WSUpgr
 from picows.api import _resolve_logger
 from picows.picows import WSAutoPingStrategy, WSProtocol
 
+from krabfast.wsutil import echo_close
 from krabfast.connection import CLOSE_SERVICE_RESTART, CLOSE_TOO_BIG, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
@@ -99,7 +100,7 @@ class _Listener(WSListener):
         if msg_type is WSMsgType.CLOSE:
             if not self.sink.closed:
                 self.sink.closed = True
-                transport.send_close(frame.get_close_code())
+                echo_close(transport, frame)
             transport.disconnect()
             return
         if msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:

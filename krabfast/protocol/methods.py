@@ -21,10 +21,14 @@ class MethodSpec:
     scope: str  # an operator scope, or scopes.NODE_ROLE_SCOPE
     side_effect: bool = False  # dedupe on params.idempotencyKey
     summary: str = ""
+    # Answered for every authenticated connection whatever its role and scopes; the
+    # reference exempts `health` this way (its published scope is still operator.read).
+    open_to_all: bool = False
 
 
 METHOD_SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot"),
+    MethodSpec("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot",
+               open_to_all=True),
     MethodSpec("status", None, sysp.StatusResult, S.READ, summary="gateway summary"),
     MethodSpec("system-presence", None, sysp.SystemPresenceResult, S.READ,
                summary="current presence entries, newest first, the gateway's own row on top"),

@@ -81,7 +81,8 @@ class RecordingSink:
 
 
 def connect_frame(req_id="c1", *, scopes=("operator.admin",), role="operator", token=None,
-                  password=None, client_id="test", mode="test", instance_id="inst-1", **extra) -> bytes:
+                  password=None, client_id="gateway-client", mode="backend", instance_id="inst-1",
+                  **extra) -> bytes:
     params = {"minProtocol": 4, "maxProtocol": 4,
               "client": {"id": client_id, "version": "1.0.0", "platform": "linux", "mode": mode},
               "role": role, "scopes": list(scopes), "caps": []}

@@ -52,7 +52,29 @@ def test_scope_implications(harness):
     conn2, sink2 = harness.connected(scopes=["operator.admin"], instance_id="i2")
     assert harness.request(conn2, sink2, "health")["ok"]  # admin satisfies everything
     conn3, sink3 = harness.connected(scopes=["operator.pairing"], instance_id="i3")
-    assert harness.request(conn3, sink3, "health")["error"]["details"]["missingScope"] == "operator.read"
+    err = harness.request(conn3, sink3, "system-presence")["error"]
+    assert err["details"]["missingScope"] == "operator.read"
+
+
+def test_health_is_open_to_every_authenticated_connection(harness):
+    conn, sink = harness.connected(scopes=[])
+    assert harness.request(conn, sink, "health")["ok"]
+    assert harness.request(conn, sink, "status", req_id="r2")["error"]["code"] == "FORBIDDEN"
+
+
+def test_only_local_control_tools_keep_scopes_without_a_device(harness):
+    for client_id, mode, is_local, kept in (("cli", "cli", True, True),
+                                            ("gateway-client", "backend", True, True),
+                                            ("gateway-client", "ui", True, False),
+                                            ("openclaw-macos", "ui", True, False),
+                                            ("test", "test", True, False),
+                                            ("cli", "probe", True, False),
+                                            ("cli", "cli", False, False)):
+        conn, sink = harness.open(peer_ip="127.0.0.1" if is_local else "198.51.100.7", is_local=is_local)
+        from tests.unit.conftest import connect_frame
+        conn.receive(connect_frame(client_id=client_id, mode=mode, scopes=["operator.read"]))
+        scopes = sink.response("c1")["payload"]["auth"]["scopes"]
+        assert scopes == (["operator.read"] if kept else []), (client_id, mode, is_local)
 
 
 def test_every_served_method_follows_the_reference_scope_table():

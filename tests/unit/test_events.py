@@ -21,8 +21,10 @@ def test_tick_reaches_authenticated_sockets_only(harness):
 
 
 def test_seq_is_per_socket_and_gapless(harness):
-    a, sink_a = harness.connected(instance_id="a")  # presence(a): a=1
-    b, sink_b = harness.connected(instance_id="b")  # presence(b): a=2, b=1
+    a, sink_a = harness.connected(instance_id="a", scopes=["operator.read"])
+    harness.connected(instance_id="ui", mode="ui", client_id="openclaw-macos")  # presence: a=1
+    b, sink_b = harness.connected(instance_id="b", scopes=["operator.read"])
+    harness.connected(instance_id="ui2", mode="ui", client_id="openclaw-macos")  # a=2, b=1
     for _ in range(3):
         harness.hub.tick()
     assert _seqs(sink_a) == [1, 2, 3, 4, 5]
@@ -52,6 +54,7 @@ def test_presence_on_connect_and_disconnect(harness):
 def test_presence_needs_read_scope(harness):
     blind, blind_sink = harness.connected(instance_id="b", scopes=[])
     reader, reader_sink = harness.connected(instance_id="r", scopes=["operator.read"])
+    harness.connected(instance_id="ui", mode="ui", client_id="openclaw-macos")
     assert reader_sink.events("presence") and not blind_sink.events("presence")
     hello = blind_sink.response("c1")["payload"]
     assert hello["snapshot"]["presence"] == []
