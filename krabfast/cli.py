@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway(sub)
     _add_calls(sub)
     _add_protocol(sub)
+    from krabfast.reference import add_parser as _add_reference
+
+    _add_reference(sub)
     return parser
 
 

@@ -161,10 +161,6 @@ def test_backend_client_is_not_listed_in_presence(session):
         assert ours(frame["payload"]["presence"]) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "krabfast bug: the server answers a client's empty CLOSE frame (what GatewayClient.stop() "
-    "sends) with a CLOSE frame carrying status code 0; ws rejects it ('Invalid WebSocket "
-    "frame: invalid status code 0') and the client sees 1006 instead of a clean close"))
 def test_stop_closes_cleanly(session):
     after = session.lines[session.lines.index({"kind": "done"}):]
     errors = [line for line in after if line["kind"] == "log" and "invalid status code" in
@@ -208,9 +204,6 @@ def test_local_backend_client_keeps_requested_scopes(reference, gateway_server, 
     assert run.result("health")["ok"] and run.result("system-presence")["ok"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "krabfast bug: `health` requires operator.read; the reference exempts `health` from all "
-    "role/scope checks (authorizeGatewayMethod returns early for it)"))
 def test_health_needs_no_scope(reference, gateway_server, tmp_path):
     run = _reads(reference, gateway_server, tmp_path, clientName="cli", mode="cli", scopes=[])
     assert run.kind("hello")[0]["hello"]["auth"]["scopes"] == []
@@ -218,10 +211,6 @@ def test_health_needs_no_scope(reference, gateway_server, tmp_path):
     assert run.result("health")["ok"], run.describe()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "krabfast bug: a shared-token connect without device identity keeps its requested scopes "
-    "for every client; the reference clears them (scopes: []) unless the client is a local "
-    "cli/cli or gateway-client/backend, so e.g. a `probe` client cannot read presence"))
 def test_probe_client_without_device_gets_no_scopes(reference, gateway_server, tmp_path):
     run = _reads(reference, gateway_server, tmp_path, clientName="cli", mode="probe",
                  scopes=["operator.read"])
