@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import secrets
+from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.gateway.auth import CLOSE_POLICY, check_shared_secret
+from krabfast.gateway.config import is_loopback
 from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, invalid_request,
                                       missing_scope, validation_message)
 from krabfast.protocol.frames import RequestFrame
@@ -68,8 +70,10 @@ def _is_utf8(data: bytes) -> bool:
 
 
 class Connection:
-    def __init__(self, hub, sink: Sink, *, peer_ip: str, is_local: bool) -> None:
+    def __init__(self, hub, sink: Sink, *, peer_ip: str, is_local: bool,
+                 browser: tuple[str, str] | None = None) -> None:
         self.hub = hub
+        self.browser = browser  # (Origin, Host) of the upgrade request, when it had an Origin
         self.sink = sink
         self.peer_ip = peer_ip
         self.is_local = is_local
@@ -216,6 +220,14 @@ class Connection:
                 close_code=CLOSE_PROTOCOL_ERROR)
         if role not in ROLES:
             raise invalid_request("invalid role", close_code=CLOSE_POLICY)
+        if is_control_ui(params.client) and not origin_allowed(self.browser, self.is_local):
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST,
+                "origin not allowed (open the Control UI from the gateway host or allow it in "
+                "gateway.controlUi.allowedOrigins)",
+                details={"code": DetailCode.CONTROL_UI_ORIGIN_NOT_ALLOWED.value,
+                         "reason": "origin missing or invalid"},
+                close_code=CLOSE_POLICY)
         if role == ROLE_NODE and params.device is msgspec.UNSET:
             raise GatewayError(ErrorCode.INVALID_REQUEST, "node connections need a device identity",
                                details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
@@ -425,6 +437,27 @@ def _salvage_request_id(data: bytes, any_type: bool = False) -> str | None:
     if (any_type or obj.get("type") == "req") and isinstance(req_id, str) and req_id:
         return req_id
     return None
+
+
+CONTROL_UI_CLIENT_IDS = frozenset(("openclaw-control-ui", "webchat-ui", "webchat"))
+
+
+def is_control_ui(client) -> bool:
+    return client.id in CONTROL_UI_CLIENT_IDS or client.mode == "webchat"
+
+
+def origin_allowed(browser: tuple[str, str] | None, is_local: bool) -> bool:
+    """Browser clients must come from the gateway's own origin (same host as the one they
+    connected to), or from a loopback page when they are local themselves."""
+    if browser is None:
+        return False
+    origin, host = browser
+    origin_host = urlsplit(origin).hostname
+    if not origin_host:
+        return False
+    if origin_host == (urlsplit(f"//{host}").hostname or ""):
+        return True
+    return is_local and (origin_host == "localhost" or is_loopback(origin_host))
 
 
 def _close_reason(message: str) -> str:

@@ -71,13 +71,16 @@ def _drop(data) -> None:
 
 
 class _Listener(WSListener):
-    __slots__ = ("server", "peer_ip", "is_local", "conn", "sink", "timer", "frag", "frag_binary")
+    __slots__ = ("server", "peer_ip", "is_local", "browser", "conn", "sink", "timer", "frag",
+                 "frag_binary")
 
-    def __init__(self, server: "GatewayServer", peer_ip: str, is_local: bool) -> None:
+    def __init__(self, server: "GatewayServer", peer_ip: str, is_local: bool,
+                 browser: tuple[str, str] | None) -> None:
         super().__init__()
         self.server = server
         self.peer_ip = peer_ip
         self.is_local = is_local
+        self.browser = browser
         self.conn: Connection | None = None
         self.sink: _Sink | None = None
         self.timer = None
@@ -87,7 +90,8 @@ class _Listener(WSListener):
     def on_ws_connected(self, transport) -> None:
         srv = self.server
         self.sink = _Sink(transport)
-        self.conn = Connection(srv.hub, self.sink, peer_ip=self.peer_ip, is_local=self.is_local)
+        self.conn = Connection(srv.hub, self.sink, peer_ip=self.peer_ip, is_local=self.is_local,
+                               browser=self.browser)
         self.conn.start()
         self.timer = srv.loop.call_later(srv.hub.config.handshake_timeout_ms / 1000,
                                          self.conn.handshake_timed_out)
@@ -158,7 +162,9 @@ class GatewayServer:
             return _reject(503, b"gateway is shutting down")
         if hub.preauth_by_ip.get(peer_ip, 0) >= hub.config.max_preauth_per_ip:
             return _reject(503, b"too many unauthenticated connections from this address")
-        listener = _Listener(self, peer_ip, is_loopback(peer_ip))
+        origin = request.headers.get("Origin")
+        browser = (origin, request.headers.get("Host", "")) if origin else None
+        listener = _Listener(self, peer_ip, is_loopback(peer_ip), browser)
         self.listeners.add(listener)
         return listener
 

@@ -211,3 +211,31 @@ def test_rate_limit_exempts_loopback():
         conn.receive(connect_frame(token="wrong"))
         assert sink.last()["error"]["details"]["code"] == "AUTH_TOKEN_MISMATCH"
     h.connected(token="T")
+
+
+# -- browser (Control UI / WebChat) clients ------------------------------------------------------
+
+@pytest.mark.parametrize("browser,is_local,ok", [
+    (None, True, False),                                            # no Origin header at all
+    (("http://evil.example", "127.0.0.1:18789"), True, False),      # foreign page
+    (("http://127.0.0.1:18789", "127.0.0.1:18789"), True, True),    # served by the gateway
+    (("http://localhost:5173", "127.0.0.1:18789"), True, True),     # local dev page, local peer
+    (("http://localhost:5173", "gw.example:18789"), False, False),  # loopback origin, remote peer
+    (("https://gw.example", "gw.example:443"), False, True),        # same host, remote
+])
+def test_control_ui_origin(browser, is_local, ok):
+    from krabfast.connection import Connection
+    from tests.unit.conftest import RecordingSink
+
+    h = Harness(GatewayConfig(auth_mode="token", token="T"))
+    sink = RecordingSink()
+    conn = Connection(h.hub, sink, peer_ip="127.0.0.1" if is_local else "198.51.100.3",
+                      is_local=is_local, browser=browser)
+    conn.start()
+    conn.receive(connect_frame(client_id="openclaw-control-ui", mode="webchat", token="T"))
+    res = sink.response("c1")
+    assert res["ok"] is ok, res
+    if not ok:
+        assert res["error"]["details"] == {"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED",
+                                           "reason": "origin missing or invalid"}
+        assert sink.closed[0] == 1008
