@@ -73,9 +73,9 @@ def check_shared_secret(cfg: GatewayConfig, limiter: AuthRateLimiter, auth: Conn
         raise auth_error("rate_limited", client_id, is_local, wait)
     given = None
     if auth is not None:
-        given = auth.token if mode == "token" else auth.password
-        if not isinstance(given, str) or not given:
-            given = None
+        given = (auth.token if mode == "token" else auth.password) or None
+        if given is None and (auth.token or auth.password):
+            given = ""  # the other kind of secret was sent: a mismatch, not a missing one
     if given is None:
         raise auth_error(f"{mode}_missing", client_id, is_local)
     expected = cfg.token if mode == "token" else cfg.password

@@ -122,6 +122,8 @@ class Gateway:
     # -- events --------------------------------------------------------------------------------
     def broadcast(self, event: str, payload, *, with_state_version: bool = False) -> int:
         """Serialize once, splice each socket's seq, deliver to sockets allowed to see it."""
+        if self.closing:
+            return 0  # nothing follows `shutdown`: sockets are being closed
         spec = M.EVENTS[event]
         prefix = wire.event_prefix(event, None if payload is None else _encode(payload))
         sv = (self.presence.version, self.health_version) if with_state_version else None
@@ -135,11 +137,12 @@ class Gateway:
         return self.broadcast("tick", TickEvent(ts=self.clock_ms()))
 
     def shutdown(self, reason: str = "gateway stopping", restart_expected_ms: int | None = None) -> int:
-        self.closing = True
         payload = ShutdownEvent(reason=reason)
         if restart_expected_ms is not None:
             payload = ShutdownEvent(reason=reason, restart_expected_ms=restart_expected_ms)
-        return self.broadcast("shutdown", payload)
+        delivered = self.broadcast("shutdown", payload)
+        self.closing = True
+        return delivered
 
 
 def _health_signature(h: HealthSnapshot) -> tuple:

@@ -45,7 +45,7 @@ class PresenceTable:
         self.max_entries = max_entries
         self.ttl_ms = ttl_ms
         self._rows: dict[str, PresenceEntry] = {}
-        self.version = 0
+        self.version = 1  # the reference's counter starts at 1 too
 
     def entries(self, now_ms: int) -> list[PresenceEntry]:
         self.prune(now_ms)

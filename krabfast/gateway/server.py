@@ -98,7 +98,7 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport, frame) -> None:
         msg_type = frame.msg_type
-        if msg_type is _TEXT and frame.fin:
+        if msg_type is _TEXT and frame.fin and self.frag is None:
             self.conn.receive(frame.get_payload_as_bytes())
             return
         if msg_type is WSMsgType.CLOSE:
@@ -118,6 +118,11 @@ class _Listener(WSListener):
                 self.conn.close(1002, "unexpected continuation frame")
                 return
             self.frag.append(frame.get_payload_as_bytes())
+        elif self.frag is not None:
+            # RFC 6455 5.4: a new data frame may not interleave with a fragmented message.
+            self.frag = None
+            self.conn.close(1002, "expected a continuation frame")
+            return
         else:
             self.frag = [frame.get_payload_as_bytes()]
             self.frag_binary = msg_type is WSMsgType.BINARY

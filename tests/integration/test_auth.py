@@ -70,9 +70,6 @@ def test_missing_token(gw, auth):
     run(body())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a token gateway answers a connect carrying only auth.password with "
-    "AUTH_TOKEN_MISSING; the reference reports AUTH_TOKEN_MISMATCH (a secret was supplied)"))
 def test_password_sent_to_token_gateway_is_a_mismatch(gw):
     async def body():
         err, _ = await _rejected(gw.url, token=None, password="x", client_id="cli", mode="cli")

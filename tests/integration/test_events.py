@@ -194,11 +194,6 @@ def test_sigterm_sends_shutdown_then_closes_1012_and_exits_0(gateway_server):
     run(body())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: on SIGTERM, stop() broadcasts shutdown and then closes sockets one by one; closing "
-    "an identified (non-ephemeral) client broadcasts a presence 'disconnect' event to the "
-    "read-scoped sockets not closed yet, so they get presence (next seq) after shutdown and "
-    "before their 1012 close. shutdown must be the last event a client sees"))
 def test_shutdown_is_the_last_event_before_the_close(gateway_server):
     srv = gateway_server("--token", TOKEN)
 

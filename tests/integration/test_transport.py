@@ -54,10 +54,6 @@ def test_stray_continuation_frame_closes_1002(gw):
     run(body())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a new TEXT frame while a fragmented message is in progress is accepted (the "
-    "partial message is silently dropped) instead of failing the connection with 1002 "
-    "(RFC 6455 5.4; the reference's ws receiver closes 1002)"))
 def test_data_frame_inside_fragmented_message_closes_1002(gw):
     async def body():
         ws = await RawWS.connected(gw.url, client_id="cli", mode="cli")
