@@ -8,17 +8,11 @@ Server processes come from `gateway_server` / `gateway_server_module` in tests/c
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from tests import refschema
 from tests.integration import helpers
-
-_DEFAULT_SCHEMA = (Path.home() / ".cache/krab-ref/node_modules/@openclaw/gateway-protocol"
-                   / "protocol.schema.json")
-if not os.environ.get("KRABFAST_REFERENCE_SCHEMA") and _DEFAULT_SCHEMA.is_file():
-    os.environ["KRABFAST_REFERENCE_SCHEMA"] = str(_DEFAULT_SCHEMA)
 
 
 @pytest.fixture(autouse=True)
