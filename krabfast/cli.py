@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     from krabfast.reference import add_parser as _add_reference
 
     _add_reference(sub)
+    from krabfast.bench import add_parser as _add_bench
+    _add_bench(sub)
     return parser
 
 

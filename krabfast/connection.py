@@ -178,9 +178,10 @@ class Connection:
         self._after_open()
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
-        # Binary frames are read as UTF-8 JSON text, as the reference does.
+        # Binary frames are read as UTF-8 JSON text, as the reference does. The compiled
+        # dispatcher answers plain requests itself and hands back the rest, decoded.
         try:
-            frame = wire.decode_frame(data)
+            rest = self.hub.dispatcher.receive(self, data)
         except msgspec.ValidationError as exc:
             # Well-formed JSON of the wrong shape: answer (under "invalid" when there is no
             # usable id) and keep the connection.
@@ -192,12 +193,15 @@ class Connection:
             if not _is_utf8(data):
                 self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
             return  # not JSON: nothing to answer, so it is dropped
+        if rest is None:
+            return
+        frame, params = rest
         if type(frame) is not RequestFrame:
             err = invalid_request("invalid request frame: only req frames are accepted")
             self.sink.send(wire.response_error(getattr(frame, "id", None) or "invalid",
                                                _encode(err.to_shape())))
             return
-        self._dispatch(frame)
+        self._dispatch(frame, params)
 
     # -- handshake ----------------------------------------------------------------------------
     def _connect(self, frame: RequestFrame) -> HelloOk:
@@ -309,7 +313,9 @@ class Connection:
         self.close(CLOSE_POLICY, "slow consumer")
 
     # -- dispatch -----------------------------------------------------------------------------
-    def _dispatch(self, frame: RequestFrame) -> None:
+    def _dispatch(self, frame: RequestFrame, params=msgspec.UNSET) -> None:
+        """The general request path: every rule, every error. `params` is the decoded
+        Struct when the fast path already decoded it."""
         req_id = self._current_id = frame.id
         method = frame.method
         entry = self.hub.methods.get(method)
@@ -322,8 +328,9 @@ class Connection:
         if err is not None:
             return self._send_error(req_id, err)
         self.unauthorized_calls = 0
-        params = None
-        if spec.params is not None:
+        if spec.params is None:
+            params = None
+        elif params is msgspec.UNSET:
             raw = frame.params
             if raw is msgspec.UNSET or bytes(raw) == b"null":
                 raw = b"{}"

@@ -7,6 +7,7 @@ presence, state versions, the health snapshot, broadcast fan-out and the policie
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import time
 import uuid
@@ -15,6 +16,7 @@ from collections import Counter, deque
 import msgspec
 
 from krabfast import __version__
+from krabfast._core import dispatch as _dispatch
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.gateway.config import GatewayConfig
@@ -26,7 +28,7 @@ from krabfast.protocol import methods as M
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import (EventLoopHealth, Features, HealthSnapshot, PresenceEntry,
                                          Snapshot, empty_health)
-from krabfast.protocol.scopes import SCOPE_BIT
+from krabfast.protocol.scopes import NODE_ROLE_SCOPE, SCOPE_BIT
 from krabfast.protocol.system import PresenceEvent, ShutdownEvent, TickEvent
 
 _encode = wire.encode_json
@@ -61,10 +63,33 @@ class Gateway:
         missing = set(M.METHODS) - set(self.methods)
         if missing:  # a spec without a handler would be advertised but not served
             raise RuntimeError(f"methods without handlers: {sorted(missing)}")
+        self.dispatcher = _dispatch.Dispatcher({})
+        self._rebuild_dispatcher()
         self.features = Features(methods=sorted(self.methods),
                                  events=[spec.name for spec in M.EVENT_SPECS])
         self.closing = False
         self._conn_counter = 0
+
+    def set_method(self, spec: M.MethodSpec, handler) -> None:
+        """Serve `spec.name` with `handler` (plugins, tests)."""
+        self.methods[spec.name] = (spec, handler)
+        self._rebuild_dispatcher()
+
+    def _rebuild_dispatcher(self) -> None:
+        entries = {}
+        for name, (spec, handler) in self.methods.items():
+            decoder = msgspec.json.Decoder(spec.params) if spec.params is not None else None
+            if spec.open_to_all:
+                kind, bit = _dispatch.KIND_OPEN, 0
+            elif spec.scope == NODE_ROLE_SCOPE:
+                kind, bit = _dispatch.KIND_NODE, 0
+            elif spec.scope in SCOPE_BIT:
+                kind, bit = _dispatch.KIND_SCOPED, SCOPE_BIT[spec.scope]
+            else:
+                kind, bit = _dispatch.KIND_SLOW, 0
+            entries[name] = _dispatch.MethodEntry(spec, handler, decoder, bit, kind,
+                                                  inspect.iscoroutinefunction(handler))
+        self.dispatcher = _dispatch.Dispatcher(entries)
 
     # -- identity ---------------------------------------------------------------------------
     def new_conn_id(self) -> str:
@@ -81,12 +106,20 @@ class Gateway:
     def presence_entries(self) -> list[PresenceEntry]:
         return self.presence.entries(self.clock_ms())
 
+    def presence_json(self) -> msgspec.Raw:
+        """The presence list, encoded (cheap: see PresenceTable.entries_json)."""
+        now = self.clock_ms()
+        oldest = self.presence.oldest_ts()
+        if oldest is not None and oldest <= now - self.presence.ttl_ms:
+            self.maintain()  # expire (and announce) stale rows before listing them
+        return msgspec.Raw(self.presence.entries_json(now))
+
     def health_snapshot(self) -> HealthSnapshot:
         return self._health
 
     def snapshot(self, can_read: bool) -> Snapshot:
         # Presence is operator.read data: others get an empty list, as on the reference.
-        return Snapshot(presence=self.presence_entries() if can_read else [], health=self._health,
+        return Snapshot(presence=self.presence_json() if can_read else [], health=self._health,
                         state_version=self.state_version(), uptime_ms=self.uptime_ms(),
                         auth_mode=self.config.auth_mode)
 
@@ -105,7 +138,7 @@ class Gateway:
 
     # -- presence -----------------------------------------------------------------------------
     def presence_changed(self) -> None:
-        self.broadcast("presence", PresenceEvent(presence=self.presence_entries()),
+        self.broadcast("presence", PresenceEvent(presence=self.presence_json()),
                        with_state_version=True)
 
     def add_system_event(self, key: str, entry: PresenceEntry) -> None:

@@ -14,6 +14,8 @@ import msgspec
 
 from krabfast.protocol.handshake import PresenceEntry
 
+_encode = msgspec.json.Encoder().encode
+
 PRESENCE_TTL_MS = 300_000
 
 
@@ -46,13 +48,44 @@ class PresenceTable:
         self.ttl_ms = ttl_ms
         self._rows: dict[str, PresenceEntry] = {}
         self.version = 1  # the reference's counter starts at 1 too
+        # Listing is a hot read (`system-presence`): the other rows are sorted and encoded
+        # once per version; only the self row's ts is spliced in per call.
+        self._cached_version = -1
+        self._cached_rows: list[PresenceEntry] = []
+        self._cached_json = b""
+        self._own_tail = b""
+        if own is not None:
+            encoded = _encode(msgspec.structs.replace(own, ts=0))
+            assert encoded.startswith(b'{"ts":0,'), "PresenceEntry.ts must stay the first field"
+            self._own_tail = encoded[len(b'{"ts":0'):]
+
+    def _refresh(self) -> None:
+        if self._cached_version != self.version:
+            rows = sorted(self._rows.values(), key=lambda e: e.ts, reverse=True)
+            self._cached_rows = rows
+            self._cached_json = _encode(rows)[1:-1]
+            self._cached_version = self.version
 
     def entries(self, now_ms: int) -> list[PresenceEntry]:
-        self.prune(now_ms)
-        rows = sorted(self._rows.values(), key=lambda e: e.ts, reverse=True)
+        self._refresh()
+        if self.own is None:
+            return list(self._cached_rows)
+        return [msgspec.structs.replace(self.own, ts=now_ms), *self._cached_rows]
+
+    def entries_json(self, now_ms: int) -> bytes:
+        """`entries(now_ms)` as a JSON array, without re-encoding unchanged rows."""
+        self._refresh()
+        parts = []
         if self.own is not None:
-            rows.insert(0, msgspec.structs.replace(self.own, ts=now_ms))
-        return rows
+            parts.append(b'{"ts":%d%b' % (now_ms, self._own_tail))
+        if self._cached_json:
+            parts.append(self._cached_json)
+        return b"[" + b",".join(parts) + b"]"
+
+    def oldest_ts(self) -> int | None:
+        self._refresh()
+        rows = self._cached_rows
+        return rows[-1].ts if rows else None
 
     def prune(self, now_ms: int) -> bool:
         """Drop expired rows; True if any went (the caller may broadcast)."""

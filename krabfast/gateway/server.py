@@ -17,6 +17,7 @@ from picows import (WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, WSUpgr
 from picows.api import _resolve_logger
 from picows.picows import WSAutoPingStrategy, WSProtocol
 
+from krabfast._core import sink as _sink_impl
 from krabfast.wsutil import echo_close
 from krabfast.connection import CLOSE_SERVICE_RESTART, CLOSE_TOO_BIG, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
@@ -28,26 +29,14 @@ log = logging.getLogger("krabfast.gateway")
 _TEXT = WSMsgType.TEXT
 
 
-class _Sink:
-    """The `Sink` a Connection writes to, over one picows transport."""
-
-    __slots__ = ("transport", "raw", "send", "closed")
-
-    def __init__(self, transport) -> None:
-        self.transport = transport
-        self.raw = transport.underlying_transport
-        ws_send = transport.send
-        self.send = lambda data: ws_send(_TEXT, data)
-        self.closed = False
-
-    def buffered(self) -> int:
-        return self.raw.get_write_buffer_size()
+class _Sink(_sink_impl.WireSink):
+    """The `Sink` a Connection writes to: the compiled batching writer plus the two
+    operations that need the event loop."""
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
-        self.closed = True
-        self.send = _drop
+        self.mark_closed()  # flushes what was queued before the close
         self.transport.send_close(WSCloseCode(code), reason.encode())
         # Give the peer a moment to read the close frame, then drop the socket.
         asyncio.get_running_loop().call_later(0.5, self.transport.disconnect)
@@ -66,8 +55,20 @@ class _Sink:
         task.add_done_callback(finished)
 
 
-def _drop(data) -> None:
-    pass
+class _BatchingProtocol(WSProtocol):
+    """picows protocol that brackets each socket read: the responses produced while its
+    frames are processed leave in one write instead of one write per frame."""
+
+    def buffer_updated(self, nbytes: int) -> None:
+        listener = self.listener
+        sink = listener.sink if listener is not None else None
+        if sink is None:
+            return WSProtocol.buffer_updated(self, nbytes)
+        sink.begin()
+        try:
+            WSProtocol.buffer_updated(self, nbytes)
+        finally:
+            sink.flush()
 
 
 class _Listener(WSListener):
@@ -103,7 +104,7 @@ class _Listener(WSListener):
             return
         if msg_type is WSMsgType.CLOSE:
             if not self.sink.closed:
-                self.sink.closed = True
+                self.sink.mark_closed()
                 echo_close(transport, frame)
             transport.disconnect()
             return
@@ -187,7 +188,7 @@ class GatewayServer:
             def listener_factory(request):
                 return server._listener_for(request, holder[0])
 
-            proto = WSProtocol(None, None, False, listener_factory, logger, True, 10.0,
+            proto = _BatchingProtocol(None, None, False, listener_factory, logger, True, 10.0,
                                True, cfg.ping_interval_s, cfg.ping_timeout_s,
                                WSAutoPingStrategy.PING_WHEN_IDLE, True, cfg.max_payload,
                                None, 4096)

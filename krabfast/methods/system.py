@@ -46,7 +46,7 @@ def _rss_bytes() -> int:
 
 
 def system_presence(call, params):
-    return call.hub.presence_entries()
+    return call.hub.presence_json()
 
 
 _EVENT_CONTEXT_FIELDS = ("device_id", "instance_id", "host", "ip", "mode", "version", "platform",

@@ -147,8 +147,7 @@ def test_async_handler_with_inflight_retry(harness):
         calls.append(params.text)
         return {"ok": True, "n": len(calls)}
 
-    spec = M.METHODS["system-event"]
-    harness.hub.methods["system-event"] = (spec, slow)
+    harness.hub.set_method(M.METHODS["system-event"], slow)
     conn, sink = harness.connected()
     for rid in ("r1", "r2"):
         sink.methods[rid] = "system-event"
@@ -164,7 +163,7 @@ def test_handler_errors_become_error_responses(harness):
     def broken(call, params):
         raise GatewayError(ErrorCode.UNAVAILABLE, "backend down", retryable=True)
 
-    harness.hub.methods["system.echo"] = (M.METHODS["system.echo"], broken)
+    harness.hub.set_method(M.METHODS["system.echo"], broken)
     conn, sink = harness.connected()
     err = harness.request(conn, sink, "system.echo", {"text": "x"})["error"]
     assert err == {"code": "UNAVAILABLE", "message": "backend down", "retryable": True}
@@ -198,7 +197,7 @@ def test_malformed_frames_after_handshake(harness):
 def test_wrong_role_calls_are_refused_then_closed(harness):
     from krabfast.protocol.methods import MethodSpec
     spec = MethodSpec("node.only", None, None, "node")
-    harness.hub.methods["node.only"] = (spec, lambda call, params: {"ok": True})
+    harness.hub.set_method(spec, lambda call, params: {"ok": True})
     conn, sink = harness.connected()
     for i in range(10):
         err = harness.request(conn, sink, "node.only", {}, req_id=f"n{i}")["error"]

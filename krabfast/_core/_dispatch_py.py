@@ -1,0 +1,74 @@
+"""Pure-Python twin of `dispatch.pyx`: the fast path of an authenticated connection's
+requests (see dispatch.pxd for the contract)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from krabfast._core._wire_py import decode_frame, encode_json, response_error, response_ok
+from krabfast.protocol.errors import GatewayError
+from krabfast.protocol.frames import RequestFrame
+
+KIND_SCOPED = 0
+KIND_OPEN = 1
+KIND_NODE = 2
+KIND_SLOW = 3
+
+_UNSET = msgspec.UNSET
+
+
+class MethodEntry:
+    __slots__ = ("spec", "handler", "decoder", "scope_bit", "kind", "is_async", "side_effect")
+
+    def __init__(self, spec, handler, decoder, scope_bit: int, kind: int, is_async: bool) -> None:
+        self.spec = spec
+        self.handler = handler
+        self.decoder = decoder
+        self.scope_bit = scope_bit
+        self.kind = kind
+        self.is_async = is_async
+        self.side_effect = spec.side_effect
+
+
+class Dispatcher:
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: dict) -> None:
+        self.entries = entries
+
+    def receive(self, conn, data):
+        frame = decode_frame(data)
+        if type(frame) is not RequestFrame:
+            return (frame, _UNSET)
+        e = self.entries.get(frame.method)
+        if e is None:
+            return (frame, _UNSET)
+        if e.kind == KIND_SCOPED:
+            if conn.role != "operator" or not (conn.scope_mask & e.scope_bit):
+                return (frame, _UNSET)
+        elif e.kind == KIND_NODE:
+            if conn.role != "node":
+                return (frame, _UNSET)
+        elif e.kind != KIND_OPEN:
+            return (frame, _UNSET)
+        params = None
+        if e.decoder is not None:
+            raw = frame.params
+            if raw is _UNSET:
+                raw = b"{}"
+            try:
+                params = e.decoder.decode(raw)
+            except msgspec.ValidationError:
+                return (frame, _UNSET)
+            if e.side_effect and getattr(params, "idempotency_key", _UNSET) is not _UNSET:
+                return (frame, params)
+        if e.is_async:
+            return (frame, params)
+        conn.unauthorized_calls = 0
+        try:
+            result = e.handler(conn, params)
+        except GatewayError as err:
+            conn.sink.send(response_error(frame.id, encode_json(err.to_shape())))
+            return None
+        conn.sink.send(response_ok(frame.id, encode_json(result)))
+        return None

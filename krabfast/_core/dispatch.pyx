@@ -1,0 +1,73 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled request fast path. Same API and behaviour as `_dispatch_py`."""
+
+import msgspec
+
+from krabfast._core.wire cimport decode_frame, encode_json, response_error, response_ok
+from krabfast.protocol.errors import GatewayError
+from krabfast.protocol.frames import RequestFrame
+
+# MethodEntry.kind
+KIND_SCOPED = 0      # operator role + a scope bit
+KIND_OPEN = 1        # any authenticated connection
+KIND_NODE = 2        # node role
+KIND_SLOW = 3        # rules the fast path does not know (unknown operator.* scope ...)
+
+cdef object _UNSET = msgspec.UNSET
+cdef object _ValidationError = msgspec.ValidationError
+cdef object _RequestFrame = RequestFrame
+cdef object _GatewayError = GatewayError
+
+
+cdef class MethodEntry:
+    def __init__(self, spec, handler, decoder, long long scope_bit, int kind, bint is_async):
+        self.spec = spec
+        self.handler = handler
+        self.decoder = decoder
+        self.scope_bit = scope_bit
+        self.kind = kind
+        self.is_async = is_async
+        self.side_effect = spec.side_effect
+
+
+cdef class Dispatcher:
+    def __init__(self, dict entries):
+        self.entries = entries
+
+    cpdef object receive(self, object conn, object data):
+        frame = decode_frame(data)
+        if type(frame) is not _RequestFrame:
+            return (frame, _UNSET)
+        entry = self.entries.get(frame.method)
+        if entry is None:
+            return (frame, _UNSET)
+        cdef MethodEntry e = <MethodEntry>entry
+        if e.kind == KIND_SCOPED:
+            if conn.role != "operator" or not (<long long>conn.scope_mask & e.scope_bit):
+                return (frame, _UNSET)
+        elif e.kind == KIND_NODE:
+            if conn.role != "node":
+                return (frame, _UNSET)
+        elif e.kind != KIND_OPEN:
+            return (frame, _UNSET)
+        params = None
+        if e.decoder is not None:
+            raw = frame.params
+            if raw is _UNSET:
+                raw = b"{}"
+            try:
+                params = e.decoder.decode(raw)
+            except _ValidationError:
+                return (frame, _UNSET)
+            if e.side_effect and getattr(params, "idempotency_key", _UNSET) is not _UNSET:
+                return (frame, params)
+        if e.is_async:
+            return (frame, params)
+        conn.unauthorized_calls = 0
+        try:
+            result = e.handler(conn, params)
+        except _GatewayError as err:
+            conn.sink.send(response_error(frame.id, encode_json(err.to_shape())))
+            return None
+        conn.sink.send(response_ok(frame.id, encode_json(result)))
+        return None

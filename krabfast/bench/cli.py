@@ -1,0 +1,277 @@
+"""`krabfast bench SCENARIO`: argument parsing, running against one URL or side by side
+(--vs-reference), output (table or --json), --plot, and --fail-under/--fail-over."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from urllib.parse import urlsplit
+
+SCENARIOS = ("handshake", "rpc", "fanout", "idle", "soak")
+TOKEN_ENV = ("OPENCLAW_GATEWAY_TOKEN", "KRABKRAB_GATEWAY_TOKEN")
+URL_ENV = "KRABFAST_BENCH_URL"
+VS_TOKEN = "krabfast-bench-token"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer: {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0: {text}")
+    return value
+
+
+def _json_params(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--params is not valid JSON: {exc}") from None
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("target and output")
+    g.add_argument("--url", default=None, help=f"gateway URL, ws://HOST:PORT (or ${URL_ENV})")
+    g.add_argument("--token", default=None, help=f"shared token (or ${TOKEN_ENV[0]} / ${TOKEN_ENV[1]})")
+    g.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    g.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE",
+                   help="exit 1 when a higher-is-better metric is below VALUE (repeatable)")
+    g.add_argument("--fail-over", action="append", default=[], metavar="METRIC=VALUE",
+                   help="exit 1 when a lower-is-better metric (p99_ms, cpu_us_per_op...) is "
+                        "above VALUE (repeatable)")
+    g.add_argument("--plot", default=None, metavar="PATH.png", help="write a chart (matplotlib)")
+    g.add_argument("--server-pid", type=int, default=None,
+                   help="server process for CPU/RSS (default: whoever listens on the URL's port)")
+    g.add_argument("--processes", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                   help="load client processes (default %(default)s)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    v = p.add_argument_group("side by side")
+    v.add_argument("--vs-reference", action="store_true",
+                   help="start the reference gateway, a krabfast gateway and the bare echo "
+                        "server, run the scenario against each, print a table with ratios")
+    v.add_argument("--targets", default="reference,krabfast,echo",
+                   help="with --vs-reference: which of reference,krabfast,echo (default all)")
+    v.add_argument("--target-tick-interval-ms", type=_positive_int, default=None,
+                   help="with --vs-reference: tick interval for the krabfast and echo servers")
+    return p
+
+
+def _method_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="system-presence", help="request method (default %(default)s)")
+    p.add_argument("--params", type=_json_params, default={}, help="request params as JSON (default {})")
+
+
+def add_parser(sub) -> None:
+    """Register `bench` on the `krabfast` subparsers."""
+    common = _common()
+    bench = sub.add_parser("bench", help="load benchmarks against any OpenClaw-compatible gateway",
+                           description="Load benchmarks: handshake, rpc, fanout, idle, soak.")
+    scen = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+
+    p = scen.add_parser("handshake", parents=[common], help="connect -> hello-ok -> close, N times")
+    p.add_argument("--connects", "-n", type=_positive_int, default=2000)
+    p.add_argument("--concurrency", "-c", type=_positive_int, default=10)
+
+    p = scen.add_parser("rpc", parents=[common], help="C sockets x W requests in flight for S seconds")
+    p.add_argument("--conns", "-c", type=_positive_int, default=20)
+    p.add_argument("--inflight", "-w", type=_positive_int, default=4)
+    p.add_argument("--duration", "-d", type=_positive_float, default=10.0, help="seconds measured")
+    p.add_argument("--warmup", type=_nonneg_float, default=1.0, help="seconds before measuring")
+    _method_args(p)
+
+    p = scen.add_parser("fanout", parents=[common], help="system-event broadcast to N idle receivers")
+    p.add_argument("--receivers", "-n", type=_positive_int, default=4000)
+    p.add_argument("--repeat", "-r", type=_positive_int, default=5)
+    p.add_argument("--open-concurrency", type=_positive_int, default=30)
+    p.add_argument("--pause", type=_nonneg_float, default=0.5, help="seconds between broadcasts")
+    p.add_argument("--timeout", type=_positive_float, default=30.0, help="per broadcast, seconds")
+
+    p = scen.add_parser("idle", parents=[common], help="memory of N authenticated idle sockets")
+    p.add_argument("--sockets", "-n", type=_positive_int, default=2000)
+    p.add_argument("--hold", type=_nonneg_float, default=0.0, help="keep them open S seconds")
+    p.add_argument("--expect-ticks", action="store_true",
+                   help="with --hold: every socket must get every tick (else exit 1)")
+    p.add_argument("--open-concurrency", type=_positive_int, default=30)
+    p.add_argument("--settle", type=_nonneg_float, default=1.0, help="seconds before each RSS read")
+
+    p = scen.add_parser("soak", parents=[common], help="mixed load over time, sampled each second")
+    p.add_argument("--duration", "-d", type=_positive_float, default=60.0)
+    p.add_argument("--receivers", "-n", type=int, default=200)
+    p.add_argument("--rpc-rate", type=_nonneg_float, default=50.0, help="requests per second")
+    p.add_argument("--rpc-conns", type=_positive_int, default=4)
+    p.add_argument("--churn", type=_nonneg_float, default=5.0, help="connect+close per second")
+    p.add_argument("--broadcast-every", type=_nonneg_float, default=2.0, help="seconds (0: none)")
+    p.add_argument("--open-concurrency", type=_positive_int, default=30)
+    _method_args(p)
+
+    for name, parser in scen.choices.items():
+        parser.set_defaults(func=cmd_bench)
+
+
+def _scenario_runner(name: str):
+    from krabfast.bench import scenarios, soak
+
+    return {"handshake": scenarios.run_handshake, "rpc": scenarios.run_rpc,
+            "fanout": scenarios.run_fanout, "idle": scenarios.run_idle,
+            "soak": soak.run_soak}[name]
+
+
+def is_local_host(host: str | None) -> bool:
+    import socket
+
+    if not host:
+        return False
+    if host in ("localhost", "::1", "0.0.0.0", "::") or host.startswith("127."):
+        return True
+    return host in (socket.gethostname(), socket.getfqdn())
+
+
+def server_pid_for(url: str, explicit: int | None) -> int | None:
+    from krabfast.bench.procstat import find_listening_pid
+
+    if explicit is not None:
+        return explicit
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    return find_listening_pid(port) if is_local_host(parts.hostname) else None
+
+
+async def run_one(args, url: str, token: str | None, pid: int | None, progress,
+                  label: str = "") -> dict:
+    from krabfast.bench.procstat import ServerProbe
+    from krabfast.bench.scenarios import RunContext
+
+    ctx = RunContext(url, token, ServerProbe(pid), args.processes, progress)
+    progress.start(label or args.scenario)
+    result = await _scenario_runner(args.scenario)(ctx, args)
+    result["url"] = url
+    return result
+
+
+async def run_vs_reference(args, progress) -> dict[str, dict]:
+    from krabfast.bench.targets import TARGET_NAMES, start_target
+
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TARGET_NAMES]
+    if unknown or not names:
+        raise ValueError(f"--targets: unknown {unknown or 'empty'} (use {','.join(TARGET_NAMES)})")
+    reference = None
+    if "reference" in names:
+        from krabfast.reference import ensure_installed
+
+        progress.note("locating the reference packages (installs them on first use)")
+        reference = ensure_installed(quiet=args.quiet)
+    results: dict[str, dict] = {}
+    for name in names:
+        progress.note(f"starting the {name} server")
+        target = await start_target(name, VS_TOKEN, reference=reference,
+                                    tick_interval_ms=args.target_tick_interval_ms)
+        try:
+            progress.note(f"{args.scenario} against {name} ({target.url}, pid {target.pid})")
+            result = await run_one(args, target.url, VS_TOKEN, target.pid, progress, name)
+            result["target"] = name
+            results[name] = result
+        finally:
+            target.stop()
+    return results
+
+
+def _threshold_metrics(results: dict[str, dict], primary: dict) -> dict:
+    """The metrics thresholds apply to: the primary result's, plus in side-by-side mode
+    `vs_reference.<m>` / `vs_echo.<m>` ratios."""
+    from krabfast.bench.report import comparison_ratios
+
+    metrics = dict(primary["metrics"])
+    for pair, values in comparison_ratios(results).items():
+        other = pair.split("/", 1)[1]
+        for key, value in values.items():
+            metrics[f"vs_{other}.{key}"] = value
+    return metrics
+
+
+def cmd_bench(args) -> int:
+    from krabfast.bench import report
+
+    try:
+        under = [report.parse_threshold(t) for t in args.fail_under]
+        over = [report.parse_threshold(t) for t in args.fail_over]
+    except report.ThresholdError as exc:
+        print(f"krabfast bench: {exc}", file=sys.stderr)
+        return 2
+    if args.plot:
+        from krabfast.bench.plot import PlotUnavailable, _pyplot
+
+        try:
+            _pyplot()
+        except PlotUnavailable as exc:
+            print(f"krabfast bench: {exc}", file=sys.stderr)
+            return 2
+    url = args.url or os.environ.get(URL_ENV)
+    if not args.vs_reference and not url:
+        print("krabfast bench: --url is required (or --vs-reference)", file=sys.stderr)
+        return 2
+    token = args.token or next((os.environ[k] for k in TOKEN_ENV if os.environ.get(k)), None)
+    return _run_and_report(args, url, token, under, over)
+
+
+def _run_and_report(args, url, token, under, over) -> int:
+    import uvloop
+
+    from krabfast.bench import report
+    from krabfast.bench.progress import Progress
+
+    progress = Progress(enabled=not args.quiet)
+    try:
+        if args.vs_reference:
+            results = uvloop.run(run_vs_reference(args, progress))
+            primary = results.get("krabfast") or next(iter(results.values()))
+            output = {"scenario": args.scenario, "targets": results,
+                      "ratios": report.comparison_ratios(results)}
+        else:
+            pid = server_pid_for(url, args.server_pid)
+            primary = uvloop.run(run_one(args, url, token, pid, progress))
+            results = {"url": primary}
+            output = primary
+    except KeyboardInterrupt:
+        print("krabfast bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a failed run is reported, not a traceback
+        if os.environ.get("KRABFAST_BENCH_DEBUG"):
+            raise
+        print(f"krabfast bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(output, indent=2))
+    elif args.vs_reference:
+        print(report.render_comparison(args.scenario, results))
+    else:
+        print(report.render_single(primary))
+        if primary["scenario"] == "soak":
+            print(report.render_series(primary, limit=30))
+    if args.plot:
+        from krabfast.bench.plot import plot
+
+        plot(results, args.plot)
+        print(f"krabfast bench: wrote {args.plot}", file=sys.stderr)
+    failures = report.check_thresholds(_threshold_metrics(results, primary), under, over)
+    if primary.get("ok") is False:
+        failures.append("not every socket received every tick (see sockets_ok, min_ticks)")
+    for failure in failures:
+        print(f"krabfast bench: FAIL {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
