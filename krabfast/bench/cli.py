@@ -245,7 +245,7 @@ def _run_and_report(args, url, token, under, over) -> int:
         else:
             pid = server_pid_for(url, args.server_pid)
             primary = uvloop.run(run_one(args, url, token, pid, progress))
-            results = {"url": primary}
+            results = {urlsplit(url).netloc or url: primary}
             output = primary
     except KeyboardInterrupt:
         print("krabfast bench: interrupted", file=sys.stderr)

@@ -49,6 +49,7 @@ def _soak(plt, results, names):
             ys = [s[key] for s in series if s.get(key) is not None]
             ax.plot(xs, ys, label=name, linewidth=1.4)
         ax.set_ylabel(title)
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     axes[0].legend(loc="upper left", fontsize="small")
     axes[-1].set_xlabel("seconds")
