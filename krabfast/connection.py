@@ -94,6 +94,9 @@ class Connection:
         self._current_id = ""
         hub.connections[self.conn_id] = self
         hub.preauth_by_ip[peer_ip] += 1
+        # Handshake deadlines are swept by the hub (one timer for all sockets, not one each).
+        self.deadline = hub.monotonic() + hub.config.handshake_timeout_ms / 1000
+        hub.handshakes[self.conn_id] = self
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -131,6 +134,7 @@ class Connection:
             self.close(CLOSE_POLICY, "handshake timeout")
 
     def _leave_preauth(self) -> None:
+        self.hub.handshakes.pop(self.conn_id, None)
         counts = self.hub.preauth_by_ip
         counts[self.peer_ip] -= 1
         if counts[self.peer_ip] <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ def env_first(names) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(host: str) -> bool:
     if host in ("localhost", "loopback"):
         return True

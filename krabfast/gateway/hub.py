@@ -56,6 +56,8 @@ class Gateway:
         self.connections: dict[str, object] = {}  # conn_id -> Connection (all live sockets)
         self.subscribers: dict[str, _fanout.Subscriber] = {}  # authenticated sockets
         self.preauth_by_ip: Counter[str] = Counter()
+        # Sockets still in the handshake, oldest first (deadlines grow with insertion order).
+        self.handshakes: dict[str, object] = {}
         self.idempotency = IdempotencyCache(config.idempotency_ttl_ms,
                                             config.idempotency_max_entries, clock_ms)
         self.rate_limiter = AuthRateLimiter(config.rate_limit, clock_ms)
@@ -145,6 +147,18 @@ class Gateway:
         self.presence.upsert(key, entry)
         self.system_events.append(entry.text)
         self.presence_changed()
+
+    def expire_handshakes(self) -> int:
+        """Close sockets whose handshake deadline has passed; returns how many."""
+        now = self.monotonic()
+        expired = []
+        for conn in self.handshakes.values():
+            if conn.deadline > now:
+                break
+            expired.append(conn)
+        for conn in expired:
+            conn.handshake_timed_out()
+        return len(expired)
 
     def maintain(self) -> None:
         """Periodic housekeeping: expire presence rows, prune the rate limiter."""

@@ -72,8 +72,7 @@ class _BatchingProtocol(WSProtocol):
 
 
 class _Listener(WSListener):
-    __slots__ = ("server", "peer_ip", "is_local", "browser", "conn", "sink", "timer", "frag",
-                 "frag_binary")
+    __slots__ = ("server", "peer_ip", "is_local", "browser", "conn", "sink", "frag", "frag_binary")
 
     def __init__(self, server: "GatewayServer", peer_ip: str, is_local: bool,
                  browser: tuple[str, str] | None) -> None:
@@ -84,7 +83,6 @@ class _Listener(WSListener):
         self.browser = browser
         self.conn: Connection | None = None
         self.sink: _Sink | None = None
-        self.timer = None
         self.frag: list[bytes] | None = None
         self.frag_binary = False
 
@@ -94,8 +92,6 @@ class _Listener(WSListener):
         self.conn = Connection(srv.hub, self.sink, peer_ip=self.peer_ip, is_local=self.is_local,
                                browser=self.browser)
         self.conn.start()
-        self.timer = srv.loop.call_later(srv.hub.config.handshake_timeout_ms / 1000,
-                                         self.conn.handshake_timed_out)
 
     def on_ws_frame(self, transport, frame) -> None:
         msg_type = frame.msg_type
@@ -138,9 +134,6 @@ class _Listener(WSListener):
             self.conn.receive(data, binary=self.frag_binary)
 
     def on_ws_disconnected(self, transport) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.conn is not None:
             self.conn.transport_closed()
             self.conn = None
@@ -212,6 +205,8 @@ class GatewayServer:
             asyncio.ensure_future(self._every(self.config.tick_interval_ms / 1000, self.hub.tick)),
             asyncio.ensure_future(self._every(self.config.health_interval_ms / 1000, self._health)),
             asyncio.ensure_future(self._every(30.0, self.hub.maintain)),
+            asyncio.ensure_future(self._every(
+                min(1.0, self.config.handshake_timeout_ms / 4000), self.hub.expire_handshakes)),
         ]
         log.info("krabfast gateway listening on ws://%s:%d (auth %s)", self.config.bind, self.port,
                  self.config.auth_mode)

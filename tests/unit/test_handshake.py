@@ -239,3 +239,18 @@ def test_control_ui_origin(browser, is_local, ok):
         assert res["error"]["details"] == {"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED",
                                            "reason": "origin missing or invalid"}
         assert sink.closed[0] == 1008
+
+
+def test_handshake_deadlines_are_swept_oldest_first():
+    h = Harness(GatewayConfig(handshake_timeout_ms=1000))
+    first, first_sink = h.open()
+    h.clock.advance(600)
+    second, second_sink = h.open()
+    done, _ = h.open()
+    done.receive(connect_frame())
+    h.clock.advance(500)  # first is 1100 ms old, second 500 ms
+    assert h.hub.expire_handshakes() == 1
+    assert first_sink.closed == (1008, "handshake timeout") and second_sink.closed is None
+    h.clock.advance(600)
+    assert h.hub.expire_handshakes() == 1 and second_sink.closed is not None
+    assert h.hub.handshakes == {} and h.hub.expire_handshakes() == 0
