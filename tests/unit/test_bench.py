@@ -1,0 +1,355 @@
+"""The pure parts of `krabfast bench`: arguments, thresholds, percentiles, histograms,
+/proc parsing, result aggregation, tables."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from krabfast.bench import report
+from krabfast.bench.cli import is_local_host
+from krabfast.bench.loadclient import connect_frame, parse_res, request_parts
+from krabfast.bench.pool import MAX_SOCKETS_PER_WORKER, split, workers_for
+from krabfast.bench.procstat import (CpuSample, cpu_delta, find_listening_pid, parse_net_tcp,
+                                     parse_schedstat_ns, parse_stat_cpu_ticks, parse_status_kib,
+                                     read_cpu, read_rss_kib)
+from krabfast.bench.soak import build_result
+from krabfast.bench.stats import Histogram, bucket_bounds, bucket_index, merge_counts, percentile
+from krabfast.cli import build_parser
+
+import orjson
+
+
+def parse(*argv):
+    return build_parser().parse_args(["bench", *argv])
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+def test_defaults_per_scenario():
+    a = parse("handshake", "--url", "ws://h:1")
+    assert (a.connects, a.concurrency, a.url, a.json) == (2000, 10, "ws://h:1", False)
+    a = parse("rpc")
+    assert (a.conns, a.inflight, a.duration, a.warmup, a.method, a.params) == \
+        (20, 4, 10.0, 1.0, "system-presence", {})
+    a = parse("fanout")
+    assert (a.receivers, a.repeat, a.open_concurrency) == (4000, 5, 30)
+    a = parse("idle")
+    assert (a.sockets, a.hold, a.expect_ticks) == (2000, 0.0, False)
+    a = parse("soak")
+    assert (a.duration, a.receivers) == (60.0, 200)
+    assert 1 <= a.processes <= 2
+
+
+def test_common_flags_repeatable_and_typed():
+    a = parse("rpc", "--fail-under", "req_per_s=100", "--fail-under", "requests=5",
+              "--fail-over", "p99_ms=3", "--params", '{"a":1}', "--server-pid", "42",
+              "--processes", "3", "--vs-reference", "--json", "--plot", "x.png")
+    assert a.fail_under == ["req_per_s=100", "requests=5"]
+    assert a.fail_over == ["p99_ms=3"]
+    assert a.params == {"a": 1} and a.server_pid == 42 and a.processes == 3
+    assert a.vs_reference and a.json and a.plot == "x.png"
+
+
+@pytest.mark.parametrize("argv", [["rpc", "--params", "{nope"], ["handshake", "-n", "0"],
+                                  ["rpc", "--duration", "-1"], ["nosuch"]])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(*argv)
+    assert exc.value.code == 2
+
+
+def test_url_required_without_vs_reference(monkeypatch, capsys):
+    from krabfast.cli import main
+
+    monkeypatch.delenv("KRABFAST_BENCH_URL", raising=False)
+    assert main(["bench", "rpc"]) == 2
+    assert "--url is required" in capsys.readouterr().err
+
+
+def test_bad_threshold_exits_2(capsys):
+    from krabfast.cli import main
+
+    assert main(["bench", "rpc", "--url", "ws://127.0.0.1:1", "--fail-under", "x"]) == 2
+    assert "METRIC=VALUE" in capsys.readouterr().err
+
+
+# -- thresholds -------------------------------------------------------------------------------
+
+def test_parse_threshold():
+    assert report.parse_threshold("req_per_s=1e4") == ("req_per_s", 10000.0)
+    assert report.parse_threshold(" p99_ms = 2.5") == ("p99_ms", 2.5)
+    for bad in ("x", "=3", "a=b", "a=nan"):
+        with pytest.raises(report.ThresholdError):
+            report.parse_threshold(bad)
+
+
+def test_check_thresholds():
+    m = {"req_per_s": 1000.0, "p99_ms": 4.0, "cpu_us_per_op": None, "errors": 0}
+    assert report.check_thresholds(m, [("req_per_s", 900)], [("p99_ms", 5)]) == []
+    assert report.check_thresholds(m, [("req_per_s", 1000)], [("p99_ms", 4)]) == []  # inclusive
+    fails = report.check_thresholds(m, [("req_per_s", 1001)], [("p99_ms", 3.9)])
+    assert len(fails) == 2 and "below" in fails[0] and "above" in fails[1]
+    (missing,) = report.check_thresholds(m, [("nope", 1)], [])
+    assert "no such metric" in missing and "req_per_s" in missing
+    (na,) = report.check_thresholds(m, [], [("cpu_us_per_op", 10)])
+    assert "n/a" in na
+
+
+def test_threshold_metrics_include_ratios():
+    from krabfast.bench.cli import _threshold_metrics
+
+    results = {n: {"scenario": "rpc", "metrics": {"req_per_s": v}}
+               for n, v in (("reference", 100.0), ("krabfast", 300.0), ("echo", 600.0))}
+    m = _threshold_metrics(results, results["krabfast"])
+    assert m["req_per_s"] == 300.0
+    assert m["vs_reference.req_per_s"] == 3.0 and m["vs_echo.req_per_s"] == 0.5
+
+
+# -- percentiles and histograms ----------------------------------------------------------------
+
+def test_percentile_matches_numpy_linear():
+    values = sorted([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 9.0
+    assert percentile(values, 50) == pytest.approx(3.5)
+    assert percentile(values, 90) == pytest.approx(6.9)
+    assert percentile([], 50) is None
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        percentile(values, 101)
+
+
+def test_buckets_are_contiguous_and_contain_their_values():
+    prev_high = 0
+    for idx in range(64 * 40):
+        low, high = bucket_bounds(idx)
+        assert low == prev_high and high > low
+        prev_high = high
+    for us in [0, 1, 127, 128, 129, 1000, 65_432, 10**6, 10**9]:
+        low, high = bucket_bounds(bucket_index(us))
+        assert low <= us < high
+        assert (high - low) / max(us, 1) <= 1 / 64 or us < 128
+
+
+def test_histogram_percentiles_close_to_exact():
+    rng = random.Random(7)
+    samples = [rng.lognormvariate(-7, 1.0) for _ in range(20_000)]  # ~1 ms median, seconds
+    h = Histogram()
+    for s in samples:
+        h.record(s)
+    exact = sorted(samples)
+    for q in (50, 90, 99):
+        assert h.percentile_ms(q) == pytest.approx(percentile(exact, q) * 1000, rel=0.02)
+    assert h.count == len(samples)
+    assert h.max_us == int(max(samples) * 1e6)
+    assert h.percentile_ms(100) == pytest.approx(max(samples) * 1000, rel=0.01)
+    assert Histogram().summary_ms() == {"p50_ms": None, "p90_ms": None, "p99_ms": None,
+                                        "max_ms": None, "mean_ms": None}
+
+
+def test_histogram_merge_roundtrip_equals_single():
+    rng = random.Random(1)
+    parts = [Histogram() for _ in range(3)]
+    whole = Histogram()
+    for i in range(3000):
+        v = rng.uniform(0, 0.05)
+        parts[i % 3].record(v)
+        whole.record(v)
+    shipped = [orjson.loads(orjson.dumps(p.to_dict())) for p in parts]  # as from a worker
+    merged = Histogram.merged(shipped)
+    assert merged.counts == whole.counts
+    assert (merged.count, merged.total_us, merged.max_us, merged.min_us) == \
+        (whole.count, whole.total_us, whole.max_us, whole.min_us)
+    assert merged.summary_ms() == whole.summary_ms()
+
+
+def test_merge_counts_and_split():
+    assert merge_counts([{"a": 1}, {"a": 2, "b": 1}, {}]) == {"a": 3, "b": 1}
+    assert split(10, 3) == [4, 3, 3] and sum(split(19_000, 3)) == 19_000
+    assert split(1, 2) == [1, 0]
+    assert workers_for(19_000, 2) == 3 and workers_for(100, 2) == 2
+    assert all(n <= MAX_SOCKETS_PER_WORKER for n in split(19_000, workers_for(19_000, 2)))
+
+
+# -- /proc parsing -----------------------------------------------------------------------------
+
+NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:4965 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:4965 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 777777 1 0000000000000000 20 4 30 10 -1
+   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0
+"""
+
+
+def test_parse_net_tcp_listen_only():
+    assert parse_net_tcp(NET_TCP, 0x4965) == {123456}  # the ESTABLISHED row is ignored
+    assert parse_net_tcp(NET_TCP, 8080) == {222}
+    assert parse_net_tcp(NET_TCP, 1) == set()
+
+
+def test_parse_stat_status_schedstat():
+    stat = "4242 (python -m krab) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 3 0"
+    assert parse_stat_cpu_ticks(stat) == 287
+    status = "Name:\tpython\nVmPeak:\t  200 kB\nVmRSS:\t   13684 kB\nRssAnon:\t 687 kB\n"
+    assert parse_status_kib(status) == 13684
+    assert parse_status_kib(status, "VmPeak") == 200
+    assert parse_status_kib("Name: x\n") is None
+    assert parse_schedstat_ns("552154752 398054 22\n") == 552154752
+
+
+def test_cpu_delta_prefers_schedstat_unless_a_thread_exited():
+    a = CpuSample(100, {1: 1_000_000_000, 2: 500_000_000})
+    b = CpuSample(130, {1: 1_200_000_000, 2: 600_000_000, 3: 50_000_000})
+    assert cpu_delta(a, b) == (pytest.approx(0.35), "schedstat")
+    gone = CpuSample(130, {1: 1_200_000_000})
+    assert cpu_delta(a, gone) == (pytest.approx(0.30), "stat")
+    assert cpu_delta(CpuSample(1, None), CpuSample(11, None)) == (pytest.approx(0.1), "stat")
+    assert cpu_delta(None, b) == (None, "n/a")
+
+
+def test_live_proc_readers_on_this_process():
+    import socket
+
+    cpu = read_cpu(os.getpid())
+    assert cpu is not None and cpu.ticks >= 0
+    assert read_rss_kib(os.getpid()) > 1000
+    assert read_cpu(2**22 + 12345) is None and read_rss_kib(2**22 + 12345) is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert find_listening_pid(s.getsockname()[1]) == os.getpid()
+
+
+def test_local_host_detection():
+    assert is_local_host("127.0.0.1") and is_local_host("localhost") and is_local_host("::1")
+    assert not is_local_host("example.invalid") and not is_local_host(None)
+
+
+# -- wire helpers of the load client -----------------------------------------------------------
+
+def test_connect_frame_and_request_parts():
+    frame = orjson.loads(connect_frame("T"))
+    assert frame["method"] == "connect" and frame["type"] == "req"
+    p = frame["params"]
+    assert p["client"]["id"] == "gateway-client" and p["client"]["mode"] == "backend"
+    assert p["role"] == "operator" and p["scopes"] == ["operator.read", "operator.admin"]
+    assert p["auth"] == {"token": "T"} and p["minProtocol"] == p["maxProtocol"] == 4
+    assert "auth" not in orjson.loads(connect_frame(None))["params"]
+    prefix, suffix = request_parts("system-event", {"text": "x"})
+    assert orjson.loads(prefix + b"7" + suffix) == {"type": "req", "id": "7",
+                                                    "method": "system-event",
+                                                    "params": {"text": "x"}}
+
+
+def test_parse_res_fast_and_fallback():
+    assert parse_res(b'{"type":"res","id":"12","ok":true,"payload":[]}') == (b"12", True)
+    assert parse_res(b'{"type":"res","id":"c1","ok":false,"error":{}}') == (b"c1", False)
+    assert parse_res(b'{"ok":true,"id":"9","type":"res"}') == (b"9", True)
+
+
+# -- aggregation and rendering -----------------------------------------------------------------
+
+class _Probe:
+    pid = 1
+    cpu_source = "n/a"
+
+    def cpu_seconds(self, before, after):
+        return None if before is None else after - before
+
+
+def test_soak_result_aggregates_workers_per_second():
+    def worker(n):
+        rows = []
+        for t in range(2):
+            h = Histogram()
+            for _ in range(n):
+                h.record(0.002)
+            c = Histogram()
+            c.record(0.01)
+            rows.append({"t": t, "rpc": h.to_dict(), "rpc_errors": 1, "churn": c.to_dict(),
+                         "churn_errors": 0})
+        return {"series": rows, "errors": {"x": 1}}
+
+    class A:
+        rpc_rate, rpc_conns, churn, broadcast_every, receivers, method = 10, 2, 1, 1, 5, "m"
+
+    samples = [(50.0, 0.0), (51.0, 0.5), (52.5, 1.0)]
+    counters = [{"presence": 4, "open": 3}, {"presence": 6, "open": 2}]
+    out = build_result(A, _Probe(), samples, [worker(3), worker(5)], counters, 5, {},
+                       [2, 0], 2)
+    m = out["metrics"]
+    assert [s["rpc"] for s in out["series"]] == [8, 8]
+    assert [s["rss_mb"] for s in out["series"]] == [51.0, 52.5]
+    assert [s["cpu_pct"] for s in out["series"]] == [50.0, 50.0]
+    assert m["rpc_requests"] == 16 and m["rpc_errors"] == 4 and m["churn_connects"] == 4
+    assert m["deliveries"] == 10 and m["missed"] == 0 and m["receivers_open"] == 5
+    assert m["rss_growth_mb"] == 2.5 and m["rss_max_mb"] == 52.5
+    assert m["rpc_p50_ms"] == pytest.approx(2.0, rel=0.02)
+    assert out["error_kinds"] == {"x": 2}
+
+
+def _rpc_result(req, p99, cpu):
+    return {"scenario": "rpc", "url": "ws://x", "server": {"pid": 1, "cpu_source": "stat"},
+            "metrics": {"req_per_s": req, "p50_ms": 1.0, "p99_ms": p99, "errors": 0,
+                        "server_cpu_s": 1.0, "cpu_us_per_op": cpu, "rss_before_mb": 30.0,
+                        "rss_after_mb": 31.0},
+            "error_kinds": {}}
+
+
+def test_render_single_and_na():
+    text = report.render_single(_rpc_result(12345.6, 2.5, None))
+    assert "req/s" in text and "12,346" in text and "n/a" in text
+    assert "server pid 1" in text
+    r = _rpc_result(1.0, 1.0, 1.0)
+    r["server"]["pid"] = None
+    r["error_kinds"] = {"connect FORBIDDEN": 3}
+    text = report.render_single(r)
+    assert "pid not found" in text and "connect FORBIDDEN: 3" in text
+
+
+def test_render_comparison_has_ratios():
+    results = {"krabfast": _rpc_result(40_000.0, 2.0, 10.0),
+               "reference": _rpc_result(10_000.0, 8.0, 80.0),
+               "echo": _rpc_result(80_000.0, 1.0, 5.0)}
+    text = report.render_comparison("rpc", results)
+    header = text.splitlines()[1]
+    assert header.split()[:4] == ["metric", "reference", "krabfast", "echo"]
+    line = next(l for l in text.splitlines() if l.startswith("req/s"))
+    assert "4.00x" in line and "0.50x" in line
+    line = next(l for l in text.splitlines() if l.startswith("CPU us/req"))
+    assert "0.12x" in line and "2.00x" in line
+    ratios = report.comparison_ratios(results)
+    assert ratios["krabfast/reference"]["req_per_s"] == 4.0
+    assert ratios["krabfast/echo"]["p99_ms"] == 2.0
+
+
+def test_format_value():
+    assert report.format_value(None) == "n/a"
+    assert report.format_value(12345) == "12,345"
+    assert report.format_value(0.0) == "0"
+    assert report.format_value(0.12345) == "0.123"
+    assert report.format_value(123.45) == "123.5"
+    assert report.format_ratio(None) == "n/a" and report.format_ratio(2) == "2.00x"
+
+
+def test_render_series():
+    result = {"series": [{"t": i, "rss_mb": 30.0 + i, "cpu_pct": 1.0, "rpc": 10, "rpc_p50_ms": 0.5,
+                          "rpc_p99_ms": 1.0, "rpc_errors": 0, "churn": 2} for i in range(1, 61)]}
+    lines = report.render_series(result, limit=30).splitlines()
+    assert len(lines) == 2 + 30 and lines[2].split()[0] == "2"
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from krabfast.bench.plot import plot
+
+    results = {"krabfast": _rpc_result(4.0, 2.0, 1.0), "reference": _rpc_result(1.0, 3.0, 2.0)}
+    plot(results, str(tmp_path / "rpc.png"))
+    soak = {"scenario": "soak", "metrics": {}, "series": [
+        {"t": 1, "rss_mb": 30.0, "cpu_pct": 2.0, "rpc_p50_ms": 0.3, "rpc_p99_ms": 1.0},
+        {"t": 2, "rss_mb": 31.0, "cpu_pct": None, "rpc_p50_ms": 0.2, "rpc_p99_ms": 2.0}]}
+    plot({"k": soak}, str(tmp_path / "soak.png"))
+    for name in ("rpc.png", "soak.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
