@@ -18,6 +18,7 @@ if os.environ.get("KRABFAST_NO_EXTENSIONS", "") in ("", "0"):
             Extension("krabfast._core.fanout", ["krabfast/_core/fanout.pyx"]),
             Extension("krabfast._core.dispatch", ["krabfast/_core/dispatch.pyx"]),
             Extension("krabfast._core.sink", ["krabfast/_core/sink.pyx"]),
+            Extension("krabfast._core.listener", ["krabfast/_core/listener.pyx"]),
         ],
         compiler_directives={"language_level": "3"},
     )

@@ -183,22 +183,29 @@ class Connection:
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
         # Binary frames are read as UTF-8 JSON text, as the reference does. The compiled
-        # dispatcher answers plain requests itself and hands back the rest, decoded.
+        # dispatcher answers plain requests itself and hands back the rest, decoded. (The
+        # compiled socket listener calls the dispatcher the same way, without this frame.)
         try:
             rest = self.hub.dispatcher.receive(self, data)
-        except msgspec.ValidationError as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            return self.frame_failed(data, exc)
+        if rest is not None:
+            self.dispatch_rest(rest)
+
+    def frame_failed(self, data: bytes, exc: Exception) -> None:
+        """An authenticated socket sent a frame that is not a valid request."""
+        if isinstance(exc, msgspec.ValidationError):
             # Well-formed JSON of the wrong shape: answer (under "invalid" when there is no
             # usable id) and keep the connection.
             req_id = _salvage_request_id(data, any_type=True) or "invalid"
             err = invalid_request(validation_message("request frame", exc, "$"))
             self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
-            return
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            if not _is_utf8(data):
-                self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
-            return  # not JSON: nothing to answer, so it is dropped
-        if rest is None:
-            return
+        elif not _is_utf8(data):
+            self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+        # else: not JSON, nothing to answer, so it is dropped
+
+    def dispatch_rest(self, rest) -> None:
+        """The requests the fast path handed back: (frame, params-or-UNSET)."""
         frame, params = rest
         if type(frame) is not RequestFrame:
             err = invalid_request("invalid request frame: only req frames are accepted")

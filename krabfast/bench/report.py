@@ -170,7 +170,8 @@ def comparison_ratios(results: dict[str, dict]) -> dict[str, dict[str, float | N
 def render_comparison(scenario: str, results: dict[str, dict]) -> str:
     names = [n for n in TARGET_ORDER if n in results] + [n for n in results if n not in TARGET_ORDER]
     pairs = [(a, b) for a, b in RATIOS if a in results and b in results]
-    header = ["metric", *names, *(f"{a}/{b[:3]}" for a, b in pairs)]
+    short = {"reference": "ref"}
+    header = ["metric", *names, *(f"{a}/{short.get(b, b)}" for a, b in pairs)]
     keys: list[tuple[str, str]] = []
     for n in names:
         for k, label in rows_for(scenario, results[n]["metrics"]):

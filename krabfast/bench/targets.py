@@ -138,4 +138,27 @@ async def start_target(name: str, token: str, *, tick_interval_ms: int | None = 
         target.stop()
         raise TargetError(f"{name} gateway: {exc}\n{tail}") from None
     target.pid = find_listening_pid(port) or proc.pid
+    await wait_idle(target.pid)
     return target
+
+
+async def wait_idle(pid: int, *, window: float = 0.5, busy_share: float = 0.1,
+                    timeout: float = 30.0) -> bool:
+    """Until the server uses under `busy_share` of a core over two windows in a row (the
+    reference keeps loading plugins for a while after it answers handshakes)."""
+    from krabfast.bench.procstat import cpu_delta, read_cpu
+
+    deadline = time.monotonic() + timeout
+    calm = 0
+    before = read_cpu(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        after = read_cpu(pid)
+        used, _ = cpu_delta(before, after)
+        if used is None:
+            return False
+        calm = calm + 1 if used < busy_share * window else 0
+        if calm >= 2:
+            return True
+        before = after
+    return False

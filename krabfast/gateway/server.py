@@ -12,21 +12,18 @@ import logging
 import signal
 import time
 
-from picows import (WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, WSUpgradeResponse,
-                    WSUpgradeResponseWithListener)
+from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.api import _resolve_logger
 from picows.picows import WSAutoPingStrategy, WSProtocol
 
+from krabfast._core import listener as _listener
 from krabfast._core import sink as _sink_impl
-from krabfast.wsutil import echo_close
-from krabfast.connection import CLOSE_SERVICE_RESTART, CLOSE_TOO_BIG, Connection
+from krabfast.connection import CLOSE_SERVICE_RESTART, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
 from krabfast.gateway.loopmon import LoopMonitor
 
 log = logging.getLogger("krabfast.gateway")
-
-_TEXT = WSMsgType.TEXT
 
 
 class _Sink(_sink_impl.WireSink):
@@ -71,82 +68,13 @@ class _BatchingProtocol(WSProtocol):
             sink.flush()
 
 
-class _Listener(WSListener):
-    __slots__ = ("server", "peer_ip", "is_local", "browser", "conn", "sink", "frag", "frag_binary")
-
-    def __init__(self, server: "GatewayServer", peer_ip: str, is_local: bool,
-                 browser: tuple[str, str] | None) -> None:
-        super().__init__()
-        self.server = server
-        self.peer_ip = peer_ip
-        self.is_local = is_local
-        self.browser = browser
-        self.conn: Connection | None = None
-        self.sink: _Sink | None = None
-        self.frag: list[bytes] | None = None
-        self.frag_binary = False
-
-    def on_ws_connected(self, transport) -> None:
-        srv = self.server
-        self.sink = _Sink(transport)
-        self.conn = Connection(srv.hub, self.sink, peer_ip=self.peer_ip, is_local=self.is_local,
-                               browser=self.browser)
-        self.conn.start()
-
-    def on_ws_frame(self, transport, frame) -> None:
-        msg_type = frame.msg_type
-        if msg_type is _TEXT and frame.fin and self.frag is None:
-            self.conn.receive(frame.get_payload_as_bytes())
-            return
-        if msg_type is WSMsgType.CLOSE:
-            if not self.sink.closed:
-                self.sink.mark_closed()
-                echo_close(transport, frame)
-            transport.disconnect()
-            return
-        if msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
-            return  # auto-pong answers pings; pongs feed picows' keepalive
-        self._fragment(frame, msg_type)
-
-    def _fragment(self, frame, msg_type) -> None:
-        """Reassemble fragmented messages (rare: reference clients send whole frames)."""
-        if msg_type is WSMsgType.CONTINUATION:
-            if self.frag is None:
-                self.conn.close(1002, "unexpected continuation frame")
-                return
-            self.frag.append(frame.get_payload_as_bytes())
-        elif self.frag is not None:
-            # RFC 6455 5.4: a new data frame may not interleave with a fragmented message.
-            self.frag = None
-            self.conn.close(1002, "expected a continuation frame")
-            return
-        else:
-            self.frag = [frame.get_payload_as_bytes()]
-            self.frag_binary = msg_type is WSMsgType.BINARY
-        cfg = self.server.hub.config
-        limit = cfg.max_payload if self.conn.state else cfg.preauth_max_payload
-        if sum(map(len, self.frag)) > limit:
-            self.frag = None
-            self.conn.close(CLOSE_TOO_BIG, "message too large")
-            return
-        if frame.fin:
-            data, self.frag = b"".join(self.frag), None
-            self.conn.receive(data, binary=self.frag_binary)
-
-    def on_ws_disconnected(self, transport) -> None:
-        if self.conn is not None:
-            self.conn.transport_closed()
-            self.conn = None
-        self.server.forget(self)
-
-
 class GatewayServer:
     def __init__(self, config: GatewayConfig, hub: Gateway | None = None) -> None:
         self.config = config
         self.hub = hub or Gateway(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: asyncio.AbstractServer | None = None
-        self.listeners: set[_Listener] = set()
+        self.listeners: set = set()
         self.monitor: LoopMonitor | None = None
         self._timers: list[asyncio.Task] = []
         self._stopped: asyncio.Event | None = None
@@ -163,11 +91,20 @@ class GatewayServer:
             return _reject(503, b"too many unauthenticated connections from this address")
         origin = request.headers.get("Origin")
         browser = (origin, request.headers.get("Host", "")) if origin else None
-        listener = _Listener(self, peer_ip, is_loopback(peer_ip), browser)
+        cfg = hub.config
+        listener = _listener.FrameListener(self, hub, peer_ip, is_loopback(peer_ip), browser,
+                                           cfg.preauth_max_payload, cfg.max_payload)
         self.listeners.add(listener)
         return listener
 
-    def forget(self, listener: _Listener) -> None:
+    def attach(self, listener, transport) -> None:
+        """The upgrade completed: give the socket its sink and connection, send the challenge."""
+        listener.sink = sink = _Sink(transport)
+        listener.conn = conn = Connection(self.hub, sink, peer_ip=listener.peer_ip,
+                                          is_local=listener.is_local, browser=listener.browser)
+        conn.start()
+
+    def forget(self, listener) -> None:
         self.listeners.discard(listener)
 
     def _protocol_factory(self):

@@ -1,0 +1,105 @@
+"""Pure-Python twin of `listener.pyx`: the per-socket picows listener (see listener.pxd)."""
+
+from __future__ import annotations
+
+import msgspec
+from picows import WSListener, WSMsgType
+
+from krabfast.wsutil import echo_close
+
+OPEN = 1  # krabfast.connection.OPEN
+_FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+_TEXT, _CLOSE, _PING, _PONG = WSMsgType.TEXT, WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
+_CONT, _BINARY = WSMsgType.CONTINUATION, WSMsgType.BINARY
+
+
+class FrameListener(WSListener):
+    __slots__ = ("server", "hub", "peer_ip", "is_local", "browser", "conn", "sink", "frag",
+                 "frag_binary", "frag_size", "preauth_limit", "open_limit")
+
+    def __init__(self, server, hub, peer_ip: str, is_local: bool, browser,
+                 preauth_limit: int, open_limit: int) -> None:
+        super().__init__()
+        self.server = server
+        self.hub = hub
+        self.peer_ip = peer_ip
+        self.is_local = is_local
+        self.browser = browser
+        self.conn = None
+        self.sink = None
+        self.frag: list[bytes] | None = None
+        self.frag_binary = False
+        self.frag_size = 0
+        self.preauth_limit = preauth_limit
+        self.open_limit = open_limit
+
+    def on_ws_connected(self, transport) -> None:
+        self.server.attach(self, transport)
+
+    def on_ws_disconnected(self, transport) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.transport_closed()
+        self.server.forget(self)
+
+    def on_ws_frame(self, transport, frame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is _TEXT and frame.fin and self.frag is None:
+            self.deliver(frame.get_payload_as_bytes(), False)
+        elif msg_type is _CLOSE:
+            sink = self.sink
+            if sink is not None and not sink.closed:
+                sink.mark_closed()
+                echo_close(transport, frame)
+            transport.disconnect()
+        elif msg_type is _PING or msg_type is _PONG:
+            pass  # auto-pong answers pings; pongs feed picows' keepalive
+        else:
+            self.fragment(frame)
+
+    def deliver(self, data: bytes, binary: bool) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        if conn.state != OPEN:
+            conn.receive(data, binary=binary)
+            return
+        try:
+            rest = self.hub.dispatcher.receive(conn, data)
+        except _FRAME_ERRORS as exc:
+            conn.frame_failed(data, exc)
+            return
+        if rest is not None:
+            conn.dispatch_rest(rest)
+
+    def fragment(self, frame) -> None:
+        """Reassemble fragmented messages (rare: reference clients send whole frames)."""
+        msg_type = frame.msg_type
+        conn = self.conn
+        if conn is None:
+            return
+        if msg_type is _CONT:
+            if self.frag is None:
+                conn.close(1002, "unexpected continuation frame")
+                return
+        elif self.frag is not None:
+            # RFC 6455 5.4: a new data frame may not interleave with a fragmented message.
+            self.frag = None
+            conn.close(1002, "expected a continuation frame")
+            return
+        else:
+            self.frag = []
+            self.frag_size = 0
+            self.frag_binary = msg_type is _BINARY
+        chunk = frame.get_payload_as_bytes()
+        self.frag.append(chunk)
+        self.frag_size += len(chunk)
+        if self.frag_size > (self.open_limit if conn.state == OPEN else self.preauth_limit):
+            self.frag = None
+            conn.close(1009, "message too large")
+            return
+        if frame.fin:
+            data = b"".join(self.frag)
+            self.frag = None
+            self.deliver(data, self.frag_binary)

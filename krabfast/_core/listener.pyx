@@ -1,0 +1,99 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled picows listener: one per socket. Same behaviour as `_listener_py`."""
+
+from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
+
+import msgspec
+
+from krabfast.wsutil import echo_close
+
+cdef int OPEN = 1  # krabfast.connection.OPEN
+cdef tuple _FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
+
+cdef class FrameListener(WSListener):
+    def __init__(self, server, hub, str peer_ip, bint is_local, browser,
+                 Py_ssize_t preauth_limit, Py_ssize_t open_limit):
+        self.server = server
+        self.hub = hub
+        self.peer_ip = peer_ip
+        self.is_local = is_local
+        self.browser = browser
+        self.conn = None
+        self.sink = None
+        self.frag = None
+        self.frag_binary = False
+        self.frag_size = 0
+        self.preauth_limit = preauth_limit
+        self.open_limit = open_limit
+
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.server.attach(self, transport)
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.transport_closed()
+        self.server.forget(self)
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        cdef WSMsgType msg_type = frame.msg_type
+        if msg_type == WSMsgType.TEXT and frame.fin and self.frag is None:
+            self.deliver(frame.get_payload_as_bytes(), False)
+        elif msg_type == WSMsgType.CLOSE:
+            sink = self.sink
+            if sink is not None and not sink.closed:
+                sink.mark_closed()
+                echo_close(transport, frame)
+            transport.disconnect()
+        elif msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
+            pass  # auto-pong answers pings; pongs feed picows' keepalive
+        else:
+            self.fragment(frame)
+
+    cdef deliver(self, bytes data, bint binary):
+        conn = self.conn
+        if conn is None:
+            return
+        if conn.state != OPEN:
+            conn.receive(data, binary=binary)
+            return
+        try:
+            rest = self.hub.dispatcher.receive(conn, data)
+        except _FRAME_ERRORS as exc:
+            conn.frame_failed(data, exc)
+            return
+        if rest is not None:
+            conn.dispatch_rest(rest)
+
+    cdef fragment(self, WSFrame frame):
+        """Reassemble fragmented messages (rare: reference clients send whole frames)."""
+        cdef WSMsgType msg_type = frame.msg_type
+        conn = self.conn
+        if conn is None:
+            return
+        if msg_type == WSMsgType.CONTINUATION:
+            if self.frag is None:
+                conn.close(1002, "unexpected continuation frame")
+                return
+        elif self.frag is not None:
+            # RFC 6455 5.4: a new data frame may not interleave with a fragmented message.
+            self.frag = None
+            conn.close(1002, "expected a continuation frame")
+            return
+        else:
+            self.frag = []
+            self.frag_size = 0
+            self.frag_binary = msg_type == WSMsgType.BINARY
+        chunk = frame.get_payload_as_bytes()
+        self.frag.append(chunk)
+        self.frag_size += len(chunk)
+        if self.frag_size > (self.open_limit if conn.state == OPEN else self.preauth_limit):
+            self.frag = None
+            conn.close(1009, "message too large")
+            return
+        if frame.fin:
+            data = b"".join(self.frag)
+            self.frag = None
+            self.deliver(data, self.frag_binary)
