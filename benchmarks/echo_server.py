@@ -52,8 +52,11 @@ class Hub:
             client.transport.send(WSMsgType.TEXT, head + b"%d" % client.seq + tail)
 
     async def ticker(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_interval_ms / 1000)
+        interval = self.tick_interval_ms / 1000
+        next_at = time.monotonic() + interval
+        while True:  # on a fixed schedule: a long broadcast must not delay the next tick
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
             self.broadcast("tick", b'{"ts":%d}' % int(time.time() * 1000))
 
 

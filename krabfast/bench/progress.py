@@ -45,11 +45,13 @@ class Progress:
 
     def from_worker(self, index: int, msg: dict) -> None:
         """Pool callback: sum the workers' latest progress counters into one line."""
+        if any(m.get("cmd") != msg.get("cmd") for m in self.workers.values()):
+            self.workers = {}  # a new command: forget the previous one's counters
         self.workers[index] = msg
         totals: dict[str, int] = {}
         for m in self.workers.values():
             for key, value in m.items():
-                if key != "type" and isinstance(value, (int, float)):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
         if "done" in totals and "of" in totals:
             self.update(f"{totals['done']:,}/{totals['of']:,}")

@@ -71,6 +71,7 @@ class Target:
                 proc.wait(5)
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
+        self.log_path.unlink(missing_ok=True)
 
 
 def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | None = None,

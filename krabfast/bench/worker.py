@@ -249,11 +249,11 @@ def _emit(obj: dict) -> None:
     sys.stdout.buffer.flush()
 
 
-async def _report_progress(worker: Worker) -> None:
+async def _report_progress(worker: Worker, cmd: str) -> None:
     while True:
         await asyncio.sleep(1.0)
         if worker.progress is not None:
-            _emit({"type": "progress", **worker.progress})
+            _emit({"type": "progress", "cmd": cmd, **worker.progress})
 
 
 async def serve() -> None:
@@ -271,7 +271,7 @@ async def serve() -> None:
             _emit({"type": "result", "cmd": name})
             break
         handler = getattr(worker, f"cmd_{name}", None)
-        ticker = asyncio.ensure_future(_report_progress(worker))
+        ticker = asyncio.ensure_future(_report_progress(worker, name))
         try:
             if handler is None:
                 raise ValueError(f"unknown command {name!r}")

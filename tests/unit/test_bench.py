@@ -353,3 +353,23 @@ def test_plot_writes_png(tmp_path):
     plot({"k": soak}, str(tmp_path / "soak.png"))
     for name in ("rpc.png", "soak.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_sums_workers_and_resets_per_command():
+    import io
+
+    from krabfast.bench.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(True, stream=out, after_s=0, every_s=0)
+    p.start("krabfast")
+    p.from_worker(0, {"type": "progress", "cmd": "open", "done": 10, "of": 100})
+    p.from_worker(1, {"type": "progress", "cmd": "open", "done": 5, "of": 100})
+    p.from_worker(0, {"type": "progress", "cmd": "hold", "open": 7})
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("10/100") and lines[1].endswith("15/200")
+    assert lines[2].endswith("open 7")
+    quiet = Progress(True, stream=io.StringIO(), after_s=3600)
+    quiet.start("x")
+    quiet.update("not yet")
+    assert quiet.stream.getvalue() == ""
