@@ -70,6 +70,12 @@ def _is_utf8(data: bytes) -> bool:
 
 
 class Connection:
+    # Slots: tens of thousands of these live at once, so no per-instance dict.
+    __slots__ = ("hub", "browser", "sink", "peer_ip", "is_local", "conn_id", "state", "nonce",
+                 "challenge_ts", "role", "scopes", "scope_mask", "client", "device", "protocol",
+                 "sub", "presence_key", "connected_at", "unauthorized_calls", "_current_id",
+                 "deadline", "__weakref__")
+
     def __init__(self, hub, sink: Sink, *, peer_ip: str, is_local: bool,
                  browser: tuple[str, str] | None = None) -> None:
         self.hub = hub
@@ -85,7 +91,7 @@ class Connection:
         self.scopes: frozenset[str] = frozenset()
         self.scope_mask = 0
         self.client = None
-        self.params: ConnectParams | None = None
+        self.device = None  # DeviceAuth, when the client sent a device identity
         self.protocol = 0
         self.sub: _fanout.Subscriber | None = None
         self.presence_key: str | None = None
@@ -260,10 +266,11 @@ class Connection:
         granted = [s for s in dict.fromkeys(requested)
                    if not s.startswith("operator.") or s in OPERATOR_SCOPES] if keeps_scopes else []
         self.role = role
-        self.scopes = frozenset(granted)
+        self.scopes = _intern_scopes(granted)
         self.scope_mask = scope_mask(granted)
         self.client = params.client
-        self.params = params
+        self.device = params.device if params.device is not msgspec.UNSET else None
+        self.nonce = ""  # single use
         self.protocol = min(params.max_protocol, high)
         self.connected_at = hub.clock_ms()
         self._enter_open()
@@ -284,8 +291,7 @@ class Connection:
         hub = self.hub
         self.state = OPEN
         self._leave_preauth()
-        self.sub = _fanout.Subscriber(self.sink.send, self.sink.buffered, self._slow_consumer,
-                                      self.scope_mask)
+        self.sub = _fanout.Subscriber(self.sink, self, self.scope_mask)
         hub.subscribers[self.conn_id] = self.sub
         entry = self._presence_entry()
         if entry is not None:
@@ -300,8 +306,8 @@ class Connection:
     def _presence_identity(self) -> str:
         # Operators get a row per connection; a node is one row per device.
         if self.role == ROLE_NODE:
-            device = self.params.device
-            if device is not msgspec.UNSET:
+            device = self.device
+            if device is not None:
                 return f"device:{device.id}"
             if self.client.instance_id is not msgspec.UNSET:
                 return f"instance:{self.client.instance_id}"
@@ -320,7 +326,7 @@ class Connection:
             reason="connect", online_since=now, instance_id=client.instance_id, roles=[self.role],
             scopes=sorted(self.scopes) or msgspec.UNSET)
 
-    def _slow_consumer(self) -> None:
+    def slow_consumer(self) -> None:
         self.close(CLOSE_POLICY, "slow consumer")
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -476,6 +482,17 @@ def origin_allowed(browser: tuple[str, str] | None, is_local: bool) -> bool:
     if origin_host == (urlsplit(f"//{host}").hostname or ""):
         return True
     return is_local and (origin_host == "localhost" or is_loopback(origin_host))
+
+
+_SCOPE_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _intern_scopes(scopes) -> frozenset[str]:
+    """One shared frozenset per distinct grant: thousands of sockets hold the same few."""
+    key = frozenset(scopes)
+    if len(_SCOPE_SETS) > 1024:
+        return key
+    return _SCOPE_SETS.setdefault(key, key)
 
 
 def _close_reason(message: str) -> str:

@@ -1,21 +1,20 @@
 """Pure-Python twin of `fanout.pyx`: one event, many sockets, one serialization.
 
-A `Subscriber` is the per-socket state fan-out needs: its own `seq`, its scope bits, and
-two callables from the transport adapter (`send` bytes, `buffered` bytes queued).
+A `Subscriber` is the per-socket state fan-out needs: its own `seq`, its scope bits, the
+socket's sink (`send(bytes)`, `buffered()`), and the owner told about a slow consumer.
 """
 
 from __future__ import annotations
 
 
 class Subscriber:
-    __slots__ = ("seq", "scope_mask", "send", "buffered", "overflow", "__weakref__")
+    __slots__ = ("seq", "scope_mask", "sink", "owner", "__weakref__")
 
-    def __init__(self, send, buffered, overflow, scope_mask: int = 0) -> None:
+    def __init__(self, sink, owner, scope_mask: int = 0) -> None:
         self.seq = 0  # last seq sent; the next event carries seq + 1
         self.scope_mask = scope_mask
-        self.send = send
-        self.buffered = buffered
-        self.overflow = overflow
+        self.sink = sink
+        self.owner = owner
 
     def next_frame(self, prefix: bytes, suffix: bytes) -> bytes:
         """Advance this socket's seq and return the spliced frame (for unicast events)."""
@@ -30,20 +29,22 @@ def fanout(prefix: bytes, suffix: bytes, subscribers, need_mask: int, droppable:
     need_mask == 0 means every subscriber; otherwise a subscriber needs any of its bits.
     A droppable event skips a socket whose queue exceeds `drop_above` without advancing
     its seq (so the client never sees a false gap). A non-droppable event for a socket
-    over `close_above` calls its `overflow()` instead. Returns the number delivered.
+    over `close_above` calls its owner's `slow_consumer()` instead. Returns the number
+    delivered.
     """
     delivered = 0
     for sub in subscribers:
         if need_mask and not (sub.scope_mask & need_mask):
             continue
-        queued = sub.buffered()
+        sink = sub.sink
+        queued = sink.buffered()
         if droppable:
             if queued > drop_above:
                 continue
         elif queued > close_above:
-            sub.overflow()
+            sub.owner.slow_consumer()
             continue
         sub.seq += 1
-        sub.send(b"%b%d%b" % (prefix, sub.seq, suffix))
+        sink.send(b"%b%d%b" % (prefix, sub.seq, suffix))
         delivered += 1
     return delivered

@@ -15,7 +15,7 @@ _CONT, _BINARY = WSMsgType.CONTINUATION, WSMsgType.BINARY
 
 class FrameListener(WSListener):
     __slots__ = ("server", "hub", "peer_ip", "is_local", "browser", "conn", "sink", "frag",
-                 "frag_binary", "frag_size", "preauth_limit", "open_limit")
+                 "frag_binary", "frag_size", "preauth_limit", "open_limit", "alive", "pinged")
 
     def __init__(self, server, hub, peer_ip: str, is_local: bool, browser,
                  preauth_limit: int, open_limit: int) -> None:
@@ -32,6 +32,8 @@ class FrameListener(WSListener):
         self.frag_size = 0
         self.preauth_limit = preauth_limit
         self.open_limit = open_limit
+        self.alive = True
+        self.pinged = False
 
     def on_ws_connected(self, transport) -> None:
         self.server.attach(self, transport)
@@ -45,6 +47,7 @@ class FrameListener(WSListener):
 
     def on_ws_frame(self, transport, frame) -> None:
         msg_type = frame.msg_type
+        self.alive = True
         if msg_type is _TEXT and frame.fin and self.frag is None:
             self.deliver(frame.get_payload_as_bytes(), False)
         elif msg_type is _CLOSE:

@@ -3,10 +3,6 @@ processed into a single transport write."""
 
 from __future__ import annotations
 
-from picows import WSMsgType
-
-_TEXT = WSMsgType.TEXT
-
 
 def frame_text(payload: bytes) -> bytes:
     """A complete unmasked (server-side) WebSocket text frame around `payload`."""
@@ -19,7 +15,7 @@ def frame_text(payload: bytes) -> bytes:
 
 
 class WireSink:
-    __slots__ = ("transport", "raw", "pending", "closed", "_ws_send", "_raw_write",
+    __slots__ = ("transport", "raw", "pending", "closed", "_raw_write",
                  "_raw_buffered", "__weakref__")
 
     def __init__(self, transport) -> None:
@@ -27,7 +23,6 @@ class WireSink:
         self.raw = transport.underlying_transport
         self.pending: list[bytes] | None = None
         self.closed = False
-        self._ws_send = transport.send
         self._raw_write = self.raw.write
         self._raw_buffered = self.raw.get_write_buffer_size
 
@@ -37,7 +32,7 @@ class WireSink:
         if self.pending is not None:
             self.pending.append(data)
         else:
-            self._ws_send(_TEXT, data)
+            self._raw_write(frame_text(data))
 
     def begin(self) -> None:
         if self.pending is None and not self.closed:
@@ -51,7 +46,7 @@ class WireSink:
         if not pending:
             return
         if len(pending) == 1:
-            self._ws_send(_TEXT, pending[0])
+            self._raw_write(frame_text(pending[0]))
             return
         self._raw_write(b"".join([frame_text(p) for p in pending]))
 

@@ -1,16 +1,16 @@
 # Contract of fanout.pyx. Invariants:
-# - A subscriber's seq advances by exactly one per frame actually handed to send();
+# - A subscriber's seq advances by exactly one per frame actually handed to its sink;
 #   a skipped (filtered, dropped) event leaves it unchanged, so clients never see a
 #   false gap.
 # - The payload is serialized by the caller once; fanout only splices the seq digits.
-# - fanout never blocks: send() queues; slow sockets are dropped-for or overflowed.
+# - fanout never blocks: sink.send() queues; a socket over the drop threshold misses a
+#   droppable event, one over the hard limit has owner.slow_consumer() called instead.
 
 cdef class Subscriber:
     cdef public long long seq
     cdef public long long scope_mask
-    cdef public object send
-    cdef public object buffered
-    cdef public object overflow
+    cdef public object sink           # .send(bytes), .buffered() -> int
+    cdef public object owner          # .slow_consumer()
     cdef object __weakref__
 
 cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need_mask,

@@ -1,14 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Compiled event fan-out. Same API and output as `_fanout_py`."""
 
+from krabfast._core.sink cimport WireSink
+
 
 cdef class Subscriber:
-    def __init__(self, send, buffered, overflow, long long scope_mask=0):
+    def __init__(self, sink, owner, long long scope_mask=0):
         self.seq = 0
         self.scope_mask = scope_mask
-        self.send = send
-        self.buffered = buffered
-        self.overflow = overflow
+        self.sink = sink
+        self.owner = owner
 
     def next_frame(self, bytes prefix, bytes suffix):
         self.seq += 1
@@ -20,18 +21,29 @@ cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need
     cdef Subscriber sub
     cdef long delivered = 0
     cdef long long queued
+    cdef WireSink wire_sink
     for obj in subscribers:
         sub = <Subscriber?>obj
         if need_mask and not (sub.scope_mask & need_mask):
             continue
-        queued = sub.buffered()
+        sink = sub.sink
+        is_wire = type(sink) is WireSink or isinstance(sink, WireSink)
+        if is_wire:
+            wire_sink = <WireSink>sink
+            queued = wire_sink.buffered()
+        else:
+            queued = sink.buffered()
         if droppable:
             if queued > drop_above:
                 continue
         elif queued > close_above:
-            sub.overflow()
+            sub.owner.slow_consumer()
             continue
         sub.seq += 1
-        sub.send(b'%b%d%b' % (prefix, sub.seq, suffix))
+        frame = b'%b%d%b' % (prefix, sub.seq, suffix)
+        if is_wire:
+            wire_sink.send(frame)
+        else:
+            sink.send(frame)
         delivered += 1
     return delivered

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Compiled picows listener: one per socket. Same behaviour as `_listener_py`."""
 
-from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
+from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSMsgType, WSTransport
 
 import msgspec
 
@@ -26,9 +26,16 @@ cdef class FrameListener(WSListener):
         self.frag_size = 0
         self.preauth_limit = preauth_limit
         self.open_limit = open_limit
+        self.alive = True
+        self.pinged = False
 
     cpdef on_ws_connected(self, WSTransport transport):
         self.server.attach(self, transport)
+        transport.request = None  # read-only for Python code, not for us (see listener.pxd)
+        transport.response = None
+        # Our frames go out through the sink, not picows' send(); its 1 KiB staging buffer
+        # only ever carries pings and closes.
+        transport._write_buffer = MemoryBuffer(64)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         conn = self.conn
@@ -39,6 +46,7 @@ cdef class FrameListener(WSListener):
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType msg_type = frame.msg_type
+        self.alive = True
         if msg_type == WSMsgType.TEXT and frame.fin and self.frag is None:
             self.deliver(frame.get_payload_as_bytes(), False)
         elif msg_type == WSMsgType.CLOSE:

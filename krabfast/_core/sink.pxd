@@ -11,7 +11,6 @@ cdef class WireSink:
     cdef public object raw            # its asyncio/uvloop transport
     cdef list pending                 # frames queued while batching, else None
     cdef public bint closed
-    cdef object _ws_send
     cdef object _raw_write
     cdef object _raw_buffered
 

@@ -2,10 +2,6 @@
 """Compiled write side of a connection: batches the frames produced while one read buffer
 is processed into a single transport write. Same API and output as `_sink_py`."""
 
-from picows import WSMsgType
-
-cdef object _TEXT = WSMsgType.TEXT
-
 
 cpdef bytes frame_text(bytes payload):
     """A complete unmasked (server-side) WebSocket text frame around `payload`."""
@@ -23,7 +19,6 @@ cdef class WireSink:
         self.raw = transport.underlying_transport
         self.pending = None
         self.closed = False
-        self._ws_send = transport.send
         self._raw_write = self.raw.write
         self._raw_buffered = self.raw.get_write_buffer_size
 
@@ -33,7 +28,7 @@ cdef class WireSink:
         if self.pending is not None:
             self.pending.append(data)
         else:
-            self._ws_send(_TEXT, data)
+            self._raw_write(frame_text(data))
 
     cpdef begin(self):
         if self.pending is None and not self.closed:
@@ -49,7 +44,7 @@ cdef class WireSink:
         if n == 0:
             return
         if n == 1:
-            self._ws_send(_TEXT, pending[0])
+            self._raw_write(frame_text(pending[0]))
             return
         self._raw_write(b"".join([frame_text(p) for p in pending]))
 

@@ -75,6 +75,9 @@ class GatewayConfig:
         timeout = env_first(("KRABFAST_HANDSHAKE_TIMEOUT_MS", "OPENCLAW_HANDSHAKE_TIMEOUT_MS"))
         if timeout and "handshake_timeout_ms" not in kw:
             kw["handshake_timeout_ms"] = int(timeout)
+        ping = env_first(("KRABFAST_PING_INTERVAL_MS",))
+        if ping and "ping_interval_s" not in kw:
+            kw["ping_interval_s"] = int(ping) / 1000
         cfg = cls(auth_mode=auth, token=token, password=password, **kw)
         cfg.validate()
         return cfg

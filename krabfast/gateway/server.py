@@ -18,7 +18,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol
 
 from krabfast._core import listener as _listener
 from krabfast._core import sink as _sink_impl
-from krabfast.connection import CLOSE_SERVICE_RESTART, Connection
+from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
 from krabfast.gateway.loopmon import LoopMonitor
@@ -29,6 +29,8 @@ log = logging.getLogger("krabfast.gateway")
 class _Sink(_sink_impl.WireSink):
     """The `Sink` a Connection writes to: the compiled batching writer plus the two
     operations that need the event loop."""
+
+    __slots__ = ()
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -118,10 +120,12 @@ class GatewayServer:
             def listener_factory(request):
                 return server._listener_for(request, holder[0])
 
+            # picows' own auto-ping would run one task per socket; `_keepalive` sweeps
+            # all sockets from one timer instead.
             proto = _BatchingProtocol(None, None, False, listener_factory, logger, True, 10.0,
-                               True, cfg.ping_interval_s, cfg.ping_timeout_s,
-                               WSAutoPingStrategy.PING_WHEN_IDLE, True, cfg.max_payload,
-                               None, 4096)
+                                      False, cfg.ping_interval_s, cfg.ping_timeout_s,
+                                      WSAutoPingStrategy.PING_WHEN_IDLE, True, cfg.max_payload,
+                                      None, 2048)
             holder.append(proto)
             return proto
 
@@ -142,6 +146,7 @@ class GatewayServer:
             asyncio.ensure_future(self._every(self.config.tick_interval_ms / 1000, self.hub.tick)),
             asyncio.ensure_future(self._every(self.config.health_interval_ms / 1000, self._health)),
             asyncio.ensure_future(self._every(30.0, self.hub.maintain)),
+            asyncio.ensure_future(self._every(self.config.ping_interval_s, self._keepalive)),
             asyncio.ensure_future(self._every(
                 min(1.0, self.config.handshake_timeout_ms / 4000), self.hub.expire_handshakes)),
         ]
@@ -157,6 +162,21 @@ class GatewayServer:
                 fn()
             except Exception:  # a timer must not die with one bad callback
                 log.exception("timer callback failed")
+
+    def _keepalive(self) -> None:
+        """Ping every socket once per interval; drop one that sent nothing (not even the
+        pong) since the previous round. Pre-connect sockets have the handshake deadline."""
+        for listener in list(self.listeners):
+            sink = listener.sink
+            if sink is None or listener.conn is None or listener.conn.state != OPEN:
+                continue
+            if listener.pinged and not listener.alive:
+                log.info("dropping unresponsive peer %s", listener.peer_ip)
+                sink.transport.disconnect(graceful=False)
+                continue
+            listener.alive = False
+            listener.pinged = True
+            sink.transport.send_ping()
 
     def _health(self) -> None:
         self.hub.refresh_health(self.monitor.snapshot() if self.monitor else None)

@@ -134,10 +134,11 @@ class RawWS(WSListener):
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     async def open(cls, url: str, *, challenge: bool = True, timeout: float = 5.0,
-                   max_frame_size: int = 64 * 1024 * 1024, **connect_kw) -> "RawWS":
+                   max_frame_size: int = 64 * 1024 * 1024, auto_pong: bool = True,
+                   **connect_kw) -> "RawWS":
         """`connect_kw` go to picows.ws_connect (e.g. `local_addr=("127.0.0.2", 0)`)."""
         transport, ws = await asyncio.wait_for(
-            ws_connect(cls, url, max_frame_size=max_frame_size, enable_auto_pong=True,
+            ws_connect(cls, url, max_frame_size=max_frame_size, enable_auto_pong=auto_pong,
                        **connect_kw), timeout)
         if challenge:
             frame = await ws.take(lambda f: f.get("event") == "connect.challenge", timeout)

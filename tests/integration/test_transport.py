@@ -118,3 +118,20 @@ def test_misbehaving_connections_do_not_affect_others(gw):
             assert (await ws.call("system.echo", {"text": "still fine"}))["ok"]
             await ws.close()
     run(body())
+
+
+def test_dead_peers_are_reaped(gateway_server):
+    # Keepalive every 300 ms: a peer that answers nothing (not even pings) is dropped
+    # after two rounds; a responsive one stays.
+    gw = gateway_server("--token", "T", env={"KRABFAST_PING_INTERVAL_MS": "300"})
+
+    async def body():
+        alive = await RawWS.connected(gw.url, client_id="cli", mode="cli")
+        dead = await RawWS.connected(gw.url, client_id="cli", mode="cli",
+                                     connect_kw={"auto_pong": False})
+        await asyncio.wait_for(dead.disconnected.wait(), 5)
+        assert not alive.disconnected.is_set()
+        res = await alive.call("system.echo", {"text": "still here"})
+        assert res["ok"]
+        await alive.close()
+    run(body())

@@ -47,9 +47,16 @@ def test_events_identical(event, payload, sv):
 
 def test_fanout_identical():
     results = []
+    class Sink:
+        def __init__(self, out):
+            self.send = out.append
+
+        def buffered(self):
+            return 0
+
     for w, f in _impls():
         out = []
-        subs = [f.Subscriber(out.append, lambda: 0, lambda: None, m) for m in (0, 1, 2, 3)]
+        subs = [f.Subscriber(Sink(out), None, m) for m in (0, 1, 2, 3)]
         f.fanout(w.event_prefix("tick", b'{"ts":5}'), w.event_suffix((1, 2)), subs, 2, False, 10, 10)
         f.fanout(w.event_prefix("tick", b'{"ts":6}'), w.event_suffix(None), subs, 0, True, 10, 10)
         results.append((out, [s.seq for s in subs]))

@@ -97,15 +97,23 @@ def test_shutdown_event_reaches_everyone(harness):
 
 
 class _Sock:
+    """A sink and its owner in one."""
+
     def __init__(self, queued=0):
         self.out = []
         self.queued = queued
         self.overflowed = 0
 
     def sub(self, mask=0):
-        return F.Subscriber(self.out.append, lambda: self.queued, self._overflow, mask)
+        return F.Subscriber(self, self, mask)
 
-    def _overflow(self):
+    def send(self, data):
+        self.out.append(data)
+
+    def buffered(self):
+        return self.queued
+
+    def slow_consumer(self):
         self.overflowed += 1
 
 
