@@ -26,6 +26,11 @@ def _add_gateway(sub) -> None:
     p.add_argument("--token", default=None, help=f"shared token (or ${TOKEN_ENV_VARS[0]})")
     p.add_argument("--password", default=None, help="shared password")
     p.add_argument("--tick-interval-ms", type=int, default=30_000)
+    p.add_argument("--max-buffered-bytes", type=int, default=52_428_800,
+                   help="a socket queueing more than this for an event it cannot miss is closed "
+                        "(1008 slow consumer)")
+    p.add_argument("--drop-if-slow-bytes", type=int, default=1_048_576,
+                   help="a socket queueing more than this misses droppable events (presence)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_cmd_gateway)
 
@@ -39,7 +44,9 @@ def _cmd_gateway(args) -> int:
     try:
         cfg = GatewayConfig.resolve(auth=args.auth, token=args.token, password=args.password,
                                     bind=args.bind, port=args.port,
-                                    tick_interval_ms=args.tick_interval_ms)
+                                    tick_interval_ms=args.tick_interval_ms,
+                                    max_buffered_bytes=args.max_buffered_bytes,
+                                    drop_if_slow_bytes=args.drop_if_slow_bytes)
     except ValueError as exc:
         print(f"krabfast gateway: {exc}", file=sys.stderr)
         return 2

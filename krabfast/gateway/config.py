@@ -51,7 +51,7 @@ class GatewayConfig:
     health_interval_ms: int = 60_000
     max_payload: int = 26_214_400
     max_buffered_bytes: int = 52_428_800
-    # Droppable events (tick, ...) skip a socket whose send queue is above this.
+    # Droppable events (presence) skip a socket whose send queue is above this.
     drop_if_slow_bytes: int = 1_048_576
     preauth_max_payload: int = 65_536
     handshake_timeout_ms: int = 15_000
@@ -96,3 +96,5 @@ class GatewayConfig:
                 "--auth token (with --token) or --auth password (with --password)")
         if self.tick_interval_ms < 1:
             raise ValueError("--tick-interval-ms must be >= 1")
+        if not 0 < self.drop_if_slow_bytes <= self.max_buffered_bytes:
+            raise ValueError("--drop-if-slow-bytes must be > 0 and <= --max-buffered-bytes")

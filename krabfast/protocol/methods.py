@@ -52,7 +52,9 @@ class EventSpec:
 
 EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("connect.challenge", None),
-    EventSpec("tick", sysp.TickEvent, droppable=True),
+    # As on the reference, only presence may be skipped for a slow socket; a socket too
+    # far behind to take a tick is closed (1008 slow consumer).
+    EventSpec("tick", sysp.TickEvent),
     EventSpec("presence", sysp.PresenceEvent, scope=S.READ, droppable=True),
     EventSpec("health", HealthSnapshot),
     EventSpec("shutdown", sysp.ShutdownEvent),
