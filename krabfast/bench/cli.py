@@ -221,6 +221,9 @@ def cmd_bench(args) -> int:
         except PlotUnavailable as exc:
             print(f"krabfast bench: {exc}", file=sys.stderr)
             return 2
+    if args.scenario == "idle" and args.expect_ticks and not args.hold:
+        print("krabfast bench: --expect-ticks needs --hold SECONDS", file=sys.stderr)
+        return 2
     url = args.url or os.environ.get(URL_ENV)
     if not args.vs_reference and not url:
         print("krabfast bench: --url is required (or --vs-reference)", file=sys.stderr)

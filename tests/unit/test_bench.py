@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 
+import orjson
 import pytest
 
 from krabfast.bench import report
@@ -18,8 +19,6 @@ from krabfast.bench.procstat import (CpuSample, cpu_delta, find_listening_pid, p
 from krabfast.bench.soak import build_result
 from krabfast.bench.stats import Histogram, bucket_bounds, bucket_index, merge_counts, percentile
 from krabfast.cli import build_parser
-
-import orjson
 
 
 def parse(*argv):
@@ -67,6 +66,13 @@ def test_url_required_without_vs_reference(monkeypatch, capsys):
     monkeypatch.delenv("KRABFAST_BENCH_URL", raising=False)
     assert main(["bench", "rpc"]) == 2
     assert "--url is required" in capsys.readouterr().err
+
+
+def test_expect_ticks_needs_hold(capsys):
+    from krabfast.cli import main
+
+    assert main(["bench", "idle", "--url", "ws://127.0.0.1:1", "--expect-ticks"]) == 2
+    assert "--hold" in capsys.readouterr().err
 
 
 def test_bad_threshold_exits_2(capsys):
