@@ -47,19 +47,25 @@ class FrameListener(WSListener):
 
     def on_ws_frame(self, transport, frame) -> None:
         msg_type = frame.msg_type
+        sink = self.sink
         self.alive = True
-        if msg_type is _TEXT and frame.fin and self.frag is None:
-            self.deliver(frame.get_payload_as_bytes(), False)
-        elif msg_type is _CLOSE:
-            sink = self.sink
-            if sink is not None and not sink.closed:
-                sink.mark_closed()
-                echo_close(transport, frame)
-            transport.disconnect()
-        elif msg_type is _PING or msg_type is _PONG:
-            pass  # auto-pong answers pings; pongs feed picows' keepalive
-        else:
-            self.fragment(frame)
+        # Everything this read buffer's frames produce leaves in one write (see sink.pxd).
+        sink.begin()
+        try:
+            if msg_type is _TEXT and frame.fin and self.frag is None:
+                self.deliver(frame.get_payload_as_bytes(), False)
+            elif msg_type is _CLOSE:
+                if not sink.closed:
+                    sink.mark_closed()
+                    echo_close(transport, frame)
+                transport.disconnect()
+            elif msg_type is _PING:
+                transport.send_pong(frame.get_payload_as_bytes())
+            elif msg_type is not _PONG:  # a pong only proves the peer is alive
+                self.fragment(frame)
+        finally:
+            if frame.last_in_buffer:
+                sink.flush()
 
     def deliver(self, data: bytes, binary: bool) -> None:
         conn = self.conn

@@ -6,7 +6,11 @@
 # - Once the connection is open, plain requests go straight to the hub's compiled
 #   dispatcher (same calls as Connection._receive_open, minus the Python frames).
 # - A peer CLOSE is answered once (empty if it carried no code) and the socket dropped.
-# - Any frame from the peer marks it alive for the adapter's keepalive sweep.
+# - Any frame from the peer marks it alive for the adapter's keepalive sweep; pings are
+#   answered here (picows' auto-pong would consume them unseen, and then a batch could be
+#   left unflushed when a ping is the last frame of a read).
+# - The sink batches from the first frame of a read buffer and is flushed at the frame
+#   picows marks last_in_buffer, so each read costs at most one write.
 # - After the upgrade, the transport's copies of the HTTP request/response are released
 #   (the adapter has read what it needs) and its send staging buffer shrunk: together they
 #   were a third of an idle socket's memory.

@@ -5,6 +5,7 @@ from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSMsgType, WSTrans
 
 import msgspec
 
+from krabfast._core.sink cimport WireSink
 from krabfast.wsutil import echo_close
 
 cdef int OPEN = 1  # krabfast.connection.OPEN
@@ -46,19 +47,25 @@ cdef class FrameListener(WSListener):
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType msg_type = frame.msg_type
+        cdef WireSink sink = <WireSink?>self.sink
         self.alive = True
-        if msg_type == WSMsgType.TEXT and frame.fin and self.frag is None:
-            self.deliver(frame.get_payload_as_bytes(), False)
-        elif msg_type == WSMsgType.CLOSE:
-            sink = self.sink
-            if sink is not None and not sink.closed:
-                sink.mark_closed()
-                echo_close(transport, frame)
-            transport.disconnect()
-        elif msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
-            pass  # auto-pong answers pings; pongs feed picows' keepalive
-        else:
-            self.fragment(frame)
+        # Everything this read buffer's frames produce leaves in one write (see sink.pxd).
+        sink.begin()
+        try:
+            if msg_type == WSMsgType.TEXT and frame.fin and self.frag is None:
+                self.deliver(frame.get_payload_as_bytes(), False)
+            elif msg_type == WSMsgType.CLOSE:
+                if not sink.closed:
+                    sink.mark_closed()
+                    echo_close(transport, frame)
+                transport.disconnect()
+            elif msg_type == WSMsgType.PING:
+                transport.send_pong(frame.get_payload_as_bytes())
+            elif msg_type != WSMsgType.PONG:  # a pong only proves the peer is alive
+                self.fragment(frame)
+        finally:
+            if frame.last_in_buffer:
+                sink.flush()
 
     cdef deliver(self, bytes data, bint binary):
         conn = self.conn

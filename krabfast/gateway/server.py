@@ -38,7 +38,7 @@ class _Sink(_sink_impl.WireSink):
         self.mark_closed()  # flushes what was queued before the close
         self.transport.send_close(WSCloseCode(code), reason.encode())
         # Give the peer a moment to read the close frame, then drop the socket.
-        asyncio.get_running_loop().call_later(0.5, self.transport.disconnect)
+        asyncio.get_running_loop().call_later(0.5, _drop_socket, self.transport)
 
     def defer(self, awaitable, done) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -54,20 +54,13 @@ class _Sink(_sink_impl.WireSink):
         task.add_done_callback(finished)
 
 
-class _BatchingProtocol(WSProtocol):
-    """picows protocol that brackets each socket read: the responses produced while its
-    frames are processed leave in one write instead of one write per frame."""
-
-    def buffer_updated(self, nbytes: int) -> None:
-        listener = self.listener
-        sink = listener.sink if listener is not None else None
-        if sink is None:
-            return WSProtocol.buffer_updated(self, nbytes)
-        sink.begin()
-        try:
-            WSProtocol.buffer_updated(self, nbytes)
-        finally:
-            sink.flush()
+def _drop_socket(transport) -> None:
+    """End a closed connection. A peer that never drained its backlog (a slow consumer)
+    would keep a graceful close waiting, and the backlog in memory, forever: abort it."""
+    if transport.is_disconnected:
+        return
+    stalled = transport.underlying_transport.get_write_buffer_size() > 0
+    transport.disconnect(graceful=not stalled)
 
 
 class GatewayServer:
@@ -122,10 +115,11 @@ class GatewayServer:
 
             # picows' own auto-ping would run one task per socket; `_keepalive` sweeps
             # all sockets from one timer instead.
-            proto = _BatchingProtocol(None, None, False, listener_factory, logger, True, 10.0,
-                                      False, cfg.ping_interval_s, cfg.ping_timeout_s,
-                                      WSAutoPingStrategy.PING_WHEN_IDLE, True, cfg.max_payload,
-                                      None, 2048)
+            # Pings are answered by our listener (auto-pong off): see listener.pxd.
+            proto = WSProtocol(None, None, False, listener_factory, logger, True, 10.0,
+                               False, cfg.ping_interval_s, cfg.ping_timeout_s,
+                               WSAutoPingStrategy.PING_WHEN_IDLE, False, cfg.max_payload,
+                               None, 2048)
             holder.append(proto)
             return proto
 
