@@ -9,7 +9,7 @@ States: HANDSHAKE (challenge sent, waiting for `connect`) -> OPEN -> CLOSED.
 from __future__ import annotations
 
 import inspect
-import secrets
+import os
 from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
 
@@ -22,9 +22,8 @@ from krabfast.gateway.config import is_loopback
 from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, invalid_request,
                                       missing_scope, validation_message)
 from krabfast.protocol.frames import RequestFrame
-from krabfast.protocol.handshake import (ConnectChallenge, ConnectParams, HelloAuth, HelloOk,
-                                         Policy, PresenceEntry, ServerInfo)
-from krabfast.protocol.scopes import (NODE_ROLE_SCOPE, OPERATOR_SCOPES, READ, ROLE_NODE,
+from krabfast.protocol.handshake import ConnectChallenge, ConnectParams, PresenceEntry
+from krabfast.protocol.scopes import (NODE_ROLE_SCOPE, OPERATOR_SCOPES, ROLE_NODE, SCOPE_BIT,
                                       ROLE_OPERATOR, ROLES, satisfies, scope_mask)
 from krabfast.protocol.version import MIN_NODE_PROTOCOL, accepted_range
 
@@ -107,7 +106,7 @@ class Connection:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Send the pre-connect challenge."""
-        self.nonce = secrets.token_urlsafe(24)
+        self.nonce = os.urandom(16).hex()
         self.challenge_ts = self.hub.clock_ms()
         challenge = ConnectChallenge(nonce=self.nonce, ts=self.challenge_ts)
         self.sink.send(wire.event_unsequenced("connect.challenge", _encode(challenge)))
@@ -184,7 +183,7 @@ class Connection:
             self.sink.send(wire.response_error(frame.id, _encode(err.to_shape())))
             self.close(err.close_code or CLOSE_POLICY, _close_reason(err.message))
             return
-        self.sink.send(wire.response_ok(frame.id, _encode(hello)))
+        self.sink.send(wire.response_ok(frame.id, hello))
         self._after_open()
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
@@ -221,7 +220,8 @@ class Connection:
         self._dispatch(frame, params)
 
     # -- handshake ----------------------------------------------------------------------------
-    def _connect(self, frame: RequestFrame) -> HelloOk:
+    def _connect(self, frame: RequestFrame) -> bytes:
+        """Check a connect request; returns the encoded hello-ok, or raises GatewayError."""
         hub = self.hub
         raw = frame.params if frame.params is not msgspec.UNSET else b"null"
         try:
@@ -267,25 +267,15 @@ class Connection:
                    if not s.startswith("operator.") or s in OPERATOR_SCOPES] if keeps_scopes else []
         self.role = role
         self.scopes = _intern_scopes(granted)
-        self.scope_mask = scope_mask(granted)
+        self.scope_mask = _mask_of(self.scopes)
         self.client = params.client
         self.device = params.device if params.device is not msgspec.UNSET else None
         self.nonce = ""  # single use
         self.protocol = min(params.max_protocol, high)
         self.connected_at = hub.clock_ms()
         self._enter_open()
-        cfg = hub.config
-        return HelloOk(
-            type="hello-ok",
-            protocol=self.protocol,
-            server=ServerInfo(version=hub.server_version, conn_id=self.conn_id),
-            features=hub.features,
-            snapshot=hub.snapshot(can_read=role == ROLE_OPERATOR and satisfies(
-                self.scopes, self.scope_mask, READ)),
-            auth=HelloAuth(role=role, scopes=granted),
-            policy=Policy(max_payload=cfg.max_payload, max_buffered_bytes=cfg.max_buffered_bytes,
-                          tick_interval_ms=cfg.tick_interval_ms),
-        )
+        can_read = role == ROLE_OPERATOR and bool(self.scope_mask & READ_BIT)
+        return hub.hello.encode(self.conn_id, self.protocol, role, granted, can_read)
 
     def _enter_open(self) -> None:
         hub = self.hub
@@ -443,6 +433,7 @@ class Connection:
         self.sink.send(self.sub.next_frame(prefix, b"}"))
 
 
+READ_BIT = SCOPE_BIT["operator.read"]
 EPHEMERAL_MODES = frozenset(("cli", "backend", "probe"))
 SCOPE_KEEPING_CLIENTS = frozenset((("cli", "cli"), ("gateway-client", "backend")))
 # Consecutive role-mismatch calls tolerated before the socket is closed.
@@ -487,12 +478,24 @@ def origin_allowed(browser: tuple[str, str] | None, is_local: bool) -> bool:
 _SCOPE_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
+_SCOPE_MASKS: dict[frozenset[str], int] = {}
+
+
 def _intern_scopes(scopes) -> frozenset[str]:
     """One shared frozenset per distinct grant: thousands of sockets hold the same few."""
     key = frozenset(scopes)
     if len(_SCOPE_SETS) > 1024:
         return key
     return _SCOPE_SETS.setdefault(key, key)
+
+
+def _mask_of(scopes: frozenset[str]) -> int:
+    mask = _SCOPE_MASKS.get(scopes)
+    if mask is None:
+        mask = scope_mask(scopes)
+        if len(_SCOPE_MASKS) <= 1024:
+            _SCOPE_MASKS[scopes] = mask
+    return mask
 
 
 def _close_reason(message: str) -> str:

@@ -20,6 +20,7 @@ from krabfast._core import dispatch as _dispatch
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.gateway.config import GatewayConfig
+from krabfast.gateway.hello import HelloEncoder
 from krabfast.gateway.idempotency import IdempotencyCache
 from krabfast.gateway.presence import PresenceTable, self_entry
 from krabfast.gateway.ratelimit import AuthRateLimiter
@@ -71,6 +72,7 @@ class Gateway:
                                  events=[spec.name for spec in M.EVENT_SPECS])
         self.closing = False
         self._conn_counter = 0
+        self.hello = HelloEncoder(self)
 
     def set_method(self, spec: M.MethodSpec, handler) -> None:
         """Serve `spec.name` with `handler` (plugins, tests)."""

@@ -13,7 +13,6 @@ import signal
 import time
 
 from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
-from picows.api import _resolve_logger
 from picows.picows import WSAutoPingStrategy, WSProtocol
 
 from krabfast._core import listener as _listener
@@ -52,6 +51,19 @@ class _Sink(_sink_impl.WireSink):
                 done(t.result(), None)
 
         task.add_done_callback(finished)
+
+
+class _PicowsLog:
+    """Logger-like wrapper handed to picows. picows gives every accepted socket a child
+    `logging.Logger` of its own when passed a real Logger (a CPU and memory cost per
+    socket); with a logger-like object it just logs through it."""
+
+    __slots__ = ("_log", "info", "debug", "warning", "error", "exception", "log", "isEnabledFor")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        for name in ("info", "debug", "warning", "error", "exception", "log", "isEnabledFor"):
+            setattr(self, name, getattr(logger, name))
 
 
 def _drop_socket(transport) -> None:
@@ -104,7 +116,7 @@ class GatewayServer:
 
     def _protocol_factory(self):
         cfg = self.config
-        logger = _resolve_logger("krabfast", "server")
+        logger = _PicowsLog(logging.getLogger("picows.krabfast"))
         server = self
 
         def factory():

@@ -254,3 +254,16 @@ def test_handshake_deadlines_are_swept_oldest_first():
     h.clock.advance(600)
     assert h.hub.expire_handshakes() == 1 and second_sink.closed is not None
     assert h.hub.handshakes == {} and h.hub.expire_handshakes() == 0
+
+
+@pytest.mark.parametrize("protocol,role,scopes,can_read", [
+    (4, "operator", ["operator.read"], True), (4, "operator", [], False),
+    (3, "node", [], False), (4, "operator", ["operator.admin", "operator.pairing"], True)])
+def test_cached_hello_ok_bytes_equal_the_struct_encoding(protocol, role, scopes, can_read):
+    import msgspec
+
+    h = Harness(GatewayConfig(auth_mode="token", token="T"))
+    h.connected(client_id="openclaw-macos", mode="ui", token="T")  # a presence row
+    hello = h.hub.hello
+    assert hello.encode("conn-1", protocol, role, scopes, can_read) == \
+        msgspec.json.encode(hello.build("conn-1", protocol, role, scopes, can_read))
