@@ -1,0 +1,447 @@
+"""Backpressure on real sockets: slow readers, dropped presence, slow-consumer closes.
+
+A "stalled" client pauses its transport (no more recv); its kernel receive buffer is fixed
+at connect time, so what the gateway writes to it piles up first in the kernel (that buffer
+plus the gateway's send buffer, at most ~4 MB on loopback) and then in the gateway's own
+transport write buffer, which is what `--drop-if-slow-bytes` / `--max-buffered-bytes`
+measure.
+
+Clients are `gateway-client`/`backend` on loopback, so they keep the scopes they ask for and
+add no presence rows of their own: every presence event here comes from a `system-event`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.integration.helpers import TOKEN, RawWS, run
+
+TICK_MS = 200
+MB = 1 << 20
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+async def _q(awaitable, what: str = ""):
+    """Await a RawWS wait; re-raise its failure without the (multi-MB) frames it quotes."""
+    try:
+        return await awaitable
+    except (AssertionError, asyncio.TimeoutError) as exc:
+        raise AssertionError(f"{what}: {type(exc).__name__}: {str(exc)[:600]}") from None
+
+
+async def _client(url: str, *scopes: str, rcvbuf: int | None = None) -> RawWS:
+    """A scope-keeping client. `rcvbuf` fixes its kernel receive buffer (no autotuning), so
+    how much a stalled reader's kernel absorbs is known and its window is wide open again
+    as soon as it resumes (shrinking the buffer later would make it ramp up slowly)."""
+    ws = await _q(RawWS.connected(url, client_id="gateway-client", mode="backend",
+                                  scopes=list(scopes), timeout=10), "connect")
+    if rcvbuf is not None:
+        sock = ws.transport.underlying_transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    return ws
+
+
+def _seqs(ws: RawWS) -> list[int]:
+    return [f["seq"] for f in ws.frames if f.get("type") == "event" and "seq" in f]
+
+
+def _assert_gapless(ws: RawWS, name: str) -> None:
+    seqs = _seqs(ws)
+    assert seqs == list(range(1, len(seqs) + 1)), (
+        f"{name}: seq not strictly +1 from 1: first break at "
+        f"{next((i for i, s in enumerate(seqs) if s != i + 1), None)} of {len(seqs)}: "
+        f"{seqs[:50]}")
+
+
+def _presence_versions(ws: RawWS) -> list[int]:
+    return [f["stateVersion"]["presence"] for f in ws.events("presence")]
+
+
+def _stall(ws: RawWS) -> int:
+    """Stop reading; returns the client's local port."""
+    raw = ws.transport.underlying_transport
+    raw.pause_reading()
+    return raw.get_extra_info("sockname")[1]
+
+
+def _resume(ws: RawWS) -> None:
+    ws.transport.underlying_transport.resume_reading()
+
+
+def _abort(*clients: RawWS) -> None:
+    for ws in clients:
+        if ws.transport is not None and not ws.transport.is_disconnected:
+            ws.transport.disconnect(graceful=False)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class _RssPeak:
+    """Samples a process's RSS every few ms in a thread; `.peak` is the highest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = _rss(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                self.peak = max(self.peak, _rss(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+_TCP_ESTABLISHED = "01"
+
+
+def _server_side(gw_port: int, peer_port: int) -> list[tuple[str, int]]:
+    """(state, tx_queue) of the gateway's end of the connection to `peer_port`."""
+    found = []
+    with open("/proc/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            cols = line.split()
+            local, remote = cols[1], cols[2]
+            lport, rport = (int(addr.rsplit(":", 1)[1], 16) for addr in (local, remote))
+            if lport == gw_port and rport == peer_port:
+                found.append((cols[3], int(cols[4].split(":")[0], 16)))
+    return found
+
+
+def _server_side_open(gw_port: int, peer_port: int) -> bool:
+    return any(state == _TCP_ESTABLISHED for state, _ in _server_side(gw_port, peer_port))
+
+
+async def _wait_server_side_gone(gw_port: int, peer_port: int, timeout: float) -> float:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while _server_side_open(gw_port, peer_port):
+        if loop.time() - t0 > timeout:
+            raise AssertionError(
+                f"the gateway still holds the connection to :{peer_port} {timeout}s later: "
+                f"(state, kernel send queue) = {_server_side(gw_port, peer_port)}")
+        await asyncio.sleep(0.05)
+    return loop.time() - t0
+
+
+async def _next_tick(ws: RawWS, timeout: float = 3.0) -> dict:
+    """The first tick this socket receives after everything already received."""
+    last = max(_seqs(ws), default=0)
+    return await _q(ws.event("tick", pred=lambda f: f["seq"] > last, timeout=timeout), "tick")
+
+
+def _tick_ts_gaps(ws: RawWS) -> list[int]:
+    ts = [t["payload"]["ts"] for t in ws.events("tick")]
+    return [b - a for a, b in zip(ts, ts[1:])]
+
+
+async def _pump(trigger: RawWS, fast: list[RawWS], text: str = "pump") -> None:
+    """One system-event; wait until every fast reader has its presence event."""
+    marks = [len(ws.events("presence")) for ws in fast]
+    res = await _q(trigger.call("system-event", {"text": text}, timeout=10), "system-event")
+    assert res["ok"] is True, str(res)[:300]
+    for ws, n in zip(fast, marks):
+        while len(ws.events("presence")) <= n:
+            await _q(ws.event("presence", timeout=5), "presence after pump")
+
+
+# -- droppable events ---------------------------------------------------------------------------
+
+DROP_BYTES = 200_000
+N_EVENTS = 64
+TEXT_BYTES = 8 * 1024
+
+
+def test_presence_dropped_for_slow_socket_without_seq_gap(gateway_server):
+    gw = gateway_server("--token", TOKEN, "--tick-interval-ms", str(TICK_MS),
+                        "--max-buffered-bytes", str(1 << 30),
+                        "--drop-if-slow-bytes", str(DROP_BYTES))
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        fast = await _client(gw.url, "operator.read")
+        slow = await _client(gw.url, "operator.read", rcvbuf=64 * 1024)
+        trigger = await _client(gw.url, "operator.admin")
+        try:
+            _stall(slow)
+            versions = []
+            for i in range(N_EVENTS):
+                prefix = f"bp-drop-{i:04d}|"  # distinct first 64 chars: a new row each time
+                text = prefix + "x" * TEXT_BYTES
+                res = await _q(trigger.call("system-event", {"text": text}, timeout=10),
+                               f"system-event {i}")
+                assert res["ok"] is True, str(res)[:300]
+                answered = loop.time()
+                ev = await _q(fast.event("presence", timeout=1.0, pred=lambda e: any(
+                    r.get("text", "").startswith(prefix) for r in e["payload"]["presence"])),
+                    f"fast reader: presence for event {i} within 1 s of its response")
+                assert loop.time() - answered < 1.0
+                versions.append(ev["stateVersion"]["presence"])
+            # Every trigger reached the fast reader, in order, none skipped.
+            assert versions == list(range(versions[0], versions[0] + N_EVENTS)), versions
+            assert len(fast.events("presence")) == N_EVENTS
+            _assert_gapless(fast, "fast reader")
+            # The stalled socket is behind, not closed (ticks stay under --max-buffered-bytes).
+            await asyncio.sleep(2 * TICK_MS / 1000)
+            assert not slow.disconnected.is_set() and slow.close_code is None
+            assert _server_side_open(gw.port, slow.transport.underlying_transport
+                                     .get_extra_info("sockname")[1])
+
+            _resume(slow)
+            await _q(slow.barrier(timeout=15), "stalled reader catching up")
+            assert not slow.disconnected.is_set()
+            _assert_gapless(slow, "stalled reader")  # dropped presence took no seq
+            got = _presence_versions(slow)
+            assert got == sorted(set(got)), got  # in order, no duplicates
+            assert 0 < len(got) < N_EVENTS, (len(got), N_EVENTS)
+            assert set(got) < set(versions)
+            # Non-droppable ticks kept flowing to it while it was over the drop threshold.
+            assert len(slow.events("tick")) >= len(fast.events("tick")) - 2
+
+            # Caught up, it gets the next presence again, with the very next seq.
+            last = _seqs(slow)[-1]
+            res = await _q(trigger.call("system-event", {"text": "bp-drop-after"}), "system-event")
+            assert res["ok"] is True
+            ev = await _q(slow.event("presence", pred=lambda e: any(
+                r.get("text") == "bp-drop-after" for r in e["payload"]["presence"])), "presence")
+            assert _seqs(slow)[-1] >= ev["seq"] > last
+            _assert_gapless(slow, "stalled reader after catching up")
+            _assert_gapless(fast, "fast reader")
+            for ws in (fast, slow, trigger):
+                await ws.close()
+        finally:
+            _abort(fast, slow, trigger)
+    run(body(), timeout=19)
+
+
+# -- slow-consumer close on a non-droppable event -----------------------------------------------
+
+LIMIT = 20_000_000        # --max-buffered-bytes == --drop-if-slow-bytes
+ROWS, ROW_BYTES = 3, 1_000_000  # every presence event is a ~3 MB frame
+WARMUP_PUMPS = 8          # everyone reading: buffers and windows grow to their steady size
+MAX_PUMPS = 20            # ~60 MB for the stalled socket: far over kernel buffers + LIMIT
+# Its user-space backlog cannot exceed LIMIT before this many ~3 MB events were sent to it.
+MIN_PUMPS_TO_EXCEED = LIMIT // (ROWS * ROW_BYTES) + 1
+
+
+async def _subscribers(trigger: RawWS) -> int:
+    """How many authenticated sockets the gateway fans out to (`status`)."""
+    res = await _q(trigger.call("status", timeout=5), "status")
+    assert res["ok"] is True, str(res)[:300]
+    return res["payload"]["gateway"]["connections"]
+
+
+async def _slow_consumer_scenario(gw, resume: bool, out: dict) -> dict:
+    """F (fast reader), S (stalls), T (admin trigger). Fill presence with ROWS big rows, warm
+    up, take the baseline RSS, stall S, pump ~3 MB presence events until a tick closes S (the
+    gateway stops counting it), with F and T reading everything. With `resume`, S starts
+    reading again at once (it must then get its backlog and the 1008 close frame). Waits
+    until the gateway's end of S's TCP connection is gone. Fills `out` (clients, measurements)
+    as it goes, so the caller can clean up after a failure."""
+    pid = gw.process.pid
+    out["trigger"] = trigger = await _client(gw.url, "operator.admin")
+    for i in range(ROWS):
+        text = f"bp-row-{i}|".ljust(64, "-") + "x" * ROW_BYTES
+        res = await _q(trigger.call("system-event", {"text": text}, timeout=10), "prefill")
+        assert res["ok"] is True
+    out["fast"] = fast = await _client(gw.url, "operator.read")
+    out["slow"] = slow = await _client(gw.url, "operator.read", rcvbuf=1 * MB)
+    for _ in range(WARMUP_PUMPS):
+        await _pump(trigger, [fast, slow, trigger])
+    assert await _subscribers(trigger) == 3
+    await asyncio.sleep(1.0)
+    out["baseline"] = _rss(pid)
+    sampler = _RssPeak(pid)
+    try:
+        slow_port = _stall(slow)
+        out["slow_port"] = slow_port
+        pumps, last_pump = 0, time.monotonic()
+        while await _subscribers(trigger) == 3:
+            assert not slow.disconnected.is_set()
+            if pumps < MAX_PUMPS:
+                await _pump(trigger, [fast, trigger])
+                pumps, last_pump = pumps + 1, time.monotonic()
+                assert not fast.disconnected.is_set(), "the fast reader was closed"
+            else:
+                # ~60 MB pumped, S's backlog is far over LIMIT: a tick must come and close it.
+                assert time.monotonic() - last_pump < 3.0, (
+                    f"S not closed 3 s after {pumps} pumps (~{pumps * 3} MB)")
+                await asyncio.sleep(0.02)
+        out["closed_after_pumps"] = pumps
+        out["closed_after_last_pump_s"] = time.monotonic() - last_pump
+        if resume:
+            _resume(slow)
+            code, reason = await _q(slow.wait_closed(5), "slow consumer close")
+            out["close"] = (code, reason)
+        out["gone_after_s"] = await _wait_server_side_gone(gw.port, slow_port, 5)
+        # F keeps getting ticks and presence after S is gone.
+        await _next_tick(fast)
+        await _pump(trigger, [fast, trigger])
+        await _next_tick(fast)
+        await asyncio.sleep(2.0)
+        out["after"] = _rss(pid)
+    finally:
+        out["peak"] = sampler.stop()
+    return out
+
+
+def _memory_report(m: dict) -> str:
+    return (f"baseline {m['baseline'] / MB:.1f} MB, peak {m['peak'] / MB:.1f} MB, "
+            f"after {m['after'] / MB:.1f} MB")
+
+
+def _assert_memory_released(m: dict) -> None:
+    growth = m["peak"] - m["baseline"]
+    assert growth > 20 * MB, "the backlog should be clearly measurable: " + _memory_report(m)
+    allowed = max(8 * MB, 0.25 * growth)
+    assert m["after"] - m["baseline"] <= allowed, (
+        f"RSS did not fall back within {allowed / MB:.1f} MB of the baseline: "
+        + _memory_report(m))
+
+
+# RSS should measure what the gateway holds, not glibc's caching policy: with its dynamic
+# mmap threshold, freed multi-MB frame buffers may stay in the heap or not depending on
+# timing (observed: +3..+22 MB after identical runs), while with a fixed threshold every
+# freed frame goes back to the OS at once and RSS returns exactly to the baseline.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _slow_consumer_gateway(gateway_server):
+    return gateway_server("--token", TOKEN, "--tick-interval-ms", str(TICK_MS),
+                          "--max-buffered-bytes", str(LIMIT), "--drop-if-slow-bytes", str(LIMIT),
+                          env=MALLOC_ENV)
+
+
+def test_tick_closes_slow_consumer_1008_and_memory_is_released(gateway_server):
+    gw = _slow_consumer_gateway(gateway_server)
+
+    async def body():
+        m: dict = {}
+        try:
+            await _slow_consumer_scenario(gw, True, m)
+            fast, slow, trigger = m["fast"], m["slow"], m["trigger"]
+            assert m["close"] == (1008, "slow consumer"), m["close"]
+            assert slow.got_close_frame
+            # Closed by a tick (every 200 ms) once over the limit, and not before it could be.
+            assert m["closed_after_pumps"] >= MIN_PUMPS_TO_EXCEED, m["closed_after_pumps"]
+            assert m["closed_after_last_pump_s"] < 3.0, m
+            # What S did receive before the close is a gapless seq stream.
+            _assert_gapless(slow, "slow consumer")
+            assert len(slow.events("presence")) < len(fast.events("presence"))
+            # The fast reader: every presence event, every tick, no seq gap, no stall.
+            _assert_gapless(fast, "fast reader")
+            versions = _presence_versions(fast)
+            assert versions == list(range(versions[0], versions[0] + len(versions))), versions
+            gaps = _tick_ts_gaps(fast)
+            assert gaps and max(gaps) <= 1000, gaps
+            assert not fast.disconnected.is_set() and not trigger.disconnected.is_set()
+            _assert_memory_released(m)
+            for ws in (fast, trigger):
+                await ws.close()
+        finally:
+            _abort(*(m.get(k) for k in ("fast", "slow", "trigger") if m.get(k)))
+    run(body(), timeout=19)
+
+
+def test_stalled_slow_consumer_is_dropped_and_memory_released(gateway_server):
+    """Regression (fixed in baef52a): the close used to be a graceful transport close, which
+    waits for the write buffer to drain; for a peer that never reads again that is forever
+    (it keeps answering zero-window probes), so the socket stayed ESTABLISHED and its
+    >= --max-buffered-bytes backlog stayed in the gateway's memory."""
+    gw = _slow_consumer_gateway(gateway_server)
+
+    async def body():
+        m: dict = {}
+        try:
+            # S never reads again: after the closing tick the gateway must let go of it
+            # (it cannot deliver the close frame) and free its backlog.
+            await _slow_consumer_scenario(gw, False, m)
+            fast = m["fast"]
+            assert m["closed_after_pumps"] >= MIN_PUMPS_TO_EXCEED, m["closed_after_pumps"]
+            assert m["gone_after_s"] < 5.0
+            _assert_gapless(fast, "fast reader")
+            gaps = _tick_ts_gaps(fast)
+            assert gaps and max(gaps) <= 1000, gaps
+            _assert_memory_released(m)
+        finally:
+            _abort(*(m.get(k) for k in ("fast", "slow", "trigger") if m.get(k)))
+    run(body(), timeout=19)
+
+
+# -- fast clients are not delayed by a slow one -------------------------------------------------
+
+def test_fast_client_rpc_not_delayed_by_stalled_socket(gateway_server):
+    # Limits high enough that the stalled socket is neither skipped nor closed: it keeps
+    # accumulating a backlog in the gateway while the fast client talks to it.
+    gw = gateway_server("--token", TOKEN, "--tick-interval-ms", str(TICK_MS),
+                        "--max-buffered-bytes", str(1 << 30),
+                        "--drop-if-slow-bytes", str(1 << 30))
+
+    async def body():
+        pid = gw.process.pid
+        trigger = await _client(gw.url, "operator.admin")
+        for i in range(ROWS):
+            text = f"bp-row-{i}|".ljust(64, "-") + "x" * ROW_BYTES
+            assert (await _q(trigger.call("system-event", {"text": text}, timeout=10)))["ok"]
+        fast = await _client(gw.url, "operator.read")
+        slow = await _client(gw.url, "operator.read", rcvbuf=1 * MB)
+        try:
+            baseline = _rss(pid)
+            slow_port = _stall(slow)
+            for _ in range(10):  # ~30 MB for the stalled socket
+                await _pump(trigger, [fast, trigger])
+            await asyncio.sleep(0.3)
+            kernel_queued = sum(q for _, q in _server_side(gw.port, slow_port))
+            backlog_rss = _rss(pid) - baseline
+            assert kernel_queued > 1 * MB, kernel_queued
+            assert backlog_rss > 15 * MB, f"no user-space backlog? RSS +{backlog_rss / MB:.1f} MB"
+
+            rtts = []
+            for i in range(50):
+                t0 = time.perf_counter()
+                res = await _q(fast.call("system.echo", {"text": f"e{i}"}, timeout=5), "echo")
+                rtts.append(time.perf_counter() - t0)
+                assert res["ok"] is True and res["payload"]["text"] == f"e{i}", str(res)[:300]
+            rtts.sort()
+            p99 = rtts[math.ceil(0.99 * len(rtts)) - 1]
+            assert p99 < 0.200, (f"system.echo p99 {p99 * 1000:.1f} ms, "
+                                 f"median {rtts[25] * 1000:.1f} ms")
+            # Still stalled, still connected, still holding its backlog.
+            assert _server_side_open(gw.port, slow_port)
+            assert not slow.disconnected.is_set()
+
+            _resume(slow)
+            await _q(slow.barrier(timeout=15), "stalled reader catching up")
+            _assert_gapless(slow, "stalled reader")
+            _assert_gapless(fast, "fast reader")
+            # Nothing was droppable at these limits: it got every presence the fast one did.
+            assert _presence_versions(slow) == _presence_versions(fast)
+            for ws in (fast, slow, trigger):
+                await ws.close()
+        finally:
+            _abort(fast, slow, trigger)
+    run(body(), timeout=19)
