@@ -69,10 +69,26 @@ class _PicowsLog:
 def _drop_socket(transport) -> None:
     """End a closed connection. A peer that never drained its backlog (a slow consumer)
     would keep a graceful close waiting, and the backlog in memory, forever: abort it."""
-    if transport.is_disconnected:
-        return
-    stalled = transport.underlying_transport.get_write_buffer_size() > 0
-    transport.disconnect(graceful=not stalled)
+    if not transport.is_disconnected:
+        stalled = transport.underlying_transport.get_write_buffer_size() > 0
+        transport.disconnect(graceful=not stalled)
+
+
+def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
+    """Make glibc serve every allocation of `nbytes` or more with its own mmap.
+
+    Big buffers here are frames queued for slow sockets. glibc's adaptive threshold would
+    move them into the heap after the first few are freed, and a heap fragmented by a
+    burst for a slow consumer keeps RSS high long after the consumer is gone. Pinned,
+    each freed big buffer goes straight back to the OS. Returns False off glibc."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, nbytes))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 class GatewayServer:
@@ -231,6 +247,7 @@ def _reject(status: int, body: bytes) -> WSUpgradeResponseWithListener:
 def run(config: GatewayConfig) -> None:
     import uvloop
 
+    pin_mmap_threshold()
     # picows logs every accepted socket at INFO; that is noise at thousands of clients.
     logging.getLogger("picows").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     uvloop.run(GatewayServer(config).serve_forever())

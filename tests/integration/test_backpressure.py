@@ -323,17 +323,9 @@ def _assert_memory_released(m: dict) -> None:
         + _memory_report(m))
 
 
-# RSS should measure what the gateway holds, not glibc's caching policy: with its dynamic
-# mmap threshold, freed multi-MB frame buffers may stay in the heap or not depending on
-# timing (observed: +3..+22 MB after identical runs), while with a fixed threshold every
-# freed frame goes back to the OS at once and RSS returns exactly to the baseline.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
-
-
 def _slow_consumer_gateway(gateway_server):
     return gateway_server("--token", TOKEN, "--tick-interval-ms", str(TICK_MS),
-                          "--max-buffered-bytes", str(LIMIT), "--drop-if-slow-bytes", str(LIMIT),
-                          env=MALLOC_ENV)
+                          "--max-buffered-bytes", str(LIMIT), "--drop-if-slow-bytes", str(LIMIT))
 
 
 def test_tick_closes_slow_consumer_1008_and_memory_is_released(gateway_server):
