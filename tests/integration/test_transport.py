@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from picows import WSMsgType
 
 from tests.integration.helpers import RawWS, connect_params, run

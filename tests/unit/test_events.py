@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from krabfast._core import fanout as F
 from krabfast.protocol.handshake import EventLoopHealth
-from tests.unit.conftest import Harness
 
 
 def _seqs(sink):
