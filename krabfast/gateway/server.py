@@ -74,6 +74,20 @@ def _drop_socket(transport) -> None:
         transport.disconnect(graceful=not stalled)
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one: every client is a descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     """Make glibc serve every allocation of `nbytes` or more with its own mmap.
 
@@ -248,6 +262,7 @@ def run(config: GatewayConfig) -> None:
     import uvloop
 
     pin_mmap_threshold()
+    raise_fd_limit()
     # picows logs every accepted socket at INFO; that is noise at thousands of clients.
     logging.getLogger("picows").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     uvloop.run(GatewayServer(config).serve_forever())
