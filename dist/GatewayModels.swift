@@ -54,6 +54,92 @@ public struct DeviceAuth: Codable, Sendable {
     public let nonce: String
 }
 
+public struct DevicePairApproveParams: Codable, Sendable {
+    public let requestId: String
+}
+
+public struct DevicePairApproveResult: Codable, Sendable {
+    public let requestId: String
+    public let device: PairedDeviceEntry
+}
+
+public struct DevicePairChangedEvent: Codable, Sendable {
+}
+
+public struct DevicePairListParams: Codable, Sendable {
+}
+
+public struct DevicePairListResult: Codable, Sendable {
+    public let pending: [PendingDevice]
+    public let paired: [PairedDeviceEntry]
+}
+
+public struct DevicePairRejectParams: Codable, Sendable {
+    public let requestId: String
+}
+
+public struct DevicePairRejectResult: Codable, Sendable {
+    public let requestId: String
+    public let deviceId: String
+}
+
+public struct DevicePairRemoveParams: Codable, Sendable {
+    public let deviceId: String
+}
+
+public struct DevicePairRemoveResult: Codable, Sendable {
+    public let deviceId: String
+}
+
+public struct DevicePairRenameParams: Codable, Sendable {
+    public let deviceId: String
+    public let label: String
+}
+
+public struct DevicePairRenameResult: Codable, Sendable {
+    public let deviceId: String
+    public let label: String
+}
+
+public struct DevicePairResolvedEvent: Codable, Sendable {
+    public let requestId: String
+    public let deviceId: String
+    public let decision: String
+    public let ts: Int
+}
+
+public struct DeviceTokenRevokeParams: Codable, Sendable {
+    public let deviceId: String
+    public let role: String
+}
+
+public struct DeviceTokenRevokeResult: Codable, Sendable {
+    public let deviceId: String
+    public let role: String
+    public let revokedAtMs: Int
+}
+
+public struct DeviceTokenRotateParams: Codable, Sendable {
+    public let deviceId: String
+    public let role: String
+    public let scopes: [String]?
+}
+
+public struct DeviceTokenRotateResult: Codable, Sendable {
+    public let deviceId: String
+    public let role: String
+    public let scopes: [String]
+    public let rotatedAtMs: Int
+    public let token: String?
+    public let tokenDelivery: String?
+}
+
+public struct DeviceTokenSummary: Codable, Sendable {
+    public let role: String
+    public let scopes: [String]
+    public let createdAtMs: Int
+}
+
 public struct ErrorShape: Codable, Sendable {
     public let code: String
     public let message: String
@@ -140,6 +226,46 @@ public struct HelloOk: Codable, Sendable {
     public let snapshot: Snapshot
     public let auth: HelloAuth
     public let policy: Policy
+}
+
+public struct PairedDeviceEntry: Codable, Sendable {
+    public let deviceId: String
+    public let publicKey: String
+    public let createdAtMs: Int
+    public let approvedAtMs: Int
+    public let displayName: String?
+    public let operatorLabel: String?
+    public let platform: String?
+    public let deviceFamily: String?
+    public let clientId: String?
+    public let clientMode: String?
+    public let role: String?
+    public let roles: [String]?
+    public let scopes: [String]?
+    public let remoteIp: String?
+    public let approvedVia: String?
+    public let lastSeenAtMs: Int?
+    public let lastSeenReason: String?
+    public let connected: Bool?
+    public let tokens: [DeviceTokenSummary]?
+}
+
+public struct PendingDevice: Codable, Sendable {
+    public let requestId: String
+    public let deviceId: String
+    public let publicKey: String
+    public let ts: Int
+    public let displayName: String?
+    public let platform: String?
+    public let deviceFamily: String?
+    public let clientId: String?
+    public let clientMode: String?
+    public let role: String?
+    public let roles: [String]?
+    public let scopes: [String]?
+    public let remoteIp: String?
+    public let silent: Bool?
+    public let isRepair: Bool?
 }
 
 public struct Policy: Codable, Sendable {

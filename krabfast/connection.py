@@ -19,6 +19,7 @@ from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.gateway.auth import CLOSE_POLICY, check_shared_secret
 from krabfast.gateway.config import is_loopback
+from krabfast.gateway.device_auth import verify_device
 from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, invalid_request,
                                       missing_scope, validation_message)
 from krabfast.protocol.frames import RequestFrame
@@ -73,7 +74,7 @@ class Connection:
     __slots__ = ("hub", "browser", "sink", "peer_ip", "is_local", "conn_id", "state", "nonce",
                  "challenge_ts", "role", "scopes", "scope_mask", "client", "device", "protocol",
                  "sub", "presence_key", "connected_at", "unauthorized_calls", "_current_id",
-                 "deadline", "__weakref__")
+                 "deadline", "auth_method", "close_after_reply", "__weakref__")
 
     def __init__(self, hub, sink: Sink, *, peer_ip: str, is_local: bool,
                  browser: tuple[str, str] | None = None) -> None:
@@ -97,6 +98,8 @@ class Connection:
         self.connected_at = 0
         self.unauthorized_calls = 0
         self._current_id = ""
+        self.auth_method = ""
+        self.close_after_reply: tuple[int, str] | None = None
         hub.connections[self.conn_id] = self
         hub.preauth_by_ip[peer_ip] += 1
         # Handshake deadlines are swept by the hub (one timer for all sockets, not one each).
@@ -254,17 +257,21 @@ class Connection:
                                details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
                                close_code=CLOSE_POLICY)
         auth = params.auth if params.auth is not msgspec.UNSET else None
-        check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip, self.is_local,
-                            params.client.id)
-
         requested = params.scopes if params.scopes is not msgspec.UNSET else []
-        # Without a device identity only the local control tools (the CLI, backends) keep
-        # the operator scopes they ask for; any other client is admitted with none, as on
-        # the reference (it must pair a device to be granted scopes).
-        keeps_scopes = (role == ROLE_OPERATOR and self.is_local
-                        and (params.client.id, params.client.mode) in SCOPE_KEEPING_CLIENTS)
-        granted = [s for s in dict.fromkeys(requested)
-                   if not s.startswith("operator.") or s in OPERATOR_SCOPES] if keeps_scopes else []
+        if params.device is msgspec.UNSET:
+            self.auth_method = self._shared_secret(params, auth)
+            # Without a device identity only the local control tools (the CLI, backends) keep
+            # the operator scopes they ask for; any other client is admitted with none, as on
+            # the reference (it must pair a device to be granted scopes).
+            keeps_scopes = (role == ROLE_OPERATOR and self.is_local
+                            and (params.client.id, params.client.mode) in SCOPE_KEEPING_CLIENTS)
+            granted = _known_scopes(requested) if keeps_scopes else []
+            token = issued_at = None
+        else:
+            admission = self._admit_device(params, auth, role, _known_scopes(requested)
+                                           if role == ROLE_OPERATOR else [])
+            self.auth_method = admission.method
+            granted, token, issued_at = admission.scopes, admission.device_token, admission.issued_at_ms
         self.role = role
         self.scopes = _intern_scopes(granted)
         self.scope_mask = _mask_of(self.scopes)
@@ -275,7 +282,40 @@ class Connection:
         self.connected_at = hub.clock_ms()
         self._enter_open()
         can_read = role == ROLE_OPERATOR and bool(self.scope_mask & READ_BIT)
-        return hub.hello.encode(self.conn_id, self.protocol, role, granted, can_read)
+        return hub.hello.encode(self.conn_id, self.protocol, role, granted, can_read, token, issued_at)
+
+    def _shared_secret(self, params, auth) -> str:
+        hub = self.hub
+        if auth is not None and auth.device_token and not auth.token and not auth.password:
+            # A device token means nothing without the device proving who it is.
+            raise GatewayError(ErrorCode.NOT_PAIRED, "device identity required",
+                               details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
+                               close_code=CLOSE_POLICY)
+        return check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip, self.is_local,
+                                   params.client.id)
+
+    def _admit_device(self, params, auth, role: str, requested: list[str]):
+        """Prove the device key, then admit it by shared secret or by its device token."""
+        hub = self.hub
+        device_token = (auth.device_token or None) if auth is not None else None
+        shared = (auth.token or auth.password or None) if auth is not None else None
+        signed_token = (auth.token or auth.device_token or auth.bootstrap_token or "") \
+            if auth is not None else ""
+        verify_device(params, params.device, role=role, scopes=list(requested), token=signed_token,
+                      nonce=self.nonce, now_ms=hub.clock_ms())
+        pairing = hub.pairing
+        # GatewayClient sends a device token as both `token` and `deviceToken`: that is a
+        # device-token connect, not a wrong shared secret (which would count as a failure).
+        if device_token and shared in (None, device_token):
+            return pairing.admit_device_token(self, params, role, requested, device_token)
+        try:
+            method = check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip,
+                                         self.is_local, params.client.id)
+        except GatewayError:
+            if device_token:
+                return pairing.admit_device_token(self, params, role, requested, device_token)
+            raise
+        return pairing.admit_shared(self, params, role, requested, method)
 
     def _enter_open(self) -> None:
         hub = self.hub
@@ -314,6 +354,7 @@ class Connection:
             version=client.version, platform=client.platform, device_family=client.device_family,
             model_identifier=client.model_identifier, time_zone=client.time_zone, mode=client.mode,
             reason="connect", online_since=now, instance_id=client.instance_id, roles=[self.role],
+            device_id=self.device.id if self.device is not None else msgspec.UNSET,
             scopes=sorted(self.scopes) or msgspec.UNSET)
 
     def slow_consumer(self) -> None:
@@ -418,6 +459,8 @@ class Connection:
             return
         ok, body = outcome
         self.sink.send(wire.response_ok(req_id, body) if ok else wire.response_error(req_id, body))
+        if self.close_after_reply is not None:
+            self.close(*self.close_after_reply)
 
     def _send_error(self, req_id: str, err: GatewayError) -> None:
         if err is _ALREADY_ANSWERED:
@@ -496,6 +539,12 @@ def _mask_of(scopes: frozenset[str]) -> int:
         if len(_SCOPE_MASKS) <= 1024:
             _SCOPE_MASKS[scopes] = mask
     return mask
+
+
+def _known_scopes(requested) -> list[str]:
+    """De-duplicated; unknown `operator.*` scopes dropped (they grant nothing)."""
+    return [s for s in dict.fromkeys(requested)
+            if not s.startswith("operator.") or s in OPERATOR_SCOPES]
 
 
 def _close_reason(message: str) -> str:

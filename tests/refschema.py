@@ -77,6 +77,8 @@ def check_frame(data: bytes | str, method: str | None = None) -> dict:
             elif method == "system-presence":
                 for entry in payload:
                     check("PresenceEntry", entry)
+            elif method == "device.token.rotate":
+                check("DeviceTokenRotateResult", payload)
         else:
             err = frame["error"]
             check("ErrorShape", err)
@@ -94,6 +96,10 @@ def check_frame(data: bytes | str, method: str | None = None) -> dict:
         elif name == "presence":
             for entry in payload["presence"]:
                 check("PresenceEntry", entry)
+        elif name == "device.pair.requested":
+            check("DevicePairRequestedEvent", payload)
+        elif name == "device.pair.resolved":
+            check("DevicePairResolvedEvent", payload)
         elif name == "connect.challenge":
             assert isinstance(payload["nonce"], str) and payload["nonce"]
             assert isinstance(payload["ts"], int) and payload["ts"] >= 0

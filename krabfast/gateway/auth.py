@@ -22,6 +22,14 @@ _REASONS = {
     "password_missing": (DetailCode.AUTH_PASSWORD_MISSING, "update_auth_configuration"),
     "password_mismatch": (DetailCode.AUTH_PASSWORD_MISMATCH, "update_auth_credentials"),
     "rate_limited": (DetailCode.AUTH_RATE_LIMITED, "wait_then_retry"),
+    "device_token_mismatch": (DetailCode.AUTH_DEVICE_TOKEN_MISMATCH, "update_auth_credentials"),
+    "scope_mismatch": (DetailCode.AUTH_SCOPE_MISMATCH, "review_auth_configuration"),
+}
+
+_MESSAGES = {
+    "rate_limited": "unauthorized: too many failed authentication attempts (retry later)",
+    "device_token_mismatch": "unauthorized: device token mismatch (rotate/reissue device token)",
+    "scope_mismatch": "unauthorized: device token scope mismatch (re-pair or approve scope upgrade)",
 }
 
 
@@ -39,8 +47,8 @@ def _hint(reason: str, client_id: str, is_local: bool) -> str:
 
 def auth_error(reason: str, client_id: str, is_local: bool, retry_after_ms: int | None = None) -> GatewayError:
     code, next_step = _REASONS[reason]
-    if reason == "rate_limited":
-        message = "unauthorized: too many failed authentication attempts (retry later)"
+    if reason in _MESSAGES:
+        message = _MESSAGES[reason]
     else:
         what = reason.replace("_", " ")
         message = f"unauthorized: gateway {what} ({_hint(reason, client_id, is_local)})"

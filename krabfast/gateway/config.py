@@ -63,6 +63,13 @@ class GatewayConfig:
     max_presence_entries: int = 200
     max_queued_system_events: int = 100
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    # Device pairing: where the SQLite state lives (None: ~/.krabfast or $KRABFAST_STATE_DIR;
+    # ":memory:" for throwaway state), and whether direct loopback devices pair silently.
+    state_dir: str | None = None
+    auto_approve_local: bool = True
+    # Peer addresses treated as remote even on loopback (tests stand in a remote device
+    # with 127.0.0.2), from $KRABFAST_REMOTE_ADDRESSES (comma separated).
+    remote_addresses: frozenset[str] = frozenset()
 
     @classmethod
     def resolve(cls, *, auth: str | None = None, token: str | None = None,
@@ -75,6 +82,9 @@ class GatewayConfig:
         timeout = env_first(("KRABFAST_HANDSHAKE_TIMEOUT_MS", "OPENCLAW_HANDSHAKE_TIMEOUT_MS"))
         if timeout and "handshake_timeout_ms" not in kw:
             kw["handshake_timeout_ms"] = int(timeout)
+        remote = env_first(("KRABFAST_REMOTE_ADDRESSES",))
+        if remote and "remote_addresses" not in kw:
+            kw["remote_addresses"] = frozenset(a.strip() for a in remote.split(",") if a.strip())
         ping = env_first(("KRABFAST_PING_INTERVAL_MS",))
         if ping and "ping_interval_s" not in kw:
             kw["ping_interval_s"] = int(ping) / 1000

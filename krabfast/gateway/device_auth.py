@@ -20,10 +20,12 @@ from krabfast.protocol.errors import DetailCode, ErrorCode, GatewayError
 from krabfast.protocol.handshake import ConnectParams, DeviceAuth
 
 # How far signedAt may be from the gateway's clock (the challenge ts is the expected value).
-SIGNATURE_MAX_SKEW_MS = 10 * 60 * 1000
+SIGNATURE_MAX_SKEW_MS = 120_000
 
 
 def b64url_decode(text: str) -> bytes:
+    """Unpadded base64url, as devices send keys and signatures (padded/standard also read)."""
+    text = text.replace("+", "-").replace("/", "_").rstrip("=")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -58,30 +60,35 @@ def _fail(message: str, code: DetailCode, reason: str) -> GatewayError:
 
 def verify_device(params: ConnectParams, device: DeviceAuth, *, role: str, scopes: list[str],
                   token: str, nonce: str, now_ms: int) -> bytes:
-    """Check the device proof; returns the raw public key. Raises GatewayError with the
-    reference's details.code / details.reason."""
+    """Check the device proof, in the reference's order; returns the raw public key.
+    Raises GatewayError with the reference's details.code / details.reason."""
     try:
-        raw = b64url_decode(device.public_key)
-        if len(raw) != 32:
-            raise ValueError("not 32 bytes")
-        key = Ed25519PublicKey.from_public_bytes(raw)
+        raw = b64url_decode(device.public_key.strip())
     except (ValueError, binascii.Error):
-        raise _fail("device public key invalid", DetailCode.DEVICE_AUTH_PUBLIC_KEY_INVALID,
-                    "device-public-key") from None
-    if device.id != device_id_for(raw):
+        raw = None
+    if raw is None or device.id != device_id_for(raw):
         raise _fail("device identity mismatch", DetailCode.DEVICE_AUTH_DEVICE_ID_MISMATCH,
                     "device-id-mismatch")
-    if not device.nonce:
+    if abs(now_ms - device.signed_at) > SIGNATURE_MAX_SKEW_MS:
+        raise _fail("device signature expired", DetailCode.DEVICE_AUTH_SIGNATURE_EXPIRED,
+                    "device-signature-stale")
+    if not device.nonce.strip():
         raise _fail("device nonce required", DetailCode.DEVICE_AUTH_NONCE_REQUIRED,
                     "device-nonce-missing")
     if device.nonce != nonce:
         raise _fail("device nonce mismatch", DetailCode.DEVICE_AUTH_NONCE_MISMATCH,
                     "device-nonce-mismatch")
-    if abs(now_ms - device.signed_at) > SIGNATURE_MAX_SKEW_MS:
-        raise _fail("device signature expired", DetailCode.DEVICE_AUTH_SIGNATURE_EXPIRED,
-                    "device-signature-stale")
+    # (The reference reports an undecodable key as a bad signature; saying what is wrong
+    # is more useful and costs nothing.)
     try:
-        signature = b64url_decode(device.signature)
+        if len(raw) != 32:
+            raise ValueError("not 32 bytes")
+        key = Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise _fail("device public key invalid", DetailCode.DEVICE_AUTH_PUBLIC_KEY_INVALID,
+                    "device-public-key") from None
+    try:
+        signature = b64url_decode(device.signature.strip())
     except (ValueError, binascii.Error):
         signature = b""
     for payload in signed_payloads(params, device, role, scopes, token):

@@ -31,15 +31,21 @@ class HelloEncoder:
         self._health_json = b""
         self._health_of = None
 
-    def build(self, conn_id: str, protocol: int, role: str, scopes: list[str], can_read: bool) -> HelloOk:
+    def build(self, conn_id: str, protocol: int, role: str, scopes: list[str], can_read: bool,
+              device_token: str | None = None, issued_at_ms: int | None = None) -> HelloOk:
         """The hello-ok Struct (the slow, obviously-right form)."""
         hub = self.hub
+        auth = HelloAuth(role=role, scopes=list(scopes))
+        if device_token is not None:
+            auth = HelloAuth(role=role, scopes=list(scopes), device_token=device_token,
+                             issued_at_ms=issued_at_ms)
         return HelloOk(type="hello-ok", protocol=protocol,
                        server=ServerInfo(version=hub.server_version, conn_id=conn_id),
                        features=hub.features, snapshot=hub.snapshot(can_read=can_read),
-                       auth=HelloAuth(role=role, scopes=list(scopes)), policy=self.policy)
+                       auth=auth, policy=self.policy)
 
-    def encode(self, conn_id: str, protocol: int, role: str, scopes, can_read: bool) -> bytes:
+    def encode(self, conn_id: str, protocol: int, role: str, scopes, can_read: bool,
+               device_token: str | None = None, issued_at_ms: int | None = None) -> bytes:
         """Bytes identical to `_encode(self.build(...))`."""
         hub = self.hub
         prefix = self._prefix.get(protocol)
@@ -54,12 +60,16 @@ class HelloEncoder:
         if self._health_of is not health:
             self._health_json = _encode(health)
             self._health_of = health
-        key = (role, tuple(scopes))
-        auth = self._auth.get(key)
-        if auth is None:
-            auth = _encode(HelloAuth(role=role, scopes=list(scopes)))
-            if len(self._auth) < 256:
-                self._auth[key] = auth
+        if device_token is not None:  # per connection: never cached
+            auth = _encode(HelloAuth(role=role, scopes=list(scopes), device_token=device_token,
+                                     issued_at_ms=issued_at_ms))
+        else:
+            key = (role, tuple(scopes))
+            auth = self._auth.get(key)
+            if auth is None:
+                auth = _encode(HelloAuth(role=role, scopes=list(scopes)))
+                if len(self._auth) < 256:
+                    self._auth[key] = auth
         presence = bytes(hub.presence_json()) if can_read else b"[]"
         snapshot = (b'{"presence":%b,"health":%b,"stateVersion":{"presence":%d,"health":%d},'
                     b'"uptimeMs":%d,"authMode":%b}'

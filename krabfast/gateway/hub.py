@@ -22,10 +22,12 @@ from krabfast._core import wire
 from krabfast.gateway.config import GatewayConfig
 from krabfast.gateway.hello import HelloEncoder
 from krabfast.gateway.idempotency import IdempotencyCache
+from krabfast.gateway.pairing import Pairing
 from krabfast.gateway.presence import PresenceTable, self_entry
 from krabfast.gateway.ratelimit import AuthRateLimiter
 from krabfast.methods import HANDLERS
 from krabfast.protocol import methods as M
+from krabfast.store import Database, DeviceStore
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import (EventLoopHealth, Features, HealthSnapshot, PresenceEntry,
                                          Snapshot, empty_health)
@@ -73,6 +75,17 @@ class Gateway:
         self.closing = False
         self._conn_counter = 0
         self.hello = HelloEncoder(self)
+        self._pairing: Pairing | None = None
+
+    @property
+    def pairing(self) -> Pairing:
+        """Device trust, backed by SQLite in the state directory (opened on first use, so
+        gateways whose clients never present a device never touch the disk)."""
+        if self._pairing is None:
+            state = self.config.state_dir
+            db = Database(":memory:") if state == ":memory:" else Database.in_state_dir(state)
+            self._pairing = Pairing(self, DeviceStore(db))
+        return self._pairing
 
     def set_method(self, spec: M.MethodSpec, handler) -> None:
         """Serve `spec.name` with `handler` (plugins, tests)."""
@@ -83,7 +96,9 @@ class Gateway:
         entries = {}
         for name, (spec, handler) in self.methods.items():
             decoder = msgspec.json.Decoder(spec.params) if spec.params is not None else None
-            if spec.open_to_all:
+            if spec.general_path:
+                kind, bit = _dispatch.KIND_SLOW, 0
+            elif spec.open_to_all:
                 kind, bit = _dispatch.KIND_OPEN, 0
             elif spec.scope == NODE_ROLE_SCOPE:
                 kind, bit = _dispatch.KIND_NODE, 0

@@ -5,6 +5,6 @@ A handler returns the result (a Struct, dict, list...) or an awaitable of it, or
 `GatewayError`. `call` is the calling `Connection` (role, scopes, client, hub).
 """
 
-from krabfast.methods import system
+from krabfast.methods import devices, system
 
-HANDLERS = {**system.HANDLERS}
+HANDLERS = {**system.HANDLERS, **devices.HANDLERS}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from krabfast.protocol import scopes as S
+from krabfast.protocol import devices as dev
 from krabfast.protocol import system as sysp
 from krabfast.protocol.handshake import HealthSnapshot
 
@@ -24,6 +25,9 @@ class MethodSpec:
     # Answered for every authenticated connection whatever its role and scopes; the
     # reference exempts `health` this way (its published scope is still operator.read).
     open_to_all: bool = False
+    # Always take the connection's general path (e.g. the handler may ask for the caller's
+    # socket to close once the reply is out).
+    general_path: bool = False
 
 
 METHOD_SPECS: tuple[MethodSpec, ...] = (
@@ -36,6 +40,22 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
                side_effect=True, summary="append a system event to presence and broadcast it"),
     MethodSpec("system.echo", sysp.SystemEchoParams, sysp.SystemEchoResult, S.READ,
                summary="echo text back (connectivity check)"),
+    MethodSpec("device.pair.list", dev.DevicePairListParams, dev.DevicePairListResult, S.PAIRING,
+               summary="pending pairing requests and paired devices"),
+    MethodSpec("device.pair.approve", dev.DevicePairApproveParams, dev.DevicePairApproveResult,
+               S.PAIRING, summary="approve a pending pairing request"),
+    MethodSpec("device.pair.reject", dev.DevicePairRejectParams, dev.DevicePairRejectResult,
+               S.PAIRING, summary="reject a pending pairing request"),
+    MethodSpec("device.pair.remove", dev.DevicePairRemoveParams, dev.DevicePairRemoveResult,
+               S.PAIRING, summary="forget a paired device (its sockets close)", general_path=True),
+    MethodSpec("device.pair.rename", dev.DevicePairRenameParams, dev.DevicePairRenameResult,
+               S.PAIRING, summary="set a paired device's operator label"),
+    MethodSpec("device.token.rotate", dev.DeviceTokenRotateParams, dev.DeviceTokenRotateResult,
+               S.PAIRING, summary="replace a device token (its sockets for that role close)",
+               general_path=True),
+    MethodSpec("device.token.revoke", dev.DeviceTokenRevokeParams, dev.DeviceTokenRevokeResult,
+               S.PAIRING, summary="revoke a device token (its sockets for that role close)",
+               general_path=True),
 )
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in METHOD_SPECS}
@@ -58,5 +78,8 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("presence", sysp.PresenceEvent, scope=S.READ, droppable=True),
     EventSpec("health", HealthSnapshot),
     EventSpec("shutdown", sysp.ShutdownEvent),
+    EventSpec("device.pair.requested", dev.PendingDevice, scope=S.PAIRING, droppable=True),
+    EventSpec("device.pair.resolved", dev.DevicePairResolvedEvent, scope=S.PAIRING, droppable=True),
+    EventSpec("device.pair.changed", dev.DevicePairChangedEvent, scope=S.PAIRING, droppable=True),
 )
 EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

@@ -50,6 +50,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, role)
     );
     """,
+    # 2: how a device was approved (owner, silent).
+    "ALTER TABLE devices ADD COLUMN approved_via TEXT;",
 )
 
 

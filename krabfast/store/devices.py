@@ -36,6 +36,7 @@ class PairedDevice:
     client_mode: str | None = None
     last_seen_at: int | None = None
     last_ip: str | None = None
+    approved_via: str | None = None
 
     @property
     def name(self) -> str | None:
@@ -63,7 +64,7 @@ class DeviceToken:
 
 _DEVICE_COLS = ("device_id", "public_key", "display_name", "label", "platform", "device_family",
                 "client_id", "client_mode", "roles", "scopes", "created_at", "approved_at",
-                "last_seen_at", "last_ip")
+                "last_seen_at", "last_ip", "approved_via")
 
 
 def _device(row) -> PairedDevice:
