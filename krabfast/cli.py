@@ -31,6 +31,10 @@ def _add_gateway(sub) -> None:
                         "(1008 slow consumer)")
     p.add_argument("--drop-if-slow-bytes", type=int, default=1_048_576,
                    help="a socket queueing more than this misses droppable events (presence)")
+    p.add_argument("--state-dir", default=None,
+                   help="where pairing state lives (default ~/.krabfast or $KRABFAST_STATE_DIR)")
+    p.add_argument("--no-auto-approve-local", dest="auto_approve_local", action="store_false",
+                   help="make devices on this machine wait for approval like remote ones")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_cmd_gateway)
 
@@ -46,7 +50,9 @@ def _cmd_gateway(args) -> int:
                                     bind=args.bind, port=args.port,
                                     tick_interval_ms=args.tick_interval_ms,
                                     max_buffered_bytes=args.max_buffered_bytes,
-                                    drop_if_slow_bytes=args.drop_if_slow_bytes)
+                                    drop_if_slow_bytes=args.drop_if_slow_bytes,
+                                    state_dir=args.state_dir,
+                                    auto_approve_local=args.auto_approve_local)
     except ValueError as exc:
         print(f"krabfast gateway: {exc}", file=sys.stderr)
         return 2
@@ -58,7 +64,7 @@ def _cmd_gateway(args) -> int:
     return 0
 
 
-def _add_client_args(p) -> None:
+def add_client_args(p) -> None:
     p.add_argument("--url", default=None, help=f"gateway URL (default ws://127.0.0.1:{DEFAULT_PORT})")
     p.add_argument("--token", default=None)
     p.add_argument("--password", default=None)
@@ -70,24 +76,18 @@ def _add_calls(sub) -> None:
     p = sub.add_parser("call", help="call a gateway method and print its result")
     p.add_argument("method")
     p.add_argument("--params", default=None, help="JSON object of params")
-    _add_client_args(p)
+    add_client_args(p)
     p.set_defaults(func=_cmd_call)
     for name in ("health", "status"):
         q = sub.add_parser(name, help=f"call `{name}` on a running gateway")
-        _add_client_args(q)
+        add_client_args(q)
         q.set_defaults(func=_cmd_call, method=name, params=None)
 
 
-def _cmd_call(args) -> int:
+def run_call(args, method: str, params, *, what: str) -> tuple[int, object]:
+    """One request on a fresh CLI connection: (exit code, result). Errors are printed."""
     from krabfast.client import GatewayClient, GatewayClientError, RequestError
 
-    params = None
-    if args.params:
-        try:
-            params = json.loads(args.params)
-        except json.JSONDecodeError as exc:
-            print(f"krabfast call: --params is not valid JSON: {exc}", file=sys.stderr)
-            return 2
     url = args.url or os.environ.get("KRABFAST_URL") or f"ws://127.0.0.1:{DEFAULT_PORT}"
     token = args.token or env_first(TOKEN_ENV_VARS)
     password = args.password or env_first(PASSWORD_ENV_VARS)
@@ -95,18 +95,31 @@ def _cmd_call(args) -> int:
     async def go():
         async with GatewayClient(url, token=token, password=password, client_id="cli", mode="cli",
                                  scopes=["operator.admin"], timeout=args.timeout) as client:
-            return await client.request(args.method, params, timeout=args.timeout)
+            return await client.request(method, params, timeout=args.timeout)
 
     try:
-        result = asyncio.run(go())
+        return 0, asyncio.run(go())
     except RequestError as exc:
-        print(f"krabfast call {args.method}: {exc.code}: {exc.message}", file=sys.stderr)
+        print(f"krabfast {what}: {exc.code}: {exc.message}", file=sys.stderr)
         if args.json and exc.details is not None:
             print(json.dumps({"code": exc.code, "message": exc.message, "details": exc.details}))
-        return 1
+        return 1, None
     except (GatewayClientError, OSError, asyncio.TimeoutError) as exc:
-        print(f"krabfast call {args.method}: {exc or type(exc).__name__}", file=sys.stderr)
-        return 1
+        print(f"krabfast {what}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1, None
+
+
+def _cmd_call(args) -> int:
+    params = None
+    if args.params:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            print(f"krabfast call: --params is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    code, result = run_call(args, args.method, params, what=f"call {args.method}")
+    if code:
+        return code
     if args.json or not isinstance(result, (dict, list)):
         print(json.dumps(result, indent=2))
     else:
@@ -171,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway(sub)
     _add_calls(sub)
     _add_protocol(sub)
+    from krabfast.devices_cli import add_parser as _add_devices
+
+    _add_devices(sub)
     from krabfast.reference import add_parser as _add_reference
 
     _add_reference(sub)

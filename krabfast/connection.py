@@ -334,13 +334,12 @@ class Connection:
             self.hub.presence_changed()
 
     def _presence_identity(self) -> str:
-        # Operators get a row per connection; a node is one row per device.
-        if self.role == ROLE_NODE:
-            device = self.device
-            if device is not None:
-                return f"device:{device.id}"
-            if self.client.instance_id is not msgspec.UNSET:
-                return f"instance:{self.client.instance_id}"
+        # One row per device (a device connected twice, or as operator and node, is one
+        # row); clients without a device identity get a row per connection.
+        if self.device is not None:
+            return f"device:{self.device.id}"
+        if self.role == ROLE_NODE and self.client.instance_id is not msgspec.UNSET:
+            return f"instance:{self.client.instance_id}"
         return f"conn:{self.conn_id}"
 
     def _presence_entry(self) -> PresenceEntry | None:
