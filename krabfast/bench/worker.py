@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import sys
 import time
 
@@ -23,20 +22,9 @@ from krabfast.bench.loadclient import (BenchConn, BenchError, Counters, Watch, c
                                        request_parts)
 from krabfast.bench.rawclient import handshake_once, masked_text_frame, upgrade_request
 from krabfast.bench.stats import Histogram
+from krabfast.sysutil import raise_fd_limit
 
 monotonic = time.monotonic
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 async def sleep_until(t: float) -> None:

@@ -21,6 +21,7 @@ from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
 from krabfast.gateway.loopmon import LoopMonitor
+from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
 
 log = logging.getLogger("krabfast.gateway")
 
@@ -72,37 +73,6 @@ def _drop_socket(transport) -> None:
     if not transport.is_disconnected:
         stalled = transport.underlying_transport.get_write_buffer_size() > 0
         transport.disconnect(graceful=not stalled)
-
-
-def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one: every client is a descriptor."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
-def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
-    """Make glibc serve every allocation of `nbytes` or more with its own mmap.
-
-    Big buffers here are frames queued for slow sockets. glibc's adaptive threshold would
-    move them into the heap after the first few are freed, and a heap fragmented by a
-    burst for a slow consumer keeps RSS high long after the consumer is gone. Pinned,
-    each freed big buffer goes straight back to the OS. Returns False off glibc."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, nbytes))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
 
 
 class GatewayServer:
