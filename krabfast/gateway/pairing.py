@@ -109,12 +109,19 @@ class Pairing:
 
     def admit_device_token(self, conn, params, role: str, requested: list[str], token: str) -> Admission:
         store, device = self.store, params.device
+        limiter = self.hub.rate_limiter
+        key = ("device-token", conn.peer_ip)  # failures counted per address and credential kind
+        wait = limiter.retry_after_ms(key, conn.is_local)
+        if wait:
+            raise auth_error("rate_limited", params.client.id, conn.is_local, wait)
         paired = store.get(device.id)
         found = None
         if paired is not None and paired.public_key == device.public_key:
             found = store.check_token(device.id, role, token)
         if found is None:
+            limiter.record_failure(key, conn.is_local)
             raise auth_error("device_token_mismatch", params.client.id, conn.is_local)
+        limiter.record_success(key)
         if not covers(found.scopes, requested):
             raise auth_error("scope_mismatch", params.client.id, conn.is_local)
         store.touch(device.id, self.hub.clock_ms(), conn.peer_ip)

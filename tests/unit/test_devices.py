@@ -233,3 +233,16 @@ def test_state_survives_a_restart(tmp_path):
     _, _, again = _connect(second, key, auth={"deviceToken": token})
     assert again["ok"], again
     assert (tmp_path / "gateway.sqlite3").exists()
+
+
+def test_device_token_failures_are_rate_limited_per_address():
+    h = _harness()
+    key = DeviceKey()
+    _connect(h, key)  # paired (locally)
+    remote = dict(peer_ip="198.51.100.9", is_local=False)
+    codes = [_connect(h, key, auth={"deviceToken": "w" * 43}, **remote)[2]["error"]["details"]["code"]
+             for _ in range(11)]
+    assert codes[:10] == ["AUTH_DEVICE_TOKEN_MISMATCH"] * 10 and codes[10] == "AUTH_RATE_LIMITED"
+    # The shared-secret limiter is a separate key: the address can still pair with the secret.
+    _, _, res = _connect(h, DeviceKey(), **remote)
+    assert res["error"]["details"]["code"] == "PAIRING_REQUIRED"
