@@ -132,10 +132,17 @@ class Connection:
             self._leave_preauth()
             return
         hub.subscribers.pop(self.conn_id, None)
-        # The row stays (reason "disconnect") until it expires, as on the reference.
-        if self.presence_key is not None and hub.presence.update(
-                self.presence_key, reason="disconnect", ts=hub.clock_ms()):
-            hub.presence_changed()
+        # The row stays (reason "disconnect") until it expires, as on the reference; a device
+        # with another socket still open stays connected.
+        key = self.presence_key
+        if key is not None:
+            left = hub.presence_refs.get(key, 1) - 1
+            if left > 0:
+                hub.presence_refs[key] = left
+            else:
+                hub.presence_refs.pop(key, None)
+                if hub.presence.update(key, reason="disconnect", ts=hub.clock_ms()):
+                    hub.presence_changed()
 
     def handshake_timed_out(self) -> None:
         if self.state == HANDSHAKE:
@@ -184,7 +191,7 @@ class Connection:
             hello = self._connect(frame)
         except GatewayError as err:
             self.sink.send(wire.response_error(frame.id, _encode(err.to_shape())))
-            self.close(err.close_code or CLOSE_POLICY, _close_reason(err.message))
+            self.close(err.close_code or CLOSE_POLICY, _close_reason(err.close_reason or err.message))
             return
         self.sink.send(wire.response_ok(frame.id, hello))
         self._after_open()
@@ -325,8 +332,9 @@ class Connection:
         hub.subscribers[self.conn_id] = self.sub
         entry = self._presence_entry()
         if entry is not None:
-            self.presence_key = self._presence_identity()
-            hub.presence.upsert(self.presence_key, entry)
+            self.presence_key = key = self._presence_identity()
+            hub.presence_refs[key] = hub.presence_refs.get(key, 0) + 1
+            hub.presence.upsert(key, entry)
 
     def _after_open(self) -> None:
         # Broadcast after hello-ok so the new client's first event follows its hello.

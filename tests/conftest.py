@@ -83,8 +83,8 @@ class GatewayFactory:
         # Each gateway gets its own state directory (pairing database) unless a test
         # passes one, so tests never share or touch ~/.krabfast.
         state = self.tmp_dir / f"state-{len(self.started)}"
-        run_env = dict(os.environ, PYTHONUNBUFFERED="1", KRABFAST_STATE_DIR=str(state),
-                       **(env or {}))
+        run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "KRABFAST_STATE_DIR": str(state),
+                   **(env or {})}
         for _attempt in range(3):  # a free port can be taken between probe and bind
             port = free_port()
             log = self.tmp_dir / f"gateway-{len(self.started)}-{port}.log"

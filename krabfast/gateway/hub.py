@@ -52,6 +52,8 @@ class Gateway:
         self.boot_id = secrets.token_hex(8)
         self.presence = PresenceTable(self_entry(server_version, str(uuid.uuid4())),
                                       config.max_presence_entries)
+        # Open sockets per presence row (a device connected twice is one row).
+        self.presence_refs: dict[str, int] = {}
         # Texts of recent system events, oldest first (`status.queuedSystemEvents`).
         self.system_events: deque[str] = deque(maxlen=config.max_queued_system_events)
         self.health_version = 0

@@ -98,14 +98,19 @@ class Pairing:
         if reason is not None:
             meta = _meta(params, None if local else conn.peer_ip)
             if local and hub.config.auto_approve_local:
-                request, _ = store.add_request(device.id, device.public_key, role, requested, meta, now)
+                request = self._record_request(device, role, requested, meta, now)
                 paired = self.approve(request.request_id, via="silent")
             else:
                 raise self._pairing_required(reason, device, role, requested, paired, meta, now)
         store.touch(device.id, now, conn.peer_ip)
-        token = store.issue_token(device.id, role, normalized(requested) if role == "operator" else [],
-                                  now)
-        return Admission(requested, method, token, now)
+        # The token the device already holds, if it covers what it asks for now (so two
+        # processes sharing an identity do not knock each other's tokens out); else a new one.
+        current = store.token(device.id, role)
+        if current is not None and covers(current.scopes, requested):
+            return Admission(requested, method, store.current_token(device.id, role),
+                             current.issued_at)
+        scopes = normalized(requested) if role == "operator" else []
+        return Admission(requested, method, store.issue_token(device.id, role, scopes, now), now)
 
     def admit_device_token(self, conn, params, role: str, requested: list[str], token: str) -> Admission:
         store, device = self.store, params.device
@@ -131,10 +136,19 @@ class Pairing:
         return (conn.is_local and conn.peer_ip not in self.hub.config.remote_addresses
                 and conn.browser is None)
 
+    def _record_request(self, device, role, requested, meta, now) -> PairingRequest:
+        """Add or refresh the pending request; announce what changed."""
+        request, superseded = self.store.add_request(device.id, device.public_key, role, requested,
+                                                     meta, now)
+        if superseded is not None:
+            self.hub.broadcast("device.pair.resolved", DevicePairResolvedEvent(
+                request_id=superseded.request_id, device_id=device.id, decision="rejected", ts=now))
+        return request
+
     def _pairing_required(self, reason, device, role, requested, paired, meta, now) -> GatewayError:
-        request, created = self.store.add_request(device.id, device.public_key, role, requested,
-                                                  dict(meta, isRepair=paired is not None), now)
-        if created:
+        request = self._record_request(device, role, requested,
+                                       dict(meta, isRepair=paired is not None), now)
+        if request.created_at == now:  # new (a refreshed request keeps its first ts)
             self.hub.broadcast("device.pair.requested", self.pending_entry(request))
         message, hint = _REASONS[reason]
         details = {"code": DetailCode.PAIRING_REQUIRED.value, "reason": reason,
@@ -146,14 +160,15 @@ class Pairing:
             details["approvedRoles"] = sorted(paired.roles)
             details["approvedScopes"] = sorted(paired.scopes)
         return GatewayError(ErrorCode.NOT_PAIRED, f"pairing required: {message}", details=details,
-                            close_code=CLOSE_POLICY)
+                            close_code=CLOSE_POLICY,
+                            close_reason=f"pairing required: {message} (requestId: {request.request_id})")
 
     # -- operations (methods and silent approval) ------------------------------------------------
     def pending(self) -> list[PairingRequest]:
         cutoff = self.hub.clock_ms() - PENDING_TTL_MS
         live = []
         for request in self.store.requests():
-            if request.created_at <= cutoff:
+            if (request.refreshed_at or request.created_at) <= cutoff:
                 self.store.drop_request(request.request_id)
             else:
                 live.append(request)
@@ -180,6 +195,11 @@ class Pairing:
         paired.approved_via = via
         store.save(paired)
         store.drop_request(request_id)
+        current = store.token(request.device_id, request.role)
+        if current is not None:
+            # An approved upgrade replaces the token: the old grant must not live on.
+            store.issue_token(request.device_id, request.role,
+                              normalized(set(current.scopes) | set(request.scopes)), now)
         self.hub.broadcast("device.pair.resolved", DevicePairResolvedEvent(
             request_id=request_id, device_id=request.device_id, decision="approved", ts=now))
         return paired

@@ -65,6 +65,7 @@ class GatewayError(Exception):
         retryable: bool | None = None,
         retry_after_ms: int | None = None,
         close_code: int | None = None,
+        close_reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -73,6 +74,7 @@ class GatewayError(Exception):
         self.retryable = retryable
         self.retry_after_ms = retry_after_ms
         self.close_code = close_code
+        self.close_reason = close_reason  # when the close should say more than the message
 
     def to_shape(self) -> dict[str, Any]:
         shape: dict[str, Any] = {"code": self.code.value, "message": self.message}

@@ -52,6 +52,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: how a device was approved (owner, silent).
     "ALTER TABLE devices ADD COLUMN approved_via TEXT;",
+    # 3: device tokens are derived (HMAC of device, role, generation; the key is a file beside
+    # the database) so the same token can be handed out again without storing it; pending
+    # requests expire from their last retry.
+    """
+    ALTER TABLE device_tokens ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pairing_requests ADD COLUMN refreshed_at INTEGER;
+    """,
 )
 
 

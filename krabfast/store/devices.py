@@ -1,19 +1,35 @@
 """Paired devices, pending pairing requests and device tokens.
 
-Device tokens are random 256-bit secrets handed to the device once; only their SHA-256 is
-stored, so a copy of the database does not let anyone connect as a device.
+Device tokens are 256-bit HMACs under a key the database holds; the tokens themselves are
+never stored, only their SHA-256 (see the token section below).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
 
 from krabfast.store.db import Database
+
+
+def _load_or_create_key(path) -> bytes:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as fh:
+            return fh.read()
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
 
 
 def hash_token(token: str) -> str:
@@ -52,6 +68,7 @@ class PairingRequest:
     scopes: list[str]
     created_at: int
     meta: dict = field(default_factory=dict)
+    refreshed_at: int | None = None
 
 
 @dataclass
@@ -78,13 +95,14 @@ def _request(row) -> PairingRequest:
     return PairingRequest(request_id=row["request_id"], device_id=row["device_id"],
                           public_key=row["public_key"], role=row["role"],
                           scopes=json.loads(row["scopes"]), created_at=row["created_at"],
-                          meta=json.loads(row["meta"]))
+                          meta=json.loads(row["meta"]), refreshed_at=row["refreshed_at"])
 
 
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.conn = db.conn
+        self._token_key: bytes | None = None
 
     # -- devices ---------------------------------------------------------------------------------
     def get(self, device_id: str) -> PairedDevice | None:
@@ -134,24 +152,30 @@ class DeviceStore:
         return _request(row) if row else None
 
     def add_request(self, device_id: str, public_key: str, role: str, scopes: list[str],
-                    meta: dict, now_ms: int) -> tuple[PairingRequest, bool]:
-        """Record a pending request (one per device and role: a repeat refreshes it).
-        Returns (request, created)."""
+                    meta: dict, now_ms: int) -> tuple[PairingRequest, PairingRequest | None]:
+        """Record a pending request; one per device and role. A retry asking for no more
+        than the pending one refreshes it (same id). One asking for more supersedes it: a new
+        request covering both. Returns (request, superseded-or-None); a new request has
+        `created_at == now_ms`."""
         existing = self.request_for(device_id, role)
+        if existing is not None and set(scopes) <= set(existing.scopes) \
+                and existing.public_key == public_key:
+            self.conn.execute("UPDATE pairing_requests SET refreshed_at = ?, meta = ? "
+                              "WHERE request_id = ?", (now_ms, json.dumps(meta), existing.request_id))
+            existing.meta = meta
+            existing.refreshed_at = now_ms
+            return existing, None
+        merged = sorted(set(scopes) | (set(existing.scopes) if existing else set()))
+        request = PairingRequest(str(uuid.uuid4()), device_id, public_key, role, merged, now_ms, meta,
+                                 now_ms)
         with self.db.transaction() as conn:
             if existing is not None:
-                merged = sorted(set(existing.scopes) | set(scopes))
-                conn.execute("UPDATE pairing_requests SET public_key = ?, scopes = ?, meta = ? "
-                             "WHERE request_id = ?",
-                             (public_key, json.dumps(merged), json.dumps(meta), existing.request_id))
-                return PairingRequest(existing.request_id, device_id, public_key, role, merged,
-                                      existing.created_at, meta), False
-            request = PairingRequest(str(uuid.uuid4()), device_id, public_key, role,
-                                     sorted(set(scopes)), now_ms, meta)
-            conn.execute("INSERT INTO pairing_requests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (request.request_id, device_id, public_key, role,
-                          json.dumps(request.scopes), json.dumps(meta), now_ms))
-        return request, True
+                conn.execute("DELETE FROM pairing_requests WHERE request_id = ?", (existing.request_id,))
+            conn.execute("INSERT INTO pairing_requests (request_id, device_id, public_key, role, "
+                         "scopes, meta, created_at, refreshed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (request.request_id, device_id, public_key, role, json.dumps(merged),
+                          json.dumps(meta), now_ms, now_ms))
+        return request, existing
 
     def drop_request(self, request_id: str) -> PairingRequest | None:
         request = self.get_request(request_id)
@@ -160,17 +184,48 @@ class DeviceStore:
         return request
 
     # -- device tokens ---------------------------------------------------------------------------
+    # A token is HMAC(key, device|role|generation): the gateway can hand the same token out
+    # again (a paired device reconnecting with the shared secret gets back the token it
+    # already holds) while the database keeps only its hash. Rotation bumps the generation.
+    def _key(self) -> bytes:
+        """The HMAC key: a 0600 file next to the database (so a copy of the database alone
+        yields no tokens), or a row for in-memory databases."""
+        if self._token_key is None:
+            if str(self.db.path) == ":memory:":
+                self._token_key = secrets.token_bytes(32)
+            else:
+                self._token_key = _load_or_create_key(self.db.path.with_name("device-token.key"))
+        return self._token_key
+
+    def _derive(self, device_id: str, role: str, generation: int) -> str:
+        digest = hmac.new(self._key(), f"{device_id}\n{role}\n{generation}".encode(),
+                          hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
     def issue_token(self, device_id: str, role: str, scopes: list[str], now_ms: int) -> str:
-        """A fresh token for (device, role), replacing any earlier one."""
-        token = secrets.token_urlsafe(32)
-        self.conn.execute("INSERT OR REPLACE INTO device_tokens VALUES (?, ?, ?, ?, ?)",
-                          (device_id, role, hash_token(token), json.dumps(sorted(set(scopes))), now_ms))
+        """A new token for (device, role) with `scopes`; any earlier token stops working."""
+        row = self.conn.execute("SELECT generation FROM device_tokens WHERE device_id = ? AND role = ?",
+                                (device_id, role)).fetchone()
+        generation = (row["generation"] + 1) if row else 1
+        token = self._derive(device_id, role, generation)
+        self.conn.execute("INSERT OR REPLACE INTO device_tokens VALUES (?, ?, ?, ?, ?, ?)",
+                          (device_id, role, hash_token(token), json.dumps(sorted(set(scopes))), now_ms,
+                           generation))
         return token
 
+    def current_token(self, device_id: str, role: str) -> str | None:
+        """The token (device, role) holds now, re-derived; None if it has none."""
+        row = self.conn.execute("SELECT generation, token_hash FROM device_tokens "
+                                "WHERE device_id = ? AND role = ?", (device_id, role)).fetchone()
+        if row is None or not row["token_hash"]:
+            return None
+        return self._derive(device_id, role, row["generation"])
+
     def token(self, device_id: str, role: str) -> DeviceToken | None:
+        """The live (not revoked) token's record, if any."""
         row = self.conn.execute("SELECT * FROM device_tokens WHERE device_id = ? AND role = ?",
                                 (device_id, role)).fetchone()
-        if row is None:
+        if row is None or not row["token_hash"]:
             return None
         return DeviceToken(row["device_id"], row["role"], json.loads(row["scopes"]), row["issued_at"])
 
@@ -182,5 +237,8 @@ class DeviceStore:
         return DeviceToken(row["device_id"], row["role"], json.loads(row["scopes"]), row["issued_at"])
 
     def revoke_token(self, device_id: str, role: str) -> bool:
-        return bool(self.conn.execute("DELETE FROM device_tokens WHERE device_id = ? AND role = ?",
-                                      (device_id, role)).rowcount)
+        """Revoked: the row stays with an impossible hash, so the generation keeps counting
+        and a later token for this (device, role) is a new one."""
+        return bool(self.conn.execute(
+            "UPDATE device_tokens SET token_hash = '' WHERE device_id = ? AND role = ?",
+            (device_id, role)).rowcount)
