@@ -13,7 +13,9 @@ from picows import WSInvalidStatusError, WSMsgType
 from tests.integration.helpers import TOKEN, RawWS, connect_params, run
 
 REFERENCE_POLICY = {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000}
-SERVED = {"health", "status", "system-presence", "system-event", "system.echo"}
+SERVED = {"health", "status", "system-presence", "system-event", "system.echo", "device.pair.list",
+          "device.pair.approve", "device.pair.reject", "device.pair.remove", "device.pair.rename",
+          "device.token.rotate", "device.token.revoke"}
 
 
 def _connect_frame(req_id: str = "c1", **kw) -> dict:
