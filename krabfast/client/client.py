@@ -80,7 +80,8 @@ class GatewayClient:
                  display_name: str | None = None, instance_id: str | None = None,
                  min_protocol: int = PROTOCOL_VERSION, max_protocol: int = PROTOCOL_VERSION,
                  timeout: float = 10.0, validate_events: bool = True, extra_params: dict | None = None,
-                 max_frame_size: int = 64 * 1024 * 1024, on_frame=None) -> None:
+                 max_frame_size: int = 64 * 1024 * 1024, on_frame=None,
+                 device=None, device_token: str | None = None) -> None:
         self.url = url
         self.token = token
         self.password = password
@@ -99,6 +100,8 @@ class GatewayClient:
         # Called with every raw inbound text frame (tests validate them against the reference).
         self.on_frame = on_frame
         self.sent_methods: dict[str, str] = {}
+        self.device = device  # a krabfast.client.identity.DeviceIdentity, to sign the connect
+        self.device_token = device_token
         self.hello: HelloOk | None = None
         self.challenge: ConnectChallenge | None = None
         self.events: asyncio.Queue[EventFrame] = asyncio.Queue()
@@ -141,10 +144,15 @@ class GatewayClient:
         }
         if self.display_name:
             params["client"]["displayName"] = self.display_name
-        auth = {k: v for k, v in (("token", self.token), ("password", self.password)) if v}
+        auth = {k: v for k, v in (("token", self.token), ("password", self.password),
+                                  ("deviceToken", self.device_token)) if v}
         if auth:
             params["auth"] = auth
         params.update(self.extra_params)
+        if self.device is not None and self.challenge is not None:
+            signed_token = self.token or self.device_token or ""
+            params["device"] = self.device.device_block(params, self.challenge.nonce,
+                                                        self.challenge.ts, signed_token)
         return params
 
     async def connect(self) -> HelloOk:
