@@ -59,6 +59,32 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE device_tokens ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE pairing_requests ADD COLUMN refreshed_at INTEGER;
     """,
+    # 4: nodes: the approved command surface per node (a node is its device) and requests
+    # to widen it.
+    """
+    CREATE TABLE nodes (
+        node_id          TEXT PRIMARY KEY,
+        display_name     TEXT,
+        platform         TEXT,
+        version          TEXT,
+        device_family    TEXT,
+        caps             TEXT NOT NULL,   -- JSON list, last declared
+        declared         TEXT NOT NULL,   -- JSON list of commands, last declared
+        approved         TEXT NOT NULL,   -- JSON list of approved commands
+        permissions      TEXT NOT NULL,   -- JSON object, last declared
+        approved_at      INTEGER,
+        last_seen_at     INTEGER,
+        last_seen_reason TEXT,
+        host_stats       TEXT             -- JSON object, last node.host.stats
+    );
+    CREATE TABLE node_pairing_requests (
+        request_id  TEXT PRIMARY KEY,
+        node_id     TEXT NOT NULL,
+        commands    TEXT NOT NULL,        -- JSON list: the surface asked for
+        caps        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -1,0 +1,101 @@
+"""Node records: what each node declared and which of its commands an operator approved."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from krabfast.store.db import Database
+
+
+@dataclass
+class NodeRecord:
+    node_id: str
+    caps: list[str] = field(default_factory=list)
+    declared: list[str] = field(default_factory=list)
+    approved: list[str] = field(default_factory=list)
+    permissions: dict = field(default_factory=dict)
+    display_name: str | None = None
+    platform: str | None = None
+    version: str | None = None
+    device_family: str | None = None
+    approved_at: int | None = None
+    last_seen_at: int | None = None
+    last_seen_reason: str | None = None
+    host_stats: dict | None = None
+
+
+@dataclass
+class NodeSurfaceRequest:
+    request_id: str
+    node_id: str
+    commands: list[str]
+    caps: list[str]
+    created_at: int
+
+
+_JSON = ("caps", "declared", "approved", "permissions", "host_stats")
+_COLS = ("node_id", "display_name", "platform", "version", "device_family", "caps", "declared",
+         "approved", "permissions", "approved_at", "last_seen_at", "last_seen_reason", "host_stats")
+
+
+class NodeStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.conn = db.conn
+
+    def get(self, node_id: str) -> NodeRecord | None:
+        row = self.conn.execute("SELECT * FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+        if row is None:
+            return None
+        data = {c: row[c] for c in _COLS}
+        for c in _JSON:
+            data[c] = json.loads(data[c]) if data[c] is not None else None
+        return NodeRecord(**data)
+
+    def list(self) -> list[NodeRecord]:
+        ids = [r["node_id"] for r in self.conn.execute("SELECT node_id FROM nodes ORDER BY node_id")]
+        return [self.get(i) for i in ids]
+
+    def save(self, node: NodeRecord) -> None:
+        values = [json.dumps(getattr(node, c)) if c in _JSON and getattr(node, c) is not None
+                  else getattr(node, c) for c in _COLS]
+        self.conn.execute(f"INSERT OR REPLACE INTO nodes ({', '.join(_COLS)}) "
+                          f"VALUES ({', '.join('?' * len(_COLS))})", values)
+
+    def remove(self, node_id: str) -> bool:
+        with self.db.transaction() as conn:
+            gone = conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount
+            conn.execute("DELETE FROM node_pairing_requests WHERE node_id = ?", (node_id,))
+        return bool(gone)
+
+    # -- surface requests ------------------------------------------------------------------------
+    def requests(self) -> list[NodeSurfaceRequest]:
+        rows = self.conn.execute("SELECT * FROM node_pairing_requests ORDER BY created_at").fetchall()
+        return [NodeSurfaceRequest(r["request_id"], r["node_id"], json.loads(r["commands"]),
+                                   json.loads(r["caps"]), r["created_at"]) for r in rows]
+
+    def request_for(self, node_id: str) -> NodeSurfaceRequest | None:
+        return next((r for r in self.requests() if r.node_id == node_id), None)
+
+    def add_request(self, node_id: str, commands: list[str], caps: list[str],
+                    now_ms: int) -> tuple[NodeSurfaceRequest, bool]:
+        """One pending surface request per node; an identical retry reuses it."""
+        existing = self.request_for(node_id)
+        if existing is not None and sorted(existing.commands) == sorted(commands):
+            return existing, False
+        request = NodeSurfaceRequest(str(uuid.uuid4()), node_id, sorted(set(commands)),
+                                     sorted(set(caps)), now_ms)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM node_pairing_requests WHERE node_id = ?", (node_id,))
+            conn.execute("INSERT INTO node_pairing_requests VALUES (?, ?, ?, ?, ?)",
+                         (request.request_id, node_id, json.dumps(request.commands),
+                          json.dumps(request.caps), now_ms))
+        return request, True
+
+    def drop_request(self, request_id: str) -> NodeSurfaceRequest | None:
+        request = next((r for r in self.requests() if r.request_id == request_id), None)
+        if request is not None:
+            self.conn.execute("DELETE FROM node_pairing_requests WHERE request_id = ?", (request_id,))
+        return request
