@@ -228,6 +228,101 @@ public struct HelloOk: Codable, Sendable {
     public let policy: Policy
 }
 
+public struct NodeDescribeParams: Codable, Sendable {
+    public let nodeId: String
+}
+
+public struct NodeEventParams: Codable, Sendable {
+    public let event: String
+    public let payload: AnyCodable?
+    public let payloadJSON: String?
+}
+
+public struct NodeEventResult: Codable, Sendable {
+    public let ok: Bool
+    public let event: String
+    public let handled: Bool
+    public let reason: String?
+}
+
+public struct NodeInvokeError: Codable, Sendable {
+    public let code: String?
+    public let message: String?
+}
+
+public struct NodeInvokeParams: Codable, Sendable {
+    public let nodeId: String
+    public let command: String
+    public let idempotencyKey: String
+    public let params: AnyCodable?
+    public let timeoutMs: Int?
+    public let sessionKey: String?
+    public let turnSourceChannel: String?
+    public let turnSourceTo: String?
+    public let turnSourceAccountId: String?
+    public let turnSourceThreadId: AnyCodable?
+}
+
+public struct NodeInvokeProgressParams: Codable, Sendable {
+    public let invokeId: String
+    public let nodeId: String
+    public let seq: Int
+    public let chunk: String
+}
+
+public struct NodeInvokeRequestEvent: Codable, Sendable {
+    public let id: String
+    public let nodeId: String
+    public let command: String
+    public let paramsJSON: String?
+    public let timeoutMs: Int?
+    public let idempotencyKey: String?
+}
+
+public struct NodeInvokeResult: Codable, Sendable {
+    public let ok: Bool
+    public let nodeId: String
+    public let command: String
+    public let payload: AnyCodable?
+    public let payloadJSON: String?
+}
+
+public struct NodeInvokeResultParams: Codable, Sendable {
+    public let id: String
+    public let nodeId: String
+    public let ok: Bool
+    public let payload: AnyCodable?
+    public let payloadJSON: String?
+    public let error: NodeInvokeError?
+}
+
+public struct NodeListParams: Codable, Sendable {
+}
+
+public struct NodePairApproveParams: Codable, Sendable {
+    public let requestId: String
+}
+
+public struct NodePairListParams: Codable, Sendable {
+}
+
+public struct NodePairRejectParams: Codable, Sendable {
+    public let requestId: String
+}
+
+public struct NodePairRemoveParams: Codable, Sendable {
+    public let nodeId: String
+}
+
+public struct NodeRenameParams: Codable, Sendable {
+    public let nodeId: String
+    public let displayName: String
+}
+
+public struct OkResult: Codable, Sendable {
+    public let ok: Bool
+}
+
 public struct PairedDeviceEntry: Codable, Sendable {
     public let deviceId: String
     public let publicKey: String

@@ -35,8 +35,16 @@ def _add_gateway(sub) -> None:
                    help="where pairing state lives (default ~/.krabfast or $KRABFAST_STATE_DIR)")
     p.add_argument("--no-auto-approve-local", dest="auto_approve_local", action="store_false",
                    help="make devices on this machine wait for approval like remote ones")
+    p.add_argument("--node-commands-allow", default="", metavar="CMD,...",
+                   help="opt in to privacy-heavy node commands (camera.snap, screen.record, ...)")
+    p.add_argument("--node-commands-deny", default="", metavar="CMD,...",
+                   help="node commands never invoked, whatever a node declares")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_cmd_gateway)
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in text.split(",") if n.strip())
 
 
 def _cmd_gateway(args) -> int:
@@ -52,7 +60,9 @@ def _cmd_gateway(args) -> int:
                                     max_buffered_bytes=args.max_buffered_bytes,
                                     drop_if_slow_bytes=args.drop_if_slow_bytes,
                                     state_dir=args.state_dir,
-                                    auto_approve_local=args.auto_approve_local)
+                                    auto_approve_local=args.auto_approve_local,
+                                    node_commands_allow=_names(args.node_commands_allow),
+                                    node_commands_deny=_names(args.node_commands_deny))
     except ValueError as exc:
         print(f"krabfast gateway: {exc}", file=sys.stderr)
         return 2

@@ -24,8 +24,8 @@ from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, inval
                                       missing_scope, validation_message)
 from krabfast.protocol.frames import RequestFrame
 from krabfast.protocol.handshake import ConnectChallenge, ConnectParams, PresenceEntry
-from krabfast.protocol.scopes import (NODE_ROLE_SCOPE, OPERATOR_SCOPES, ROLE_NODE, SCOPE_BIT,
-                                      ROLE_OPERATOR, ROLES, satisfies, scope_mask)
+from krabfast.protocol.scopes import (DYNAMIC_SCOPE, NODE_ROLE_SCOPE, OPERATOR_SCOPES, ROLE_NODE,
+                                      ROLE_OPERATOR, ROLES, SCOPE_BIT, satisfies, scope_mask)
 from krabfast.protocol.version import MIN_NODE_PROTOCOL, accepted_range
 
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
@@ -132,6 +132,8 @@ class Connection:
             self._leave_preauth()
             return
         hub.subscribers.pop(self.conn_id, None)
+        if self.role == ROLE_NODE and self.device is not None:
+            hub.nodes.node_disconnected(self)
         # The row stays (reason "disconnect") until it expires, as on the reference; a device
         # with another socket still open stays connected.
         key = self.presence_key
@@ -288,6 +290,8 @@ class Connection:
         self.protocol = min(params.max_protocol, high)
         self.connected_at = hub.clock_ms()
         self._enter_open()
+        if role == ROLE_NODE:
+            hub.nodes.node_connected(self, params)
         can_read = role == ROLE_OPERATOR and bool(self.scope_mask & READ_BIT)
         return hub.hello.encode(self.conn_id, self.protocol, role, granted, can_read, token, issued_at)
 
@@ -416,8 +420,8 @@ class Connection:
                 self.close(CLOSE_POLICY, "repeated unauthorized calls")
                 return _ALREADY_ANSWERED
             return invalid_request(f"unauthorized role: {self.role}")
-        if wanted == ROLE_NODE:
-            return None
+        if wanted == ROLE_NODE or spec.scope == DYNAMIC_SCOPE:
+            return None  # node methods; or the handler checks scopes against the params
         if not satisfies(self.scopes, self.scope_mask, spec.scope):
             return missing_scope(spec.name, spec.scope, [spec.scope])
         return None

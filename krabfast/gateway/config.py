@@ -70,6 +70,9 @@ class GatewayConfig:
     # Peer addresses treated as remote even on loopback (tests stand in a remote device
     # with 127.0.0.2), from $KRABFAST_REMOTE_ADDRESSES (comma separated).
     remote_addresses: frozenset[str] = frozenset()
+    # Node commands: privacy-heavy ones need opting in; deny always wins.
+    node_commands_allow: frozenset[str] = frozenset()
+    node_commands_deny: frozenset[str] = frozenset()
 
     @classmethod
     def resolve(cls, *, auth: str | None = None, token: str | None = None,

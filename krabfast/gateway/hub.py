@@ -22,12 +22,14 @@ from krabfast._core import wire
 from krabfast.gateway.config import GatewayConfig
 from krabfast.gateway.hello import HelloEncoder
 from krabfast.gateway.idempotency import IdempotencyCache
+from krabfast.gateway.nodes import Nodes
 from krabfast.gateway.pairing import Pairing
 from krabfast.gateway.presence import PresenceTable, self_entry
 from krabfast.gateway.ratelimit import AuthRateLimiter
 from krabfast.methods import HANDLERS
 from krabfast.protocol import methods as M
 from krabfast.store import Database, DeviceStore
+from krabfast.store.nodes import NodeStore
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import (EventLoopHealth, Features, HealthSnapshot, PresenceEntry,
                                          Snapshot, empty_health)
@@ -78,16 +80,29 @@ class Gateway:
         self._conn_counter = 0
         self.hello = HelloEncoder(self)
         self._pairing: Pairing | None = None
+        self._nodes: Nodes | None = None
+        self._database: Database | None = None
 
     @property
     def pairing(self) -> Pairing:
         """Device trust, backed by SQLite in the state directory (opened on first use, so
         gateways whose clients never present a device never touch the disk)."""
         if self._pairing is None:
-            state = self.config.state_dir
-            db = Database(":memory:") if state == ":memory:" else Database.in_state_dir(state)
-            self._pairing = Pairing(self, DeviceStore(db))
+            self._pairing = Pairing(self, DeviceStore(self.database))
         return self._pairing
+
+    @property
+    def nodes(self) -> Nodes:
+        if self._nodes is None:
+            self._nodes = Nodes(self, NodeStore(self.database))
+        return self._nodes
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            state = self.config.state_dir
+            self._database = Database(":memory:") if state == ":memory:" else Database.in_state_dir(state)
+        return self._database
 
     def set_method(self, spec: M.MethodSpec, handler) -> None:
         """Serve `spec.name` with `handler` (plugins, tests)."""

@@ -5,6 +5,6 @@ A handler returns the result (a Struct, dict, list...) or an awaitable of it, or
 `GatewayError`. `call` is the calling `Connection` (role, scopes, client, hub).
 """
 
-from krabfast.methods import devices, system
+from krabfast.methods import devices, nodes, system
 
-HANDLERS = {**system.HANDLERS, **devices.HANDLERS}
+HANDLERS = {**system.HANDLERS, **devices.HANDLERS, **nodes.HANDLERS}

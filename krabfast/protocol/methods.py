@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from krabfast.protocol import scopes as S
 from krabfast.protocol import devices as dev
+from krabfast.protocol import nodes as nod
 from krabfast.protocol import system as sysp
 from krabfast.protocol.handshake import HealthSnapshot
 
@@ -56,6 +57,26 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("device.token.revoke", dev.DeviceTokenRevokeParams, dev.DeviceTokenRevokeResult,
                S.PAIRING, summary="revoke a device token (its sockets for that role close)",
                general_path=True),
+    MethodSpec("node.list", nod.NodeListParams, None, S.READ,
+               summary="connected and paired nodes"),
+    MethodSpec("node.describe", nod.NodeDescribeParams, None, S.READ, summary="one node"),
+    MethodSpec("node.rename", nod.NodeRenameParams, None, S.PAIRING, summary="set a node's name"),
+    MethodSpec("node.pair.list", nod.NodePairListParams, None, S.PAIRING,
+               summary="pending node command-surface requests and approved nodes"),
+    MethodSpec("node.pair.approve", nod.NodePairApproveParams, None, S.PAIRING,
+               summary="approve a node's declared commands (plus write, or admin for host commands)"),
+    MethodSpec("node.pair.reject", nod.NodePairRejectParams, None, S.PAIRING,
+               summary="reject a node's command-surface request"),
+    MethodSpec("node.pair.remove", nod.NodePairRemoveParams, None, S.PAIRING,
+               summary="forget a node (its socket closes)"),
+    MethodSpec("node.invoke", nod.NodeInvokeParams, nod.NodeInvokeResult, S.DYNAMIC_SCOPE,
+               side_effect=True, summary="run an approved command on a connected node"),
+    MethodSpec("node.invoke.result", nod.NodeInvokeResultParams, nod.OkResult, S.NODE_ROLE_SCOPE,
+               summary="a node answers an invoke"),
+    MethodSpec("node.invoke.progress", nod.NodeInvokeProgressParams, nod.OkResult,
+               S.NODE_ROLE_SCOPE, summary="a node reports progress on an invoke"),
+    MethodSpec("node.event", nod.NodeEventParams, nod.NodeEventResult, S.NODE_ROLE_SCOPE,
+               summary="a node reports an event (host stats, presence)"),
 )
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in METHOD_SPECS}
@@ -81,5 +102,8 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("device.pair.requested", dev.PendingDevice, scope=S.PAIRING, droppable=True),
     EventSpec("device.pair.resolved", dev.DevicePairResolvedEvent, scope=S.PAIRING, droppable=True),
     EventSpec("device.pair.changed", dev.DevicePairChangedEvent, scope=S.PAIRING, droppable=True),
+    EventSpec("node.pair.requested", None, scope=S.PAIRING, droppable=True),
+    EventSpec("node.pair.resolved", None, scope=S.PAIRING, droppable=True),
+    EventSpec("node.invoke.request", nod.NodeInvokeRequestEvent),
 )
 EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

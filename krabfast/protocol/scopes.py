@@ -22,8 +22,10 @@ OPERATOR_SCOPES = (READ, WRITE, ADMIN, APPROVALS, QUESTIONS, PAIRING, TALK, TALK
 SCOPE_BIT = {scope: 1 << i for i, scope in enumerate(OPERATOR_SCOPES)}
 ALL_OPERATOR_BITS = (1 << len(OPERATOR_SCOPES)) - 1
 
-# Pseudo-scope in the method table: the caller must hold the node role.
+# Pseudo-scopes in the method table: the caller must hold the node role; or the handler
+# decides from the params (an operator role is still required).
 NODE_ROLE_SCOPE = "node"
+DYNAMIC_SCOPE = "dynamic"
 
 # What a held scope also satisfies (besides itself).
 _IMPLIES = {

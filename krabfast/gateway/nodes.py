@@ -1,0 +1,224 @@
+"""Nodes: connected capability hosts, their approved command surface, and invocation.
+
+A node is a device connected with role "node". It declares `commands` at connect; an
+operator approves that surface (node.pair.approve) once, and a node may then be invoked
+for commands that are declared, approved and allowed by the gateway's allow/deny lists.
+Invocation relays `node.invoke.request` to the node's socket and waits for the node's
+`node.invoke.result`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+
+from krabfast.protocol.errors import ErrorCode, GatewayError, invalid_request
+from krabfast.protocol.nodes import NodeInvokeRequestEvent, NodeInvokeResult
+from krabfast.store.nodes import NodeRecord, NodeStore
+
+UNSET = msgspec.UNSET
+DEFAULT_INVOKE_TIMEOUT_MS = 30_000
+
+# Commands whose approval (and invocation) needs operator.admin: they run code or read the
+# host's files.
+ADMIN_COMMANDS = frozenset(("system.run", "system.run.prepare", "system.which", "browser.proxy",
+                            "browser.proxy.upload.v1", "fs.listDir"))
+ADMIN_PREFIXES = ("system.execApprovals.",)
+# Privacy-heavy commands that stay off unless the gateway opts in (--node-commands-allow).
+OPT_IN_COMMANDS = frozenset(("camera.snap", "camera.clip", "camera.ptz.control", "screen.record",
+                             "contacts.add", "calendar.add", "reminders.add", "health.summary",
+                             "sms.send", "sms.search"))
+
+
+def needs_admin(command: str) -> bool:
+    return command in ADMIN_COMMANDS or command.startswith(ADMIN_PREFIXES)
+
+
+def approve_scopes(commands) -> list[str]:
+    """Scopes an operator needs to approve a node surface declaring `commands`."""
+    commands = list(commands)
+    if any(needs_admin(c) for c in commands):
+        return ["operator.pairing", "operator.admin"]
+    if commands:
+        return ["operator.pairing", "operator.write"]
+    return ["operator.pairing"]
+
+
+class PendingInvoke:
+    __slots__ = ("id", "node_id", "command", "future", "node_conn")
+
+    def __init__(self, invoke_id: str, node_id: str, command: str, future, node_conn) -> None:
+        self.id = invoke_id
+        self.node_id = node_id
+        self.command = command
+        self.future = future
+        self.node_conn = node_conn
+
+
+def _unavailable(message: str, **details) -> GatewayError:
+    return GatewayError(ErrorCode.UNAVAILABLE, message, details=details or None)
+
+
+class Nodes:
+    def __init__(self, hub, store: NodeStore) -> None:
+        self.hub = hub
+        self.store = store
+        self.connected: dict[str, object] = {}   # node id -> Connection
+        self.invokes: dict[str, PendingInvoke] = {}
+
+    # -- policy ----------------------------------------------------------------------------------
+    def allowed(self, command: str) -> bool:
+        cfg = self.hub.config
+        if command in cfg.node_commands_deny:
+            return False
+        return command not in OPT_IN_COMMANDS or command in cfg.node_commands_allow
+
+    def effective(self, record: NodeRecord) -> list[str]:
+        """Commands this node may be invoked for right now."""
+        approved = set(record.approved)
+        return sorted(c for c in record.declared if c in approved and self.allowed(c))
+
+    # -- connection lifecycle --------------------------------------------------------------------
+    def node_connected(self, conn, params) -> None:
+        now = self.hub.clock_ms()
+        node_id = conn.device.id
+        record = self.store.get(node_id) or NodeRecord(node_id)
+        client = params.client
+        declared = list(params.commands) if params.commands is not UNSET else []
+        record.declared = sorted(set(declared))
+        record.caps = sorted(set(params.caps))
+        record.permissions = dict(params.permissions) if params.permissions is not UNSET else {}
+        record.display_name = record.display_name or (client.display_name or None)
+        record.platform = client.platform
+        record.version = client.version
+        record.device_family = client.device_family or None
+        record.last_seen_at = now
+        record.last_seen_reason = "connect"
+        self.store.save(record)
+        previous = self.connected.get(node_id)
+        self.connected[node_id] = conn
+        if previous is not None and previous is not conn:
+            previous.close(1000, "replaced by a newer connection")
+        wanted = [c for c in record.declared if self.allowed(c)]
+        if not set(wanted) <= set(record.approved):
+            request, created = self.store.add_request(node_id, wanted, record.caps, now)
+            if created:
+                self.hub.broadcast("node.pair.requested", self.request_entry(request, record))
+
+    def node_disconnected(self, conn) -> None:
+        node_id = conn.device.id
+        if self.connected.get(node_id) is conn:
+            del self.connected[node_id]
+            record = self.store.get(node_id)
+            if record is not None:
+                record.last_seen_at = self.hub.clock_ms()
+                record.last_seen_reason = "disconnect"
+                self.store.save(record)
+        for pending in [p for p in self.invokes.values() if p.node_conn is conn]:
+            if not pending.future.done():
+                pending.future.set_exception(_unavailable(
+                    "node disconnected before answering", nodeId=node_id, command=pending.command))
+
+    # -- invocation ------------------------------------------------------------------------------
+    def check_invocable(self, node_id: str, command: str):
+        record = self.store.get(node_id)
+        conn = self.connected.get(node_id)
+        if record is None and conn is None:
+            raise invalid_request(f"unknown node: {node_id}")
+        if conn is None:
+            raise _unavailable(f"node not connected: {node_id}", nodeId=node_id)
+        if command not in record.declared:
+            raise invalid_request(f"node {node_id} does not declare command {command}")
+        if not self.allowed(command):
+            raise invalid_request(f"command {command} is not allowed on this gateway")
+        if command not in record.approved:
+            raise invalid_request(f"command {command} is not approved for node {node_id} "
+                                  "(approve its pending node pairing request)")
+        return conn
+
+    async def invoke(self, params) -> NodeInvokeResult:
+        conn = self.check_invocable(params.node_id, params.command)
+        loop = asyncio.get_running_loop()
+        invoke_id = str(uuid.uuid4())
+        pending = PendingInvoke(invoke_id, params.node_id, params.command, loop.create_future(), conn)
+        self.invokes[invoke_id] = pending
+        timeout_ms = params.timeout_ms if params.timeout_ms is not UNSET else DEFAULT_INVOKE_TIMEOUT_MS
+        request = NodeInvokeRequestEvent(
+            id=invoke_id, node_id=params.node_id, command=params.command,
+            params_json=msgspec.json.encode(params.params).decode() if params.params is not UNSET
+            else UNSET, timeout_ms=timeout_ms, idempotency_key=params.idempotency_key)
+        try:
+            conn.send_event("node.invoke.request", request)
+            try:
+                outcome = await asyncio.wait_for(pending.future, timeout_ms / 1000)
+            except asyncio.TimeoutError:
+                raise _unavailable(f"node invoke timed out after {timeout_ms} ms",
+                                   nodeId=params.node_id, command=params.command) from None
+        finally:
+            self.invokes.pop(invoke_id, None)
+        return outcome
+
+    def invoke_result(self, conn, params) -> dict:
+        pending = self.invokes.get(params.id)
+        if pending is None:
+            raise invalid_request(f"unknown invoke id: {params.id}")
+        if pending.node_conn is not conn or params.node_id != pending.node_id:
+            raise invalid_request(f"invoke {params.id} belongs to another node")
+        if pending.future.done():
+            return {"ok": True}
+        if params.ok:
+            payload = params.payload
+            payload_json = params.payload_json
+            if payload is UNSET and payload_json is not UNSET:
+                try:
+                    payload = msgspec.json.decode(payload_json)
+                except msgspec.DecodeError:
+                    payload = UNSET
+            if payload_json is UNSET and payload is not UNSET:
+                payload_json = msgspec.json.encode(payload).decode()
+            pending.future.set_result(NodeInvokeResult(
+                ok=True, node_id=pending.node_id, command=pending.command, payload=payload,
+                payload_json=payload_json))
+        else:
+            error = params.error
+            code = error.code if error is not UNSET and error.code is not UNSET else "UNAVAILABLE"
+            message = error.message if error is not UNSET and error.message is not UNSET \
+                else "node reported an error"
+            pending.future.set_exception(GatewayError(
+                ErrorCode.UNAVAILABLE, message,
+                details={"nodeId": pending.node_id, "command": pending.command, "nodeCode": code}))
+        return {"ok": True}
+
+    # -- rendering -------------------------------------------------------------------------------
+    def request_entry(self, request, record: NodeRecord | None = None) -> dict:
+        record = record or self.store.get(request.node_id)
+        entry = {"requestId": request.request_id, "nodeId": request.node_id,
+                 "commands": request.commands, "caps": request.caps,
+                 "requiredApproveScopes": approve_scopes(request.commands), "ts": request.created_at}
+        if record is not None:
+            for key, value in (("displayName", record.display_name), ("platform", record.platform),
+                               ("version", record.version)):
+                if value:
+                    entry[key] = value
+        return entry
+
+    def node_entry(self, record: NodeRecord) -> dict:
+        connected = record.node_id in self.connected
+        entry = {"nodeId": record.node_id, "connected": connected,
+                 "paired": bool(record.approved_at), "caps": record.caps,
+                 "commands": self.effective(record), "declaredCommands": record.declared,
+                 "approvedCommands": sorted(record.approved)}
+        for key, value in (("displayName", record.display_name), ("platform", record.platform),
+                           ("version", record.version), ("deviceFamily", record.device_family),
+                           ("lastSeenAtMs", record.last_seen_at),
+                           ("lastSeenReason", record.last_seen_reason),
+                           ("hostStats", record.host_stats)):
+            if value:
+                entry[key] = value
+        if self.store.request_for(record.node_id) is not None:
+            entry["pendingApproval"] = True
+        if record.permissions:
+            entry["permissions"] = record.permissions
+        return entry

@@ -1,0 +1,158 @@
+"""Node family: node.list/describe/rename, node.pair.*, node.invoke(.result/.progress), node.event."""
+
+from __future__ import annotations
+
+from msgspec import UNSET
+
+from krabfast.gateway.nodes import approve_scopes, needs_admin
+from krabfast.gateway.pairing import covers
+from krabfast.protocol.errors import invalid_request, missing_scope
+from krabfast.protocol.nodes import NodeEventResult
+from krabfast.protocol.scopes import ADMIN, WRITE
+
+
+def _nodes(call):
+    return call.hub.nodes
+
+
+def node_list(call, params):
+    nodes = _nodes(call)
+    records = {r.node_id: r for r in nodes.store.list()}
+    return {"ts": call.hub.clock_ms(),
+            "nodes": [nodes.node_entry(r) for r in sorted(
+                records.values(), key=lambda r: (r.node_id not in nodes.connected, r.node_id))]}
+
+
+def node_describe(call, params):
+    nodes = _nodes(call)
+    record = nodes.store.get(params.node_id)
+    if record is None:
+        raise invalid_request(f"unknown node: {params.node_id}")
+    return dict(nodes.node_entry(record), ts=call.hub.clock_ms())
+
+
+def node_rename(call, params):
+    nodes = _nodes(call)
+    record = nodes.store.get(params.node_id)
+    name = params.display_name.strip()
+    if record is None:
+        raise invalid_request(f"unknown node: {params.node_id}")
+    if not name:
+        raise invalid_request("displayName required")
+    record.display_name = name
+    nodes.store.save(record)
+    return {"nodeId": record.node_id, "displayName": name}
+
+
+def node_pair_list(call, params):
+    nodes = _nodes(call)
+    paired = [nodes.node_entry(r) for r in nodes.store.list() if r.approved_at]
+    return {"pending": [nodes.request_entry(r) for r in nodes.store.requests()], "paired": paired}
+
+
+def _request(call, request_id: str):
+    request = next((r for r in _nodes(call).store.requests() if r.request_id == request_id), None)
+    if request is None:
+        raise invalid_request("unknown requestId")
+    return request
+
+
+def node_pair_approve(call, params):
+    nodes = _nodes(call)
+    request = _request(call, params.request_id)
+    required = approve_scopes(request.commands)
+    for scope in required:
+        if not covers(call.scopes, [scope]):
+            raise missing_scope("node.pair.approve", scope, required)
+    record = nodes.store.get(request.node_id)
+    now = call.hub.clock_ms()
+    record.approved = sorted(set(request.commands))
+    record.approved_at = now
+    nodes.store.save(record)
+    nodes.store.drop_request(request.request_id)
+    call.hub.broadcast("node.pair.resolved", {"requestId": request.request_id,
+                                              "nodeId": request.node_id, "decision": "approved",
+                                              "ts": now})
+    return {"requestId": request.request_id, "node": nodes.node_entry(record)}
+
+
+def node_pair_reject(call, params):
+    nodes = _nodes(call)
+    request = _request(call, params.request_id)
+    nodes.store.drop_request(request.request_id)
+    call.hub.broadcast("node.pair.resolved", {"requestId": request.request_id,
+                                              "nodeId": request.node_id, "decision": "rejected",
+                                              "ts": call.hub.clock_ms()})
+    return {"requestId": request.request_id, "nodeId": request.node_id}
+
+
+def node_pair_remove(call, params):
+    nodes = _nodes(call)
+    if not nodes.store.remove(params.node_id):
+        raise invalid_request(f"unknown node: {params.node_id}")
+    conn = nodes.connected.get(params.node_id)
+    if conn is not None:
+        conn.close(4001, "node removed")
+    return {"nodeId": params.node_id}
+
+
+async def node_invoke(call, params):
+    # Scope depends on the command: admin for the ones that run code or read files.
+    required = ADMIN if needs_admin(params.command) else WRITE
+    if not covers(call.scopes, [required]):
+        raise missing_scope("node.invoke", required, [required])
+    return await _nodes(call).invoke(params)
+
+
+def node_invoke_result(call, params):
+    return _nodes(call).invoke_result(call, params)
+
+
+def node_invoke_progress(call, params):
+    nodes = _nodes(call)
+    pending = nodes.invokes.get(params.invoke_id)
+    if pending is None or pending.node_conn is not call:
+        raise invalid_request(f"unknown invoke id: {params.invoke_id}")
+    return {"ok": True}
+
+
+def node_event(call, params):
+    nodes = _nodes(call)
+    payload = params.payload
+    if payload is UNSET and params.payload_json is not UNSET:
+        import msgspec
+
+        try:
+            payload = msgspec.json.decode(params.payload_json)
+        except msgspec.DecodeError:
+            raise invalid_request("node.event payloadJSON is not valid JSON") from None
+    node_id = call.device.id
+    if params.event == "node.host.stats":
+        if not isinstance(payload, dict):
+            raise invalid_request("node.host.stats payload must be an object")
+        record = nodes.store.get(node_id)
+        record.host_stats = dict(payload, updatedAtMs=call.hub.clock_ms())
+        nodes.store.save(record)
+        return NodeEventResult(ok=True, event=params.event, handled=True)
+    if params.event == "node.presence.alive":
+        record = nodes.store.get(node_id)
+        record.last_seen_at = call.hub.clock_ms()
+        record.last_seen_reason = "background"
+        nodes.store.save(record)
+        return NodeEventResult(ok=True, event=params.event, handled=True)
+    return NodeEventResult(ok=True, event=params.event, handled=False, reason="unknown event")
+
+
+HANDLERS = {
+    "node.list": node_list,
+    "node.describe": node_describe,
+    "node.rename": node_rename,
+    "node.pair.list": node_pair_list,
+    "node.pair.approve": node_pair_approve,
+    "node.pair.reject": node_pair_reject,
+    "node.pair.remove": node_pair_remove,
+    "node.invoke": node_invoke,
+    "node.invoke.result": node_invoke_result,
+    "node.invoke.progress": node_invoke_progress,
+    "node.event": node_event,
+}
