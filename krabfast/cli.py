@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     from krabfast.devices_cli import add_parser as _add_devices
 
     _add_devices(sub)
+    from krabfast.nodes_cli import add_parsers as _add_nodes
+
+    _add_nodes(sub)
     from krabfast.reference import add_parser as _add_reference
 
     _add_reference(sub)

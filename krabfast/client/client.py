@@ -112,6 +112,7 @@ class GatewayClient:
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future] = {}
         self._challenge_waiter: asyncio.Future | None = None
+        self.disconnected = asyncio.Event()  # set once the connection is gone
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> "GatewayClient":
@@ -270,3 +271,4 @@ class GatewayClient:
         if self.closed is None or (self.closed.code is None and code is not None):
             self.closed = GatewayClosed(code, reason)
         self._fail(self.closed)
+        self.disconnected.set()

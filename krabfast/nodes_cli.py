@@ -1,0 +1,121 @@
+"""`krabfast node run` (a node host) and `krabfast nodes ...` (operate nodes on a gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import uuid
+
+
+def add_parsers(sub) -> None:
+    from krabfast.cli import add_client_args
+
+    p = sub.add_parser("node", help="run a headless node host")
+    actions = p.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("run", help="connect to a gateway as a node and serve commands")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=18789)
+    run.add_argument("--tls", action="store_true", help="use wss://")
+    run.add_argument("--token", default=None)
+    run.add_argument("--password", default=None)
+    run.add_argument("--state-dir", default=None,
+                     help="device identity and token (default ~/.krabfast/node)")
+    run.add_argument("--display-name", default=None)
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import MODULE and call its register(registry) (repeatable)")
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(func=_cmd_node_run)
+
+    n = sub.add_parser("nodes", help="list, approve and invoke nodes on a running gateway")
+    nactions = n.add_subparsers(dest="action", required=True)
+    for name, positional, help_text in (
+            ("list", None, "connected and paired nodes"),
+            ("pending", None, "node command-surface requests waiting for approval"),
+            ("approve", "request_id", "approve a node's declared commands"),
+            ("reject", "request_id", "reject a node's command-surface request")):
+        q = nactions.add_parser(name, help=help_text)
+        if positional:
+            q.add_argument(positional)
+        add_client_args(q)
+        q.set_defaults(func=_cmd_nodes)
+    inv = nactions.add_parser("invoke", help="run a command on a node")
+    inv.add_argument("--node", required=True)
+    inv.add_argument("--command", required=True)
+    inv.add_argument("--params", default="{}")
+    inv.add_argument("--invoke-timeout-ms", type=int, default=None)
+    add_client_args(inv)
+    inv.set_defaults(func=_cmd_nodes)
+
+
+def _cmd_node_run(args) -> int:
+    from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS, env_first
+    from krabfast.node import NodeHost, default_registry
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("picows").setLevel(logging.WARNING)  # per-connection INFO noise
+    registry = default_registry()
+    for module in args.plugin:
+        registry.load_plugin(module)
+    scheme = "wss" if args.tls else "ws"
+    host = NodeHost(f"{scheme}://{args.host}:{args.port}",
+                    token=args.token or env_first(TOKEN_ENV_VARS),
+                    password=args.password or env_first(PASSWORD_ENV_VARS),
+                    state_dir=args.state_dir or os.environ.get("KRABFAST_NODE_STATE_DIR"),
+                    registry=registry, display_name=args.display_name)
+    print(f"node {host.node_id} serving {', '.join(registry.names())}", flush=True)
+    try:
+        asyncio.run(host.run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_nodes(args) -> int:
+    from krabfast.cli import run_call
+
+    action = args.action
+    if action == "invoke":
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            print(f"krabfast nodes invoke: --params is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+        request = {"nodeId": args.node, "command": args.command, "params": params,
+                   "idempotencyKey": str(uuid.uuid4())}
+        if args.invoke_timeout_ms is not None:
+            request["timeoutMs"] = args.invoke_timeout_ms
+        method = "node.invoke"
+    elif action in ("approve", "reject"):
+        method, request = f"node.pair.{action}", {"requestId": args.request_id}
+    elif action == "pending":
+        method, request = "node.pair.list", {}
+    else:
+        method, request = "node.list", {}
+    code, result = run_call(args, method, request, what=f"nodes {action}")
+    if code:
+        return code
+    if action == "pending":
+        result = result["pending"]
+    if args.json or action in ("invoke",):
+        print(json.dumps(result, indent=2))
+    elif action == "list":
+        for node in result["nodes"]:
+            state = "connected" if node["connected"] else f"offline ({node.get('lastSeenReason', '-')})"
+            print(f"{node['nodeId']}  {node.get('displayName', '-')}  {state}  "
+                  f"commands: {', '.join(node['commands']) or '-'}"
+                  + ("  [pending approval]" if node.get("pendingApproval") else ""))
+        if not result["nodes"]:
+            print("(no nodes)")
+    elif action == "pending":
+        for req in result:
+            print(f"{req['requestId']}  node {req['nodeId'][:16]}...  commands: "
+                  f"{', '.join(req['commands'])}  needs: {', '.join(req['requiredApproveScopes'])}")
+        if not result:
+            print("(nothing pending)")
+    else:
+        print(f"{'Approved' if action == 'approve' else 'Rejected'} {result['requestId']}")
+    return 0
