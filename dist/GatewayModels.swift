@@ -314,9 +314,22 @@ public struct NodePairRemoveParams: Codable, Sendable {
     public let nodeId: String
 }
 
+public struct NodePluginToolsUpdateParams: Codable, Sendable {
+    public let tools: [AnyCodable]
+}
+
 public struct NodeRenameParams: Codable, Sendable {
     public let nodeId: String
     public let displayName: String
+}
+
+public struct NodeRunnerInventoryUpdateParams: Codable, Sendable {
+    public let protocolFeatures: [String]?
+    public let workerHost: AnyCodable?
+}
+
+public struct NodeSkillsUpdateParams: Codable, Sendable {
+    public let skills: [AnyCodable]
 }
 
 public struct OkResult: Codable, Sendable {

@@ -21,25 +21,32 @@ from krabfast.store.nodes import NodeRecord, NodeStore
 UNSET = msgspec.UNSET
 DEFAULT_INVOKE_TIMEOUT_MS = 30_000
 
-# Commands whose approval (and invocation) needs operator.admin: they run code or read the
-# host's files.
-ADMIN_COMMANDS = frozenset(("system.run", "system.run.prepare", "system.which", "browser.proxy",
-                            "browser.proxy.upload.v1", "fs.listDir"))
-ADMIN_PREFIXES = ("system.execApprovals.",)
+# Approving a surface that declares these needs operator.admin (they run code or read the
+# host's files); invoking needs admin only for the proxy/upload/listing ones (as upstream).
+APPROVE_ADMIN_COMMANDS = frozenset(("system.run", "system.run.prepare", "system.which",
+                                    "browser.proxy", "browser.proxy.upload.v1", "fs.listDir",
+                                    "terminal.upload"))
+APPROVE_ADMIN_PREFIXES = ("system.execApprovals.",)
+INVOKE_ADMIN_COMMANDS = frozenset(("browser.proxy", "browser.proxy.upload.v1", "fs.listDir",
+                                   "terminal.upload"))
 # Privacy-heavy commands that stay off unless the gateway opts in (--node-commands-allow).
 OPT_IN_COMMANDS = frozenset(("camera.snap", "camera.clip", "camera.ptz.control", "screen.record",
                              "contacts.add", "calendar.add", "reminders.add", "health.summary",
                              "sms.send", "sms.search"))
 
 
-def needs_admin(command: str) -> bool:
-    return command in ADMIN_COMMANDS or command.startswith(ADMIN_PREFIXES)
+def approve_needs_admin(command: str) -> bool:
+    return command in APPROVE_ADMIN_COMMANDS or command.startswith(APPROVE_ADMIN_PREFIXES)
+
+
+def invoke_needs_admin(command: str) -> bool:
+    return command in INVOKE_ADMIN_COMMANDS
 
 
 def approve_scopes(commands) -> list[str]:
     """Scopes an operator needs to approve a node surface declaring `commands`."""
     commands = list(commands)
-    if any(needs_admin(c) for c in commands):
+    if any(approve_needs_admin(c) for c in commands):
         return ["operator.pairing", "operator.admin"]
     if commands:
         return ["operator.pairing", "operator.write"]
@@ -57,8 +64,20 @@ class PendingInvoke:
         self.node_conn = node_conn
 
 
-def _unavailable(message: str, **details) -> GatewayError:
-    return GatewayError(ErrorCode.UNAVAILABLE, message, details=details or None)
+def node_error(code: str, message: str, dispatched: bool, **extra) -> GatewayError:
+    """An invoke that failed at or on the node, in the reference's shape."""
+    details = dict(extra, nodeError={"code": code, "message": message},
+                   nodeCommandDispatched=dispatched)
+    return GatewayError(ErrorCode.UNAVAILABLE, f"{code}: {message}", details=details)
+
+
+def not_allowed(reason: str, command: str, why: str) -> GatewayError:
+    return GatewayError(ErrorCode.INVALID_REQUEST, f"node command not allowed: {why}",
+                        details={"reason": reason, "command": command})
+
+
+PAIRING_CHANGED = GatewayError(ErrorCode.UNAVAILABLE, "node pairing changed while invocation was active",
+                               details={"code": "PAIRING_CHANGED"}, retryable=True)
 
 
 class Nodes:
@@ -67,6 +86,8 @@ class Nodes:
         self.store = store
         self.connected: dict[str, object] = {}   # node id -> Connection
         self.invokes: dict[str, PendingInvoke] = {}
+        # What connected nodes published (skills, plugin tools, runner inventory).
+        self.catalogs: dict[str, dict] = {}
 
     # -- policy ----------------------------------------------------------------------------------
     def allowed(self, command: str) -> bool:
@@ -111,6 +132,7 @@ class Nodes:
         node_id = conn.device.id
         if self.connected.get(node_id) is conn:
             del self.connected[node_id]
+            self.catalogs.pop(node_id, None)
             record = self.store.get(node_id)
             if record is not None:
                 record.last_seen_at = self.hub.clock_ms()
@@ -118,8 +140,8 @@ class Nodes:
                 self.store.save(record)
         for pending in [p for p in self.invokes.values() if p.node_conn is conn]:
             if not pending.future.done():
-                pending.future.set_exception(_unavailable(
-                    "node disconnected before answering", nodeId=node_id, command=pending.command))
+                pending.future.set_exception(node_error(
+                    "DISCONNECTED", f"node disconnected ({pending.command})", True))
 
     # -- invocation ------------------------------------------------------------------------------
     def check_invocable(self, node_id: str, command: str):
@@ -127,15 +149,25 @@ class Nodes:
         conn = self.connected.get(node_id)
         if record is None and conn is None:
             raise invalid_request(f"unknown node: {node_id}")
-        if conn is None:
-            raise _unavailable(f"node not connected: {node_id}", nodeId=node_id)
-        if command not in record.declared:
-            raise invalid_request(f"node {node_id} does not declare command {command}")
+        if not record.approved_at:
+            raise PAIRING_CHANGED  # no approved surface yet (or it was rejected)
+        if command in self.hub.config.node_commands_deny:
+            raise not_allowed("command denied", command,
+                              f'"{command}" is blocked by --node-commands-deny')
         if not self.allowed(command):
-            raise invalid_request(f"command {command} is not allowed on this gateway")
+            raise not_allowed("command not allowlisted", command,
+                              f'"{command}" requires explicit --node-commands-allow opt-in')
+        if command not in record.declared:
+            raise not_allowed("command not declared by node", command,
+                              f'the node does not support "{command}"')
         if command not in record.approved:
-            raise invalid_request(f"command {command} is not approved for node {node_id} "
-                                  "(approve its pending node pairing request)")
+            raise not_allowed("command not approved", command,
+                              "the node's declared command surface is pending approval; run "
+                              "`krabfast nodes pending`, then `krabfast nodes approve <requestId>`")
+        if conn is None:
+            error = node_error("NOT_CONNECTED", "node not connected", False, code="NOT_CONNECTED")
+            error.message = "node not connected"
+            raise error
         return conn
 
     async def invoke(self, params) -> NodeInvokeResult:
@@ -152,22 +184,23 @@ class Nodes:
         try:
             conn.send_event("node.invoke.request", request)
             try:
-                outcome = await asyncio.wait_for(pending.future, timeout_ms / 1000)
+                # timeoutMs 0 means no deadline, as upstream.
+                outcome = await asyncio.wait_for(pending.future, timeout_ms / 1000 or None)
             except asyncio.TimeoutError:
-                raise _unavailable(f"node invoke timed out after {timeout_ms} ms",
-                                   nodeId=params.node_id, command=params.command) from None
+                conn.send_event("node.invoke.cancel", {"invokeId": invoke_id, "nodeId": params.node_id})
+                raise node_error("TIMEOUT", "node invoke timed out", True) from None
         finally:
             self.invokes.pop(invoke_id, None)
         return outcome
 
     def invoke_result(self, conn, params) -> dict:
+        if params.node_id != conn.device.id:
+            raise invalid_request("nodeId mismatch")
         pending = self.invokes.get(params.id)
-        if pending is None:
-            raise invalid_request(f"unknown invoke id: {params.id}")
-        if pending.node_conn is not conn or params.node_id != pending.node_id:
-            raise invalid_request(f"invoke {params.id} belongs to another node")
-        if pending.future.done():
-            return {"ok": True}
+        if pending is None or pending.future.done():
+            return {"ok": True, "ignored": True}  # late (timed out) or unknown: nothing waits
+        if pending.node_conn is not conn:
+            raise invalid_request(f"invoke {params.id} was sent to another node")
         if params.ok:
             payload = params.payload
             payload_json = params.payload_json
@@ -175,7 +208,7 @@ class Nodes:
                 try:
                     payload = msgspec.json.decode(payload_json)
                 except msgspec.DecodeError:
-                    payload = UNSET
+                    payload = {"payloadJSON": payload_json}
             if payload_json is UNSET and payload is not UNSET:
                 payload_json = msgspec.json.encode(payload).decode()
             pending.future.set_result(NodeInvokeResult(
@@ -183,12 +216,13 @@ class Nodes:
                 payload_json=payload_json))
         else:
             error = params.error
-            code = error.code if error is not UNSET and error.code is not UNSET else "UNAVAILABLE"
-            message = error.message if error is not UNSET and error.message is not UNSET \
-                else "node reported an error"
-            pending.future.set_exception(GatewayError(
-                ErrorCode.UNAVAILABLE, message,
-                details={"nodeId": pending.node_id, "command": pending.command, "nodeCode": code}))
+            if error is UNSET or error.code is UNSET:
+                failure = GatewayError(ErrorCode.UNAVAILABLE, "node invoke failed",
+                                       details={"nodeError": None, "nodeCommandDispatched": True})
+            else:
+                message = error.message if error.message is not UNSET else "node reported an error"
+                failure = node_error(error.code, message, True)
+            pending.future.set_exception(failure)
         return {"ok": True}
 
     # -- rendering -------------------------------------------------------------------------------
@@ -221,4 +255,8 @@ class Nodes:
             entry["pendingApproval"] = True
         if record.permissions:
             entry["permissions"] = record.permissions
+        catalog = self.catalogs.get(record.node_id, {})
+        for key in ("skills", "tools"):
+            if catalog.get(key):
+                entry[key] = catalog[key]
         return entry

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
 from msgspec import UNSET
 
-from krabfast.gateway.nodes import approve_scopes, needs_admin
+from krabfast.gateway.nodes import approve_scopes, invoke_needs_admin
 from krabfast.gateway.pairing import covers
 from krabfast.protocol.errors import invalid_request, missing_scope
 from krabfast.protocol.nodes import NodeEventResult
@@ -92,13 +93,31 @@ def node_pair_remove(call, params):
         raise invalid_request(f"unknown node: {params.node_id}")
     conn = nodes.connected.get(params.node_id)
     if conn is not None:
-        conn.close(4001, "node removed")
+        conn.close(4001, "device removed")
+    call.hub.broadcast("node.pair.resolved", {"requestId": "", "nodeId": params.node_id,
+                                              "decision": "removed", "ts": call.hub.clock_ms()})
     return {"nodeId": params.node_id}
+
+
+def node_catalog_update(kind: str):
+    """node.skills.update / node.pluginTools.update: a connected node publishes its whole
+    catalog; it is kept while the node is connected and shown by node.describe."""
+    def handler(call, params):
+        items = list(getattr(params, kind))
+        _nodes(call).catalogs.setdefault(call.device.id, {})[kind] = items
+        return {"nodeId": call.device.id, kind: items}
+    return handler
+
+
+def node_runner_inventory_update(call, params):
+    _nodes(call).catalogs.setdefault(call.device.id, {})["runnerInventory"] = \
+        msgspec.to_builtins(params)
+    return {"nodeId": call.device.id}
 
 
 async def node_invoke(call, params):
     # Scope depends on the command: admin for the ones that run code or read files.
-    required = ADMIN if needs_admin(params.command) else WRITE
+    required = ADMIN if invoke_needs_admin(params.command) else WRITE
     if not covers(call.scopes, [required]):
         raise missing_scope("node.invoke", required, [required])
     return await _nodes(call).invoke(params)
@@ -120,8 +139,6 @@ def node_event(call, params):
     nodes = _nodes(call)
     payload = params.payload
     if payload is UNSET and params.payload_json is not UNSET:
-        import msgspec
-
         try:
             payload = msgspec.json.decode(params.payload_json)
         except msgspec.DecodeError:
@@ -140,7 +157,7 @@ def node_event(call, params):
         record.last_seen_reason = "background"
         nodes.store.save(record)
         return NodeEventResult(ok=True, event=params.event, handled=True)
-    return NodeEventResult(ok=True, event=params.event, handled=False, reason="unknown event")
+    return NodeEventResult(ok=True, event=params.event, handled=False, reason="unsupported_event")
 
 
 HANDLERS = {
@@ -155,4 +172,7 @@ HANDLERS = {
     "node.invoke.result": node_invoke_result,
     "node.invoke.progress": node_invoke_progress,
     "node.event": node_event,
+    "node.skills.update": node_catalog_update("skills"),
+    "node.pluginTools.update": node_catalog_update("tools"),
+    "node.runnerInventory.update": node_runner_inventory_update,
 }

@@ -77,6 +77,12 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
                S.NODE_ROLE_SCOPE, summary="a node reports progress on an invoke"),
     MethodSpec("node.event", nod.NodeEventParams, nod.NodeEventResult, S.NODE_ROLE_SCOPE,
                summary="a node reports an event (host stats, presence)"),
+    MethodSpec("node.skills.update", nod.NodeSkillsUpdateParams, None, S.NODE_ROLE_SCOPE,
+               summary="a node publishes its skills catalog"),
+    MethodSpec("node.pluginTools.update", nod.NodePluginToolsUpdateParams, None, S.NODE_ROLE_SCOPE,
+               summary="a node publishes its plugin tool descriptors"),
+    MethodSpec("node.runnerInventory.update", nod.NodeRunnerInventoryUpdateParams, None,
+               S.NODE_ROLE_SCOPE, summary="a node reports its worker-runner inventory"),
 )
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in METHOD_SPECS}
@@ -105,5 +111,6 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("node.pair.requested", None, scope=S.PAIRING, droppable=True),
     EventSpec("node.pair.resolved", None, scope=S.PAIRING, droppable=True),
     EventSpec("node.invoke.request", nod.NodeInvokeRequestEvent),
+    EventSpec("node.invoke.cancel", None),
 )
 EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

@@ -106,5 +106,20 @@ class NodeInvokeResult(Model):
     payload_json: str | Unset = msgspec.field(default=UNSET, name="payloadJSON")
 
 
+class NodeSkillsUpdateParams(Model):
+    skills: list[dict[str, Any]]
+
+
+class NodePluginToolsUpdateParams(Model):
+    tools: list[dict[str, Any]]
+
+
+class NodeRunnerInventoryUpdateParams(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """Worker-runner inventory a node host reports (open: hosts add fields over time)."""
+
+    protocol_features: list[str] = []
+    worker_host: Any = UNSET
+
+
 class OkResult(Model):
     ok: Literal[True]
