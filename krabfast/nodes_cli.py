@@ -106,8 +106,7 @@ def _cmd_nodes(args) -> int:
         for node in result["nodes"]:
             state = "connected" if node["connected"] else f"offline ({node.get('lastSeenReason', '-')})"
             print(f"{node['nodeId']}  {node.get('displayName', '-')}  {state}  "
-                  f"commands: {', '.join(node['commands']) or '-'}"
-                  + ("  [pending approval]" if node.get("pendingApproval") else ""))
+                  f"{node['approvalState']}  commands: {', '.join(node['commands']) or '-'}")
         if not result["nodes"]:
             print("(no nodes)")
     elif action == "pending":

@@ -118,10 +118,11 @@ class Nodes:
         record.last_seen_at = now
         record.last_seen_reason = "connect"
         self.store.save(record)
-        previous = self.connected.get(node_id)
+        # A second connection of the same node is accepted (the first is not closed, as
+        # upstream); invokes go to the newest.
         self.connected[node_id] = conn
-        if previous is not None and previous is not conn:
-            previous.close(1000, "replaced by a newer connection")
+        self.catalogs[node_id] = {"connectedAtMs": now,
+                                  "pathEnv": params.path_env if params.path_env is not UNSET else ""}
         wanted = [c for c in record.declared if self.allowed(c)]
         if not set(wanted) <= set(record.approved):
             request, created = self.store.add_request(node_id, wanted, record.caps, now)
@@ -238,25 +239,53 @@ class Nodes:
                     entry[key] = value
         return entry
 
+    def approval_state(self, record: NodeRecord) -> str:
+        pending = self.store.request_for(record.node_id) is not None
+        if pending:
+            return "pending-reapproval" if record.approved_at else "pending-approval"
+        return "approved" if record.approved_at else "unapproved"
+
     def node_entry(self, record: NodeRecord) -> dict:
-        connected = record.node_id in self.connected
-        entry = {"nodeId": record.node_id, "connected": connected,
-                 "paired": bool(record.approved_at), "caps": record.caps,
-                 "commands": self.effective(record), "declaredCommands": record.declared,
-                 "approvedCommands": sorted(record.approved)}
+        """A node as node.list / node.describe show it (keys in the reference's order)."""
+        conn = self.connected.get(record.node_id)
+        live = self.catalogs.get(record.node_id, {})
+        commands = self.effective(record) if conn is not None else sorted(
+            c for c in record.approved if self.allowed(c))
+        entry: dict = {"nodeId": record.node_id}
         for key, value in (("displayName", record.display_name), ("platform", record.platform),
-                           ("version", record.version), ("deviceFamily", record.device_family),
-                           ("lastSeenAtMs", record.last_seen_at),
-                           ("lastSeenReason", record.last_seen_reason),
-                           ("hostStats", record.host_stats)):
+                           ("version", record.version)):
             if value:
                 entry[key] = value
-        if self.store.request_for(record.node_id) is not None:
-            entry["pendingApproval"] = True
+        if conn is not None:
+            entry["clientId"], entry["clientMode"] = conn.client.id, conn.client.mode
+        if record.device_family:
+            entry["deviceFamily"] = record.device_family
+        entry["caps"] = record.caps if record.approved_at else []
+        entry["commands"] = commands
+        entry["sessionHost"] = False
+        if record.host_stats:
+            entry["hostStats"] = record.host_stats
+        if conn is not None:
+            entry["nodePluginTools"] = live.get("tools", [])
+            if live.get("pathEnv"):
+                entry["pathEnv"] = live["pathEnv"]
         if record.permissions:
             entry["permissions"] = record.permissions
-        catalog = self.catalogs.get(record.node_id, {})
-        for key in ("skills", "tools"):
-            if catalog.get(key):
-                entry[key] = catalog[key]
+        entry["approvalState"] = self.approval_state(record)
+        request = self.store.request_for(record.node_id)
+        if request is not None:
+            entry["pendingRequestId"] = request.request_id
+            entry["pendingDeclaredCaps"] = request.caps
+            entry["pendingDeclaredCommands"] = request.commands
+        if conn is not None and live.get("connectedAtMs"):
+            entry["connectedAtMs"] = entry["lastConnectedAtMs"] = live["connectedAtMs"]
+        if record.last_seen_at:
+            entry["lastSeenAtMs"] = record.last_seen_at
+            entry["lastSeenReason"] = record.last_seen_reason or "connect"
+        if record.approved_at:
+            entry["approvedAtMs"] = record.approved_at
+        if live.get("skills"):
+            entry["skills"] = live["skills"]
+        entry["paired"] = True
+        entry["connected"] = conn is not None
         return entry

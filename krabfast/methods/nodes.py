@@ -18,18 +18,17 @@ def _nodes(call):
 
 def node_list(call, params):
     nodes = _nodes(call)
-    records = {r.node_id: r for r in nodes.store.list()}
-    return {"ts": call.hub.clock_ms(),
-            "nodes": [nodes.node_entry(r) for r in sorted(
-                records.values(), key=lambda r: (r.node_id not in nodes.connected, r.node_id))]}
+    records = sorted(nodes.store.list(), key=lambda r: (
+        r.node_id not in nodes.connected, (r.display_name or r.node_id).lower(), r.node_id))
+    return {"ts": call.hub.clock_ms(), "nodes": [nodes.node_entry(r) for r in records]}
 
 
 def node_describe(call, params):
     nodes = _nodes(call)
     record = nodes.store.get(params.node_id)
     if record is None:
-        raise invalid_request(f"unknown node: {params.node_id}")
-    return dict(nodes.node_entry(record), ts=call.hub.clock_ms())
+        raise invalid_request("unknown nodeId")
+    return {"ts": call.hub.clock_ms(), **nodes.node_entry(record)}
 
 
 def node_rename(call, params):
@@ -37,7 +36,7 @@ def node_rename(call, params):
     record = nodes.store.get(params.node_id)
     name = params.display_name.strip()
     if record is None:
-        raise invalid_request(f"unknown node: {params.node_id}")
+        raise invalid_request("unknown nodeId")
     if not name:
         raise invalid_request("displayName required")
     record.display_name = name
@@ -90,7 +89,7 @@ def node_pair_reject(call, params):
 def node_pair_remove(call, params):
     nodes = _nodes(call)
     if not nodes.store.remove(params.node_id):
-        raise invalid_request(f"unknown node: {params.node_id}")
+        raise invalid_request("unknown nodeId")
     conn = nodes.connected.get(params.node_id)
     if conn is not None:
         conn.close(4001, "device removed")
