@@ -64,11 +64,14 @@ class PendingInvoke:
         self.node_conn = node_conn
 
 
-def node_error(code: str, message: str, dispatched: bool, **extra) -> GatewayError:
+def node_error(node_code: str, message: str, dispatched: bool, *, code: str | None = None,
+               headline: str | None = None) -> GatewayError:
     """An invoke that failed at or on the node, in the reference's shape."""
-    details = dict(extra, nodeError={"code": code, "message": message},
-                   nodeCommandDispatched=dispatched)
-    return GatewayError(ErrorCode.UNAVAILABLE, f"{code}: {message}", details=details)
+    details = {"nodeError": {"code": node_code, "message": message},
+               "nodeCommandDispatched": dispatched}
+    if code is not None:
+        details = {"code": code, **details}
+    return GatewayError(ErrorCode.UNAVAILABLE, headline or f"{node_code}: {message}", details=details)
 
 
 def not_allowed(reason: str, command: str, why: str) -> GatewayError:
@@ -148,12 +151,12 @@ class Nodes:
     def check_invocable(self, node_id: str, command: str):
         record = self.store.get(node_id)
         conn = self.connected.get(node_id)
-        if record is None and conn is None:
-            raise invalid_request(f"unknown node: {node_id}")
-        if not record.approved_at:
-            raise PAIRING_CHANGED  # no approved surface yet (or it was rejected)
+        if record is None or not record.approved_at:
+            # Unknown, or no approved surface yet (or it was rejected): as upstream, one
+            # retryable answer for all of these.
+            raise PAIRING_CHANGED
         if command in self.hub.config.node_commands_deny:
-            raise not_allowed("command denied", command,
+            raise not_allowed("command not allowlisted", command,
                               f'"{command}" is blocked by --node-commands-deny')
         if not self.allowed(command):
             raise not_allowed("command not allowlisted", command,
@@ -166,9 +169,8 @@ class Nodes:
                               "the node's declared command surface is pending approval; run "
                               "`krabfast nodes pending`, then `krabfast nodes approve <requestId>`")
         if conn is None:
-            error = node_error("NOT_CONNECTED", "node not connected", False, code="NOT_CONNECTED")
-            error.message = "node not connected"
-            raise error
+            raise node_error("NOT_CONNECTED", "node not connected", False, code="NOT_CONNECTED",
+                             headline="node not connected")
         return conn
 
     async def invoke(self, params) -> NodeInvokeResult:
@@ -201,7 +203,7 @@ class Nodes:
         if pending is None or pending.future.done():
             return {"ok": True, "ignored": True}  # late (timed out) or unknown: nothing waits
         if pending.node_conn is not conn:
-            raise invalid_request(f"invoke {params.id} was sent to another node")
+            return {"ok": True, "ignored": True}  # not this node's invoke: nothing waits on it
         if params.ok:
             payload = params.payload
             payload_json = params.payload_json

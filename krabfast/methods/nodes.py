@@ -12,6 +12,10 @@ from krabfast.protocol.nodes import NodeEventResult
 from krabfast.protocol.scopes import ADMIN, WRITE
 
 
+ALIVE_TRIGGERS = frozenset(("background", "silent_push", "bg_app_refresh", "significant_location",
+                            "manual", "connect"))
+
+
 def _nodes(call):
     return call.hub.nodes
 
@@ -152,8 +156,9 @@ def node_event(call, params):
         return NodeEventResult(ok=True, event=params.event, handled=True)
     if params.event == "node.presence.alive":
         record = nodes.store.get(node_id)
+        trigger = payload.get("trigger") if isinstance(payload, dict) else None
         record.last_seen_at = call.hub.clock_ms()
-        record.last_seen_reason = "background"
+        record.last_seen_reason = trigger if trigger in ALIVE_TRIGGERS else "background"
         nodes.store.save(record)
         return NodeEventResult(ok=True, event=params.event, handled=True)
     return NodeEventResult(ok=True, event=params.event, handled=False, reason="unsupported_event")

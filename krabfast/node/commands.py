@@ -101,7 +101,7 @@ def file_stat(params: dict) -> dict:
     return {"ok": True, "path": canonical,
             "type": "directory" if stat.S_ISDIR(info.st_mode) else "file",
             "size": info.st_size, "mtimeMs": info.st_mtime_ns / 1e6,
-            "binding": {"kind": "existing", "dev": str(info.st_dev), "ino": str(info.st_ino)}}
+            "binding": {"kind": "existing", "device": str(info.st_dev), "inode": str(info.st_ino)}}
 
 
 def default_registry() -> CommandRegistry:

@@ -94,8 +94,7 @@ class NodeHost:
             instance_id=self.node_id, min_protocol=self.protocol, max_protocol=self.protocol,
             device=self.identity, device_token=None if use_secret else self._stored_token(),
             extra_params={"caps": sorted(self.registry.caps), "commands": self.registry.names(),
-                          "pathEnv": os.environ.get("PATH", "")},
-            validate_events=False)
+                          "pathEnv": os.environ.get("PATH", "")})
 
     async def connect_once(self) -> GatewayClient:
         """Connect (v4, else v3); raises on failure."""

@@ -15,7 +15,10 @@ from tests.integration.helpers import TOKEN, RawWS, connect_params, run
 REFERENCE_POLICY = {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000}
 SERVED = {"health", "status", "system-presence", "system-event", "system.echo", "device.pair.list",
           "device.pair.approve", "device.pair.reject", "device.pair.remove", "device.pair.rename",
-          "device.token.rotate", "device.token.revoke"}
+          "device.token.rotate", "device.token.revoke", "node.list", "node.describe", "node.rename",
+          "node.pair.list", "node.pair.approve", "node.pair.reject", "node.pair.remove", "node.invoke",
+          "node.invoke.result", "node.invoke.progress", "node.event", "node.skills.update",
+          "node.pluginTools.update", "node.runnerInventory.update"}
 
 
 def _connect_frame(req_id: str = "c1", **kw) -> dict:

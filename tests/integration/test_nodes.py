@@ -13,8 +13,7 @@ Other nodes are raw sockets with their own Ed25519 keys (tests/devicekeys.py) wh
 must see the `node.invoke.request` ids. Helpers live in tests/integration/node_helpers.py.
 
 Expected shapes follow the reference (openclaw 2026.9.6) as recorded in
-/work/shared-notes/node-facts.md and re-checked live by tests/interop/test_nodes_interop.py;
-the xfail(strict) tests below are places where krabfast still differs.
+/work/shared-notes/node-facts.md and re-checked live by tests/interop/test_nodes_interop.py.
 """
 
 from __future__ import annotations
@@ -269,12 +268,6 @@ def test_denied_command(gateway_server, node_host, tmp_path):
     run(body(), timeout=20)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a command blocked by --node-commands-deny is rejected with details.reason "
-    "'command denied'; the reference (gateway.nodes.commands.deny) uses reason 'command not "
-    "allowlisted' (deny removes it from the allowlist) with the message 'node command not "
-    "allowed: \"C\" is blocked by gateway.nodes.commands.deny'; reference clients key on the "
-    "reason (computer-tool hints)"))
 def test_denied_command_reason_like_reference(gateway_server):
     gw = gateway_server("--token", TOKEN, "--node-commands-deny", "demo.denied")
 
@@ -291,11 +284,6 @@ def test_denied_command_reason_like_reference(gateway_server):
     run(body(), timeout=15)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: node.invoke for an unknown nodeId gets INVALID_REQUEST 'unknown node: X'; the "
-    "reference has no 'unknown node' error and answers UNAVAILABLE 'node pairing changed "
-    "while invocation was active' {retryable:true, details:{code:PAIRING_CHANGED}} "
-    "(node-facts 4.3; also observed in this suite's interop probes)"))
 def test_unknown_node_like_reference(plugged):
     gw, _ = plugged
 
@@ -415,14 +403,6 @@ def test_node_killed_mid_call(plugged, node_host_module, tmp_path):
     run(body(), timeout=25)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: node.invoke on a paired, approved node that is offline answers "
-    "{code:UNAVAILABLE, message:\"internal error: node_error() got multiple values for "
-    "argument 'code'\"}: Nodes.check_invocable calls node_error('NOT_CONNECTED', ..., False, "
-    "code='NOT_CONNECTED') and node_error's first parameter is named code (TypeError). "
-    "Expected the reference's {code:UNAVAILABLE, message:'node not connected', details:"
-    "{code:NOT_CONNECTED, nodeError:{code:NOT_CONNECTED, message:'node not connected'}, "
-    "nodeCommandDispatched:false}}"))
 def test_offline_node_is_not_connected(plugged):
     gw, _ = plugged
 
@@ -525,11 +505,6 @@ def test_approving_host_commands_needs_admin(plugged):
 # -- where krabfast differs from the reference (openclaw 2026.9.6, observed live; see
 # /work/shared-notes/node-facts.md section 4 and tests/interop/test_nodes_interop.py) ------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: node.invoke.result from another node's socket, carrying that node's own nodeId, for "
-    "an invoke pending on a different node gets INVALID_REQUEST 'invoke <id> was sent to "
-    "another node'; the reference answers ok {ok:true, ignored:true} (as for unknown and late "
-    "ids) and only rejects a nodeId that is not the caller's ('nodeId mismatch')"))
 def test_stray_results_are_ignored(plugged):
     gw, _ = plugged
 
@@ -661,10 +636,6 @@ def test_timeout_zero_means_no_deadline(plugged):
     run(body(), timeout=15)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: node.event node.presence.alive always sets lastSeenReason 'background'; the "
-    "reference uses the payload's trigger when it is a known reason (background, silent_push, "
-    "bg_app_refresh, significant_location, manual, connect), else 'background'"))
 def test_presence_alive_trigger_is_the_last_seen_reason(plugged):
     gw, _ = plugged
 
@@ -683,10 +654,6 @@ def test_presence_alive_trigger_is_the_last_seen_reason(plugged):
     run(body(), timeout=15)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: krabfast's node host answers file.stat with binding {kind, dev, ino}; the reference "
-    "node host (openclaw 2026.9.6, extensions/file-transfer path-binding fileIdentity) sends "
-    "{kind:'existing', device:String(dev), inode:String(ino)}"))
 def test_file_stat_binding_matches_reference(plugged, tmp_path):
     gw, node = plugged
     target = tmp_path / "f.txt"

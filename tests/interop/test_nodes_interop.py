@@ -249,14 +249,6 @@ def reference_version(reference) -> str:
 
 # -- (b) krabfast's node host on the reference gateway ----------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: krabfast's GatewayClient (used by `krabfast node run`, and by the `krabfast` CLI) "
-    "decodes the handshake into closed msgspec Structs and rejects the reference gateway's "
-    "extra fields: connect.challenge payload {nonce, ts, capabilities:['model-catalog-"
-    "snapshot']} -> 'invalid connect.challenge: Object contains unknown field `capabilities`', "
-    "then (with that relaxed) hello-ok -> 'invalid hello-ok from gateway: Object contains "
-    "unknown field `buildId` - at `$.server`'. The node host never connects; it retries with "
-    "backoff forever"))
 def test_krabfast_node_host_on_reference(ref_gateway, node_host):
     sh = os.path.abspath(shutil.which("sh"))
 
@@ -365,13 +357,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("target", [
     "reference",
-    pytest.param("krabfast", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: krabfast differs from the reference in three relay cases: another node's "
-        "socket answering with its own nodeId gets INVALID_REQUEST 'invoke <id> was sent to "
-        "another node' (reference: ok {ok:true, ignored:true}); an unknown nodeId gets "
-        "INVALID_REQUEST 'unknown node: X' (reference: UNAVAILABLE PAIRING_CHANGED); an "
-        "offline approved node gets \"internal error: node_error() got multiple values for "
-        "argument 'code'\" (reference: UNAVAILABLE 'node not connected' NOT_CONNECTED)"))),
+    "krabfast",
 ])
 def test_relay_edge_cases_match_reference(target, request):
     if target == "reference":
