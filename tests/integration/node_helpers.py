@@ -1,7 +1,7 @@
 """Node helpers shared by tests/integration/test_nodes.py and
 tests/interop/test_nodes_interop.py: `krabfast node run` subprocesses (with an optional test
 plugin), raw node sockets, admin sockets, the `krabfast nodes` CLI, and the reference's
-node.invoke error shapes (/work/shared-notes/node-facts.md section 4)."""
+node.invoke error shapes (docs/reference/node-facts.md section 4)."""
 
 from __future__ import annotations
 

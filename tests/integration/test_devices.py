@@ -5,7 +5,7 @@ reference clients do. Remote devices are stood in by sockets bound to 127.0.0.2 
 gateway started with KRABFAST_REMOTE_ADDRESSES=127.0.0.2. The `krabfast devices ...` CLI
 runs as a subprocess, as an operator would run it from a second terminal.
 
-Expected values come from /work/shared-notes/pairing-facts.md (observed on the reference).
+Expected values come from docs/reference/pairing-facts.md (observed on the reference).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Other nodes are raw sockets with their own Ed25519 keys (tests/devicekeys.py) wh
 must see the `node.invoke.request` ids. Helpers live in tests/integration/node_helpers.py.
 
 Expected shapes follow the reference (openclaw 2026.9.6) as recorded in
-/work/shared-notes/node-facts.md and re-checked live by tests/interop/test_nodes_interop.py.
+docs/reference/node-facts.md and re-checked live by tests/interop/test_nodes_interop.py.
 """
 
 from __future__ import annotations
@@ -503,7 +503,7 @@ def test_approving_host_commands_needs_admin(plugged):
 
 
 # -- where krabfast differs from the reference (openclaw 2026.9.6, observed live; see
-# /work/shared-notes/node-facts.md section 4 and tests/interop/test_nodes_interop.py) ------------
+# docs/reference/node-facts.md section 4 and tests/interop/test_nodes_interop.py) ------------
 
 def test_stray_results_are_ignored(plugged):
     gw, _ = plugged
