@@ -241,9 +241,9 @@ class Nodes:
                     entry[key] = value
         return entry
 
-    def approval_state(self, record: NodeRecord) -> str:
-        pending = self.store.request_for(record.node_id) is not None
-        if pending:
+    @staticmethod
+    def approval_state(record: NodeRecord, pending) -> str:
+        if pending is not None:
             return "pending-reapproval" if record.approved_at else "pending-approval"
         return "approved" if record.approved_at else "unapproved"
 
@@ -273,8 +273,8 @@ class Nodes:
                 entry["pathEnv"] = live["pathEnv"]
         if record.permissions:
             entry["permissions"] = record.permissions
-        entry["approvalState"] = self.approval_state(record)
         request = self.store.request_for(record.node_id)
+        entry["approvalState"] = self.approval_state(record, request)
         if request is not None:
             entry["pendingRequestId"] = request.request_id
             entry["pendingDeclaredCaps"] = request.caps

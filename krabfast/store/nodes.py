@@ -40,6 +40,11 @@ _COLS = ("node_id", "display_name", "platform", "version", "device_family", "cap
          "approved", "permissions", "approved_at", "last_seen_at", "last_seen_reason", "host_stats")
 
 
+def _surface_request(row) -> NodeSurfaceRequest:
+    return NodeSurfaceRequest(row["request_id"], row["node_id"], json.loads(row["commands"]),
+                              json.loads(row["caps"]), row["created_at"])
+
+
 class NodeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -73,11 +78,12 @@ class NodeStore:
     # -- surface requests ------------------------------------------------------------------------
     def requests(self) -> list[NodeSurfaceRequest]:
         rows = self.conn.execute("SELECT * FROM node_pairing_requests ORDER BY created_at").fetchall()
-        return [NodeSurfaceRequest(r["request_id"], r["node_id"], json.loads(r["commands"]),
-                                   json.loads(r["caps"]), r["created_at"]) for r in rows]
+        return [_surface_request(r) for r in rows]
 
     def request_for(self, node_id: str) -> NodeSurfaceRequest | None:
-        return next((r for r in self.requests() if r.node_id == node_id), None)
+        row = self.conn.execute("SELECT * FROM node_pairing_requests WHERE node_id = ?",
+                                (node_id,)).fetchone()
+        return _surface_request(row) if row else None
 
     def add_request(self, node_id: str, commands: list[str], caps: list[str],
                     now_ms: int) -> tuple[NodeSurfaceRequest, bool]:

@@ -21,14 +21,13 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from krabfast.bench.targets import stop_process_tree
 from tests.conftest import free_port
 from tests.devicekeys import DeviceKey
 from tests.integration.helpers import TOKEN, run
@@ -58,53 +57,6 @@ NODE_ENV = {"NO_COLOR": "1", "FORCE_COLOR": "0", "CI": "true"}
 
 # -- processes ---------------------------------------------------------------------------------
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (the reference spawns workers in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _stop_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL it and any straggling descendant."""
-    if proc.poll() is not None:
-        return
-    tree = _descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
-    deadline = time.monotonic() + 3
-    for pid in tree:
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            time.sleep(0.05)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 class ReferenceProcess:
     """`node openclaw.mjs <args>` in its own session, output to a log file."""
 
@@ -123,7 +75,7 @@ class ReferenceProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        _stop_tree(self.process)
+        stop_process_tree(self.process)
 
 
 class ReferenceGateway(ReferenceProcess):
