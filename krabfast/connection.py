@@ -8,8 +8,11 @@ States: HANDSHAKE (challenge sent, waiting for `connect`) -> OPEN -> CLOSED.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import logging
 import os
+import time
 from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
 
@@ -148,7 +151,7 @@ class Connection:
 
     def handshake_timed_out(self) -> None:
         if self.state == HANDSHAKE:
-            self.close(CLOSE_POLICY, "handshake timeout")
+            self.close(CLOSE_NORMAL, "")  # as the reference: a plain close, no reason
 
     def _leave_preauth(self) -> None:
         self.hub.handshakes.pop(self.conn_id, None)
@@ -174,6 +177,10 @@ class Connection:
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             if not _is_utf8(data):
                 self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+                return
+            if not isinstance(exc, msgspec.ValidationError):
+                # Not JSON at all: the reference does a plain close with no reason.
+                self.close(CLOSE_NORMAL, "")
                 return
             req_id = _salvage_request_id(data)
             if req_id is not None:
@@ -302,6 +309,13 @@ class Connection:
             raise GatewayError(ErrorCode.NOT_PAIRED, "device identity required",
                                details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
                                close_code=CLOSE_POLICY)
+        if hub.config.auth_mode != "none" and (
+                auth is None or not (auth.token or auth.password or auth.device_token)):
+            # No credential and no device: the reference asks for a device identity here
+            # (its clients show their pairing screen on NOT_PAIRED), not for the secret.
+            raise GatewayError(ErrorCode.NOT_PAIRED, "device identity required",
+                               details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
+                               close_code=CLOSE_POLICY)
         return check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip, self.is_local,
                                    params.client.id)
 
@@ -379,9 +393,7 @@ class Connection:
         method = frame.method
         entry = self.hub.methods.get(method)
         if entry is None:
-            if method == "connect":
-                return self._send_error(req_id, invalid_request("connect is only valid as the first request"))
-            return self._send_error(req_id, invalid_request(f"unknown method: {method}"))
+            return self._send_error(req_id, self._unclassified(method))
         spec, handler = entry
         err = self._authorize(spec)
         if err is not None:
@@ -395,35 +407,70 @@ class Connection:
                 raw = b"{}"
             try:
                 params = _params_decoder(spec.params).decode(raw)
-            except msgspec.ValidationError as exc:
+            except (msgspec.ValidationError, RecursionError) as exc:
                 return self._send_error(
                     req_id, invalid_request(validation_message(f"{method} params", exc, "$.params")))
+        if spec.scope_for is not None:
+            # The params-dependent scope, checked before any replay can answer.
+            needed = spec.scope_for(params)
+            if not satisfies(self.scopes, self.scope_mask, needed):
+                return self._send_error(req_id, missing_scope(method, needed, [needed]))
         key = None
         if spec.side_effect:
             idem = getattr(params, "idempotency_key", msgspec.UNSET)
             if idem is not msgspec.UNSET:
-                key = (method, idem)
+                key = (method, self.principal(), idem, _digest(params))
                 if self._replay(req_id, key):
                     return
         self._run(req_id, handler, params, key)
+
+    def _unclassified(self, method: str) -> GatewayError:
+        """A method this gateway does not serve (`connect` included, once open). As on the
+        reference, unclassified methods need operator.admin: without it the caller learns
+        only that, not whether the method exists."""
+        if self.role != ROLE_OPERATOR:
+            err = self._role_error()
+            return err
+        if not satisfies(self.scopes, self.scope_mask, ADMIN_SCOPE):
+            return missing_scope(method, ADMIN_SCOPE, [ADMIN_SCOPE])
+        if method == "connect":
+            return invalid_request("connect is only valid as the first request")
+        return invalid_request(f"unknown method: {method}")
+
+    def principal(self) -> str:
+        """Who is calling, for keys that must not be shared between callers: the device,
+        else the client instance, else this socket."""
+        if self.device is not None:
+            return f"device:{self.device.id}:{self.role}"
+        client = self.client
+        instance = client.instance_id if client.instance_id is not msgspec.UNSET else None
+        if instance:
+            return f"instance:{client.id}:{instance}:{self.role}:{self.auth_method}"
+        return f"conn:{self.conn_id}"
+
+    def _role_error(self) -> GatewayError:
+        self.unauthorized_calls += 1
+        err = invalid_request(f"unauthorized role: {self.role}")
+        if self.unauthorized_calls > MAX_UNAUTHORIZED_CALLS:
+            # Answer this one, then hang up on a client stuck in a wrong-role loop.
+            self.sink.send(wire.response_error(self._current_id, _encode(err.to_shape())))
+            self.close(CLOSE_POLICY, "repeated unauthorized calls")
+            return _ALREADY_ANSWERED
+        return err
 
     def _authorize(self, spec) -> GatewayError | None:
         if spec.open_to_all:
             return None
         wanted = ROLE_NODE if spec.scope == NODE_ROLE_SCOPE else ROLE_OPERATOR
         if self.role != wanted:
-            self.unauthorized_calls += 1
-            if self.unauthorized_calls > MAX_UNAUTHORIZED_CALLS:
-                # Answer this one, then hang up on a client stuck in a wrong-role loop.
-                self.sink.send(wire.response_error(self._current_id, _encode(
-                    invalid_request(f"unauthorized role: {self.role}").to_shape())))
-                self.close(CLOSE_POLICY, "repeated unauthorized calls")
-                return _ALREADY_ANSWERED
-            return invalid_request(f"unauthorized role: {self.role}")
-        if wanted == ROLE_NODE or spec.scope == DYNAMIC_SCOPE:
-            return None  # node methods; or the handler checks scopes against the params
-        if not satisfies(self.scopes, self.scope_mask, spec.scope):
-            return missing_scope(spec.name, spec.scope, [spec.scope])
+            return self._role_error()
+        if wanted == ROLE_NODE:
+            return None
+        scope = spec.scope if spec.scope_for is None else spec.scope_for(None)
+        if scope == DYNAMIC_SCOPE:
+            return None  # the handler checks scopes against the params
+        if not satisfies(self.scopes, self.scope_mask, scope):
+            return missing_scope(spec.name, scope, [scope])
         return None
 
     def _replay(self, req_id: str, key) -> bool:
@@ -445,19 +492,27 @@ class Connection:
             result = handler(self, params)
         except GatewayError as err:
             return self._complete(req_id, key, (False, _encode(err.to_shape())))
+        except Exception as exc:  # a handler bug must not take the socket down
+            return self._complete(req_id, key, (False, _internal_error(self, exc)))
         if inspect.isawaitable(result):
             def done(value, exc, req_id=req_id, key=key):
                 if exc is None:
-                    outcome = (True, _encode(value))
+                    try:
+                        outcome = (True, _encode(value))
+                    except Exception as enc_exc:
+                        outcome = (False, _internal_error(self, enc_exc))
                 elif isinstance(exc, GatewayError):
                     outcome = (False, _encode(exc.to_shape()))
                 else:
-                    outcome = (False, _encode(GatewayError(ErrorCode.UNAVAILABLE,
-                                                           f"internal error: {exc}").to_shape()))
+                    outcome = (False, _internal_error(self, exc))
                 self._complete(req_id, key, outcome)
             self.sink.defer(result, done)
             return
-        self._complete(req_id, key, (True, _encode(result)))
+        try:
+            outcome = (True, _encode(result))
+        except Exception as exc:
+            outcome = (False, _internal_error(self, exc))
+        self._complete(req_id, key, outcome)
 
     def _complete(self, req_id: str, key, outcome: tuple[bool, bytes]) -> None:
         if key is not None:
@@ -472,6 +527,9 @@ class Connection:
         self.sink.send(wire.response_ok(req_id, body) if ok else wire.response_error(req_id, body))
         if self.close_after_reply is not None:
             self.close(*self.close_after_reply)
+
+    def internal_error(self, exc: BaseException) -> bytes:
+        return _internal_error(self, exc)
 
     def _send_error(self, req_id: str, err: GatewayError) -> None:
         if err is _ALREADY_ANSWERED:
@@ -488,6 +546,39 @@ class Connection:
 
 
 READ_BIT = SCOPE_BIT["operator.read"]
+ADMIN_SCOPE = "operator.admin"
+
+
+def _digest(params) -> bytes:
+    """Identifies a call's params (msgspec encodes a Struct's fields in a fixed order)."""
+    return hashlib.blake2b(_encode(params), digest_size=16).digest()
+
+
+log = logging.getLogger("krabfast.connection")
+_ERROR_LOG_INTERVAL_S = 10.0
+_error_log_state = {"next": 0.0, "suppressed": 0}
+
+
+def log_client_error(conn, exc: BaseException) -> None:
+    """At most one line per interval for failures caused while serving clients; the
+    traceback only at debug level (client input must not flood the log)."""
+    now = time.monotonic()
+    state = _error_log_state
+    if now < state["next"]:
+        state["suppressed"] += 1
+        return
+    state["next"] = now + _ERROR_LOG_INTERVAL_S
+    suppressed, state["suppressed"] = state["suppressed"], 0
+    extra = f" ({suppressed} similar lines suppressed)" if suppressed else ""
+    log.error("request from %s (%s) failed: %s: %s%s", conn.peer_ip or "?", conn.conn_id,
+              type(exc).__name__, exc, extra, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+
+
+def _internal_error(conn, exc: BaseException) -> bytes:
+    """An unexpected failure while serving a request: a clean UNAVAILABLE answer and one
+    (rate-limited) log line, never a traceback per client frame."""
+    log_client_error(conn, exc)
+    return _encode(GatewayError(ErrorCode.UNAVAILABLE, "internal error").to_shape())
 EPHEMERAL_MODES = frozenset(("cli", "backend", "probe"))
 SCOPE_KEEPING_CLIENTS = frozenset((("cli", "cli"), ("gateway-client", "backend")))
 # Consecutive role-mismatch calls tolerated before the socket is closed.

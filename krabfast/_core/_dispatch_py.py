@@ -67,8 +67,12 @@ class Dispatcher:
         conn.unauthorized_calls = 0
         try:
             result = e.handler(conn, params)
+            body = encode_json(result)
         except GatewayError as err:
             conn.sink.send(response_error(frame.id, encode_json(err.to_shape())))
             return None
-        conn.sink.send(response_ok(frame.id, encode_json(result)))
+        except Exception as exc:  # a handler bug: a clean answer, not a dead socket
+            conn.sink.send(response_error(frame.id, conn.internal_error(exc)))
+            return None
+        conn.sink.send(response_ok(frame.id, body))
         return None

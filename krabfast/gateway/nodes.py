@@ -27,8 +27,6 @@ APPROVE_ADMIN_COMMANDS = frozenset(("system.run", "system.run.prepare", "system.
                                     "browser.proxy", "browser.proxy.upload.v1", "fs.listDir",
                                     "terminal.upload"))
 APPROVE_ADMIN_PREFIXES = ("system.execApprovals.",)
-INVOKE_ADMIN_COMMANDS = frozenset(("browser.proxy", "browser.proxy.upload.v1", "fs.listDir",
-                                   "terminal.upload"))
 # Privacy-heavy commands that stay off unless the gateway opts in (--node-commands-allow).
 OPT_IN_COMMANDS = frozenset(("camera.snap", "camera.clip", "camera.ptz.control", "screen.record",
                              "contacts.add", "calendar.add", "reminders.add", "health.summary",
@@ -37,10 +35,6 @@ OPT_IN_COMMANDS = frozenset(("camera.snap", "camera.clip", "camera.ptz.control",
 
 def approve_needs_admin(command: str) -> bool:
     return command in APPROVE_ADMIN_COMMANDS or command.startswith(APPROVE_ADMIN_PREFIXES)
-
-
-def invoke_needs_admin(command: str) -> bool:
-    return command in INVOKE_ADMIN_COMMANDS
 
 
 def approve_scopes(commands) -> list[str]:

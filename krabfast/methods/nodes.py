@@ -5,11 +5,10 @@ from __future__ import annotations
 import msgspec
 from msgspec import UNSET
 
-from krabfast.gateway.nodes import approve_scopes, invoke_needs_admin
+from krabfast.gateway.nodes import approve_scopes
 from krabfast.gateway.pairing import covers
 from krabfast.protocol.errors import invalid_request, missing_scope
 from krabfast.protocol.nodes import NodeEventResult
-from krabfast.protocol.scopes import ADMIN, WRITE
 
 
 ALIVE_TRIGGERS = frozenset(("background", "silent_push", "bg_app_refresh", "significant_location",
@@ -119,10 +118,7 @@ def node_runner_inventory_update(call, params):
 
 
 async def node_invoke(call, params):
-    # Scope depends on the command: admin for the ones that run code or read files.
-    required = ADMIN if invoke_needs_admin(params.command) else WRITE
-    if not covers(call.scopes, [required]):
-        raise missing_scope("node.invoke", required, [required])
+    # The command-dependent scope is checked before dispatch (MethodSpec.scope_for).
     return await _nodes(call).invoke(params)
 
 

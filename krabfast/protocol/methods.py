@@ -7,6 +7,7 @@ This table is the single source for dispatch (validation + scope check), for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from krabfast.protocol import scopes as S
 from krabfast.protocol import devices as dev
@@ -21,7 +22,9 @@ class MethodSpec:
     params: type | None  # Struct decoded from params; None = params are ignored (as upstream)
     result: type | None
     scope: str  # an operator scope, or scopes.NODE_ROLE_SCOPE
-    side_effect: bool = False  # dedupe on params.idempotencyKey
+    # Dedupe on params.idempotencyKey. The reference dedupes none of the methods krabfast
+    # serves today; krabfast keeps it for its own side effects, keyed by caller and params.
+    side_effect: bool = False
     summary: str = ""
     # Answered for every authenticated connection whatever its role and scopes; the
     # reference exempts `health` this way (its published scope is still operator.read).
@@ -29,6 +32,10 @@ class MethodSpec:
     # Always take the connection's general path (e.g. the handler may ask for the caller's
     # socket to close once the reply is out).
     general_path: bool = False
+    # For scope == DYNAMIC_SCOPE: the scope a call needs given its decoded params (None:
+    # not decoded yet, the least scope any call needs). Checked before params are used,
+    # before idempotent replays too.
+    scope_for: Callable[[Any], str] | None = None
 
 
 METHOD_SPECS: tuple[MethodSpec, ...] = (
@@ -70,7 +77,8 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("node.pair.remove", nod.NodePairRemoveParams, None, S.PAIRING,
                summary="forget a node (its socket closes)"),
     MethodSpec("node.invoke", nod.NodeInvokeParams, nod.NodeInvokeResult, S.DYNAMIC_SCOPE,
-               side_effect=True, summary="run an approved command on a connected node"),
+               side_effect=True, summary="run an approved command on a connected node",
+               scope_for=nod.invoke_scope),
     MethodSpec("node.invoke.result", nod.NodeInvokeResultParams, nod.OkResult, S.NODE_ROLE_SCOPE,
                summary="a node answers an invoke"),
     MethodSpec("node.invoke.progress", nod.NodeInvokeProgressParams, nod.OkResult,

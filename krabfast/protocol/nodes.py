@@ -42,6 +42,19 @@ class NodePairRemoveParams(Model):
     node_id: NonEmptyStr
 
 
+# Invoking these needs operator.admin (they proxy a browser, upload, or list the host's
+# files); any other command needs operator.write, as upstream.
+INVOKE_ADMIN_COMMANDS = frozenset(("browser.proxy", "browser.proxy.upload.v1", "fs.listDir",
+                                   "terminal.upload"))
+
+
+def invoke_scope(params: "NodeInvokeParams | None") -> str:
+    """The scope a `node.invoke` needs; the least one when params are not decoded yet."""
+    if params is not None and params.command in INVOKE_ADMIN_COMMANDS:
+        return "operator.admin"
+    return "operator.write"
+
+
 class NodeInvokeParams(Model):
     node_id: NonEmptyStr
     command: NonEmptyStr

@@ -124,10 +124,10 @@ class NodeHosts:
 
 # -- clients -----------------------------------------------------------------------------------
 
-async def admin_ws(url: str, scopes=ADMIN_SCOPES) -> RawWS:
+async def admin_ws(url: str, scopes=ADMIN_SCOPES, instance_id: str | None = None) -> RawWS:
     """An operator with a shared token that keeps its scopes (gateway-client/backend, loopback)."""
     return await RawWS.connected(url, client_id="gateway-client", mode="backend",
-                                 scopes=list(scopes))
+                                 scopes=list(scopes), instance_id=instance_id)
 
 
 async def nodes_cli(url: str, *args: str, timeout: float = 20.0) -> tuple[int, str, str]:

@@ -26,7 +26,7 @@ async def _rejected(url: str, connect_kw: dict | None = None, **params) -> tuple
     assert ws.close_code == 1008
     assert len(ws.close_reason.encode()) <= 123
     err = res["error"]
-    assert err["code"] == "INVALID_REQUEST"
+    assert err["code"] in ("INVALID_REQUEST", "NOT_PAIRED")
     assert "retryable" not in err and "retryAfterMs" not in err  # only for AUTH_RATE_LIMITED
     return err, ws
 
@@ -60,13 +60,14 @@ def test_wrong_token(gw):
 
 
 @pytest.mark.parametrize("auth", [None, {}, {"token": ""}], ids=["no-auth", "empty-auth", "empty-token"])
-def test_missing_token(gw, auth):
+def test_missing_token_and_no_device_is_not_paired(gw, auth):
+    # As the reference: no credential and no device asks for a device identity.
     async def body():
         extra = {} if auth is None else {"auth": auth}
-        err, _ = await _rejected(gw.url, token=None, **extra)
-        assert err["details"] == {"code": "AUTH_TOKEN_MISSING", "authReason": "token_missing",
-                                  "canRetryWithDeviceToken": False,
-                                  "recommendedNextStep": "update_auth_configuration"}
+        err, ws = await _rejected(gw.url, token=None, **extra)
+        assert err == {"code": "NOT_PAIRED", "message": "device identity required",
+                       "details": {"code": "DEVICE_IDENTITY_REQUIRED"}}
+        assert (ws.close_code, ws.close_reason) == (1008, "device identity required")
     run(body())
 
 
@@ -89,8 +90,8 @@ def test_password_mode(pw_gw):
                                   "recommendedNextStep": "update_auth_credentials"}
         assert err["message"] == ("unauthorized: gateway password mismatch "
                                   "(use this gateway's gateway.auth.password)")
-        err, _ = await _rejected(pw_gw.url, token=None)
-        assert err["details"]["code"] == "AUTH_PASSWORD_MISSING"
+        err, _ = await _rejected(pw_gw.url, token=None)  # nothing sent: as the reference
+        assert err["details"]["code"] == "DEVICE_IDENTITY_REQUIRED"
     run(body())
 
 

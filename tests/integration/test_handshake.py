@@ -121,9 +121,18 @@ def test_connect_in_binary_or_fragmented_frames(gw, how):
 
 # -- bad first frames -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw", [b"hello there", b"", b"{", b"[1, 2]", b"null", b"42"],
-                         ids=["text", "empty", "truncated", "array", "null", "number"])
-def test_non_json_or_non_object_first_frame_closes_1008(gw, raw):
+@pytest.mark.parametrize("raw", [b"hello there", b"", b"{"], ids=["text", "empty", "truncated"])
+def test_non_json_first_frame_closes_1000(gw, raw):
+    # As the reference: JSON parsing fails and the gateway does a plain close.
+    async def body():
+        ws = await _first_frame(gw.url, raw)
+        assert (ws.close_code, ws.close_reason) == (1000, "")
+        assert _responses(ws) == []
+    run(body())
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b"null", b"42"], ids=["array", "null", "number"])
+def test_non_object_first_frame_closes_1008(gw, raw):
     async def body():
         ws = await _first_frame(gw.url, raw)
         assert ws.close_code == 1008
@@ -335,7 +344,7 @@ def test_handshake_timeout(gateway_server, env_name):
         await idle.wait_closed(5)
         waited = loop.time() - t0
         assert 0.4 <= waited <= 2.5, waited
-        assert idle.got_close_frame and idle.close_code is not None
+        assert idle.got_close_frame and (idle.close_code, idle.close_reason) == (1000, "")
         assert [f["event"] for f in idle.frames] == ["connect.challenge"]
         # A socket that connected in time is unaffected.
         await asyncio.sleep(0.3)

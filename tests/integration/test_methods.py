@@ -22,6 +22,16 @@ def test_unknown_method(gw):
         assert res["error"] == {"code": "INVALID_REQUEST", "message": "unknown method: no.such.method"}
         assert (await ws.call("system.echo", {"text": "after"}))["payload"] == {"ok": True, "text": "after"}
         await ws.close()
+        # Without operator.admin the reference answers FORBIDDEN (unclassified methods are
+        # admin-only), for a second `connect` too; the socket stays open.
+        ro = await RawWS.connected(gw.url, client_id="cli", mode="cli", scopes=["operator.read"])
+        for method in ("no.such.method", "connect"):
+            err = (await ro.call(method, {}))["error"]
+            assert err == {"code": "FORBIDDEN", "message": "missing scope: operator.admin",
+                           "details": {"code": "MISSING_SCOPE", "missingScope": "operator.admin",
+                                       "requiredScopes": ["operator.admin"]}}
+        assert (await ro.call("system.echo", {"text": "still"}))["ok"]
+        await ro.close()
     run(body())
 
 
@@ -92,14 +102,18 @@ def test_missing_scope_is_forbidden(gw):
 def test_idempotent_retry(gw):
     async def body():
         watcher = await RawWS.connected(gw.url, client_id="cli", mode="cli", scopes=["operator.read"])
-        a = await RawWS.connected(gw.url, client_id="cli", mode="cli", scopes=["operator.admin"])
-        b = await RawWS.connected(gw.url, client_id="cli", mode="cli", scopes=["operator.admin"])
+        inst = uuid.uuid4().hex
+        a = await RawWS.connected(gw.url, client_id="cli", mode="cli", scopes=["operator.admin"],
+                                  instance_id=inst)
+        # The same client instance on a second socket is the same caller.
+        b = await RawWS.connected(gw.url, client_id="cli", mode="cli", scopes=["operator.admin"],
+                                  instance_id=inst)
         text = "deploy " + uuid.uuid4().hex
         params = {"text": text, "idempotencyKey": "idem-" + uuid.uuid4().hex}
         v0 = (await a.call("status"))["payload"]["gateway"]["stateVersion"]["presence"]
         first = await a.call("system-event", params)
         again = await a.call("system-event", params)
-        other = await b.call("system-event", params)  # the key is gateway-wide
+        other = await b.call("system-event", params)
         assert first["ok"] and first["payload"] == {"ok": True}
         assert again["payload"] == first["payload"] and other["payload"] == first["payload"]
         await watcher.barrier()

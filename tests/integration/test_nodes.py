@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -349,14 +350,16 @@ def test_idempotent_retry_runs_the_command_once(plugged, tmp_path):
     counter = tmp_path / "count.txt"
 
     async def body():
-        admin = await admin_ws(gw.url)
+        inst = uuid.uuid4().hex
+        admin = await admin_ws(gw.url, instance_id=inst)
         first = await invoke(admin, node.id, "demo.count", {"file": str(counter)}, key="idem-a")
         assert assert_result(first, node.id, "demo.count") == {"count": 1}
         again = await invoke(admin, node.id, "demo.count", {"file": str(counter)}, key="idem-a")
         assert again["payload"] == first["payload"], again
         assert counter.read_text().splitlines() == ["ran"]
-        # Another operator retrying while the first call is still running gets the same result.
-        other = await admin_ws(gw.url)
+        # The same client retrying on a second socket while the first call is still running
+        # gets the same result.
+        other = await admin_ws(gw.url, instance_id=inst)
         params = invoke_params(node.id, "demo.count", {"file": str(counter), "delayMs": 400},
                                key="idem-b")
         ids = admin.request("node.invoke", params), other.request("node.invoke", params)
@@ -364,10 +367,15 @@ def test_idempotent_retry_runs_the_command_once(plugged, tmp_path):
         b = await other.response(ids[1], 10)
         assert assert_result(a, node.id, "demo.count") == {"count": 2}
         assert b["payload"] == a["payload"], (a, b)
-        # A new key runs it again.
+        # A new key runs it again, and so does another caller reusing a key (the key is
+        # per caller and params, unlike a gateway-wide one).
         third = await invoke(admin, node.id, "demo.count", {"file": str(counter)}, key="idem-c")
         assert assert_result(third, node.id, "demo.count") == {"count": 3}
-        assert counter.read_text().splitlines() == ["ran"] * 3
+        stranger = await admin_ws(gw.url)
+        fourth = await invoke(stranger, node.id, "demo.count", {"file": str(counter)}, key="idem-c")
+        assert assert_result(fourth, node.id, "demo.count") == {"count": 4}
+        await stranger.close()
+        assert counter.read_text().splitlines() == ["ran"] * 4
         await other.close()
         await admin.close()
 

@@ -11,10 +11,19 @@ from tests.unit.conftest import Harness
 
 
 def test_unknown_method(harness):
-    conn, sink = harness.connected()
+    conn, sink = harness.connected()  # operator.admin
     res = harness.request(conn, sink, "no.such.method", {})
-    assert res["ok"] is False and res["error"]["code"] == "INVALID_REQUEST"
-    assert "no.such.method" in res["error"]["message"]
+    assert res["error"] == {"code": "INVALID_REQUEST", "message": "unknown method: no.such.method"}
+    assert sink.closed is None
+
+
+def test_unknown_method_without_admin_is_forbidden(harness):
+    # The reference classifies every method it does not know as admin-only.
+    conn, sink = harness.connected(scopes=["operator.read"])
+    err = harness.request(conn, sink, "no.such.method", {})["error"]
+    assert err == {"code": "FORBIDDEN", "message": "missing scope: operator.admin",
+                   "details": {"code": "MISSING_SCOPE", "missingScope": "operator.admin",
+                               "requiredScopes": ["operator.admin"]}}
     assert sink.closed is None
 
 
@@ -132,12 +141,95 @@ def test_idempotent_retry_returns_first_response_without_repeating(harness):
     assert len(harness.hub.system_events) == 3
 
 
-def test_idempotent_retry_from_another_connection(harness):
+def test_idempotent_retry_is_per_caller(harness):
+    # The same client instance reconnecting is the same caller; another instance that
+    # happens to reuse the key is a new call.
     a, sink_a = harness.connected(instance_id="a")
+    a2, sink_a2 = harness.connected(instance_id="a")
     b, sink_b = harness.connected(instance_id="b")
     harness.request(a, sink_a, "system-event", {"text": "x", "idempotencyKey": "shared"})
-    harness.request(b, sink_b, "system-event", {"text": "x", "idempotencyKey": "shared"})
+    harness.request(a2, sink_a2, "system-event", {"text": "x", "idempotencyKey": "shared"})
     assert len(harness.hub.system_events) == 1
+    harness.request(b, sink_b, "system-event", {"text": "x", "idempotencyKey": "shared"})
+    assert len(harness.hub.system_events) == 2
+
+
+def test_idempotent_key_with_other_params_is_a_new_call(harness):
+    conn, sink = harness.connected()
+    harness.request(conn, sink, "system-event", {"text": "one", "idempotencyKey": "k"})
+    res = harness.request(conn, sink, "system-event", {"text": "two", "idempotencyKey": "k"},
+                          req_id="r2")
+    assert res["ok"] and list(harness.hub.system_events) == ["one", "two"]
+
+
+def test_replay_passes_authorization_first(harness):
+    # An admin's outcome is never replayed to a caller without the scope, and a refused
+    # caller's error is not remembered against the admin's later call.
+    low, low_sink = harness.connected(scopes=["operator.read"], instance_id="i1")
+    err = harness.request(low, low_sink, "system-event", {"text": "x", "idempotencyKey": "K"})
+    assert err["error"]["code"] == "FORBIDDEN"
+    admin, admin_sink = harness.connected(scopes=["operator.admin"], instance_id="i1")
+    assert harness.request(admin, admin_sink, "system-event",
+                           {"text": "x", "idempotencyKey": "K"})["ok"]
+    err = harness.request(low, low_sink, "system-event", {"text": "x", "idempotencyKey": "K"},
+                          req_id="r2")
+    assert err["error"]["code"] == "FORBIDDEN"
+    none, none_sink = harness.connected(scopes=[], instance_id="i1")
+    err = harness.request(none, none_sink, "system-event", {"text": "x", "idempotencyKey": "K"})
+    assert err["error"]["code"] == "FORBIDDEN"
+
+
+def test_error_outcomes_are_not_cached(harness):
+    calls = []
+
+    def flaky(call, params):
+        calls.append(1)
+        if len(calls) == 1:
+            raise GatewayError(ErrorCode.UNAVAILABLE, "try again", retryable=True)
+        return {"ok": True}
+
+    harness.hub.set_method(M.METHODS["system-event"], flaky)
+    conn, sink = harness.connected()
+    assert harness.request(conn, sink, "system-event", {"text": "a", "idempotencyKey": "k"})[
+        "error"]["code"] == "UNAVAILABLE"
+    assert harness.request(conn, sink, "system-event", {"text": "a", "idempotencyKey": "k"},
+                           req_id="r2")["ok"]
+    assert harness.request(conn, sink, "system-event", {"text": "a", "idempotencyKey": "k"},
+                           req_id="r3")["ok"]
+    assert len(calls) == 2  # the error ran again, the success was replayed
+
+
+def test_in_flight_entries_are_never_evicted(harness):
+    harness.hub.idempotency.max_entries = 2
+
+    async def slow(call, params):
+        return {"ok": True, "text": params.text}
+
+    harness.hub.set_method(M.METHODS["system-event"], slow)
+    conn, sink = harness.connected()
+    for rid, key in (("r1", "k1"), ("r2", "k1"), ("r3", "k2"), ("r4", "k3"), ("r5", "k4")):
+        sink.methods[rid] = "system-event"
+        conn.receive(json.dumps({"type": "req", "id": rid, "method": "system-event",
+                                 "params": {"text": key, "idempotencyKey": key}}).encode())
+    assert len(sink.deferred) == 4  # r2 waits on r1
+    for awaitable, done in sink.deferred:
+        done(asyncio.run(awaitable), None)
+    assert sink.response("r2")["payload"] == {"ok": True, "text": "k1"}
+    assert len(harness.hub.idempotency) == 2 and harness.hub.idempotency.in_flight == 0
+
+
+def test_unexpected_handler_exception_is_a_clean_answer(harness, caplog):
+    def broken(call, params):
+        raise RuntimeError("boom")
+
+    harness.hub.set_method(M.METHODS["system.echo"], broken)
+    conn, sink = harness.connected()
+    for i in range(20):
+        err = harness.request(conn, sink, "system.echo", {"text": "x"}, req_id=f"e{i}")["error"]
+        assert err == {"code": "UNAVAILABLE", "message": "internal error"}
+    assert sink.closed is None
+    lines = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(lines) <= 1 and all(r.exc_info is None for r in lines)
 
 
 def test_async_handler_with_inflight_retry(harness):
@@ -172,8 +264,14 @@ def test_handler_errors_become_error_responses(harness):
 def test_second_connect_is_rejected_but_connection_stays(harness):
     conn, sink = harness.connected()
     res = harness.request(conn, sink, "connect", {})
-    assert res["error"]["code"] == "INVALID_REQUEST"
+    assert res["error"] == {"code": "INVALID_REQUEST",
+                            "message": "connect is only valid as the first request"}
     assert sink.closed is None
+    # `connect` is classified admin: a read-only socket is told it lacks the scope.
+    ro, ro_sink = harness.connected(scopes=["operator.read"], instance_id="ro")
+    err = harness.request(ro, ro_sink, "connect", {})["error"]
+    assert err["code"] == "FORBIDDEN" and err["details"]["missingScope"] == "operator.admin"
+    assert ro_sink.closed is None
 
 
 def test_malformed_frames_after_handshake(harness):
@@ -207,11 +305,6 @@ def test_wrong_role_calls_are_refused_then_closed(harness):
     for i in range(11):
         harness.request(conn, sink, "node.only", {}, req_id=f"m{i}")
     assert sink.closed == (1008, "repeated unauthorized calls")
-
-
-def test_unknown_method_needs_no_scope_to_be_reported(harness):
-    conn, sink = harness.connected(scopes=["operator.read"])
-    assert harness.request(conn, sink, "nope")["error"]["code"] == "INVALID_REQUEST"
 
 
 def test_node_role_without_device_is_refused():

@@ -47,8 +47,9 @@ def _first_frame_fails(raw: bytes, *, expect_error: bool, close_code: int = 1008
     return errors[0]["error"] if errors else None
 
 
-def test_non_json_first_frame_closes_1008():
-    _first_frame_fails(b"hello there", expect_error=False)
+def test_non_json_first_frame_closes_1000():
+    # As the reference: a plain close with no reason (JSON that is not a request is 1008).
+    _first_frame_fails(b"hello there", expect_error=False, close_code=1000)
 
 
 def test_event_frame_first_closes_1008():
@@ -127,7 +128,7 @@ def test_handshake_timeout_closes():
     h = Harness()
     conn, sink = h.open()
     conn.handshake_timed_out()
-    assert sink.closed == (1008, "handshake timeout")
+    assert sink.closed == (1000, "")  # the reference's plain close
     assert not h.hub.preauth_by_ip
 
 
@@ -158,12 +159,21 @@ def _auth_fail(config, frame, **open_kw):
     return sink.frames()[-1]["error"]
 
 
-def test_token_missing():
-    err = _auth_fail(GatewayConfig(auth_mode="token", token="T"), connect_frame())
-    assert err["details"] == {"code": "AUTH_TOKEN_MISSING", "authReason": "token_missing",
-                              "canRetryWithDeviceToken": False,
-                              "recommendedNextStep": "update_auth_configuration"}
-    assert "retryable" not in err
+@pytest.mark.parametrize("auth", [None, {}, {"token": ""}])
+@pytest.mark.parametrize("mode", ["token", "password"])
+def test_no_credential_and_no_device_is_not_paired(auth, mode):
+    # The reference asks for a device identity, not for the secret (its Control UI shows
+    # the pairing screen on NOT_PAIRED).
+    cfg = GatewayConfig(auth_mode=mode, token="T" if mode == "token" else None,
+                        password="P" if mode == "password" else None)
+    extra = {} if auth is None else {"auth": auth}
+    h = Harness(cfg)
+    conn, sink = h.open()
+    conn.receive(connect_frame(**extra))
+    err = sink.frames()[-1]["error"]
+    assert err == {"code": "NOT_PAIRED", "message": "device identity required",
+                   "details": {"code": "DEVICE_IDENTITY_REQUIRED"}}
+    assert sink.closed == (1008, "device identity required")
 
 
 def test_token_mismatch():
@@ -250,7 +260,7 @@ def test_handshake_deadlines_are_swept_oldest_first():
     done.receive(connect_frame())
     h.clock.advance(500)  # first is 1100 ms old, second 500 ms
     assert h.hub.expire_handshakes() == 1
-    assert first_sink.closed == (1008, "handshake timeout") and second_sink.closed is None
+    assert first_sink.closed == (1000, "") and second_sink.closed is None
     h.clock.advance(600)
     assert h.hub.expire_handshakes() == 1 and second_sink.closed is not None
     assert h.hub.handshakes == {} and h.hub.expire_handshakes() == 0
