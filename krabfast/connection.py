@@ -326,7 +326,10 @@ class Connection:
         shared = (auth.token or auth.password or None) if auth is not None else None
         signed_token = (auth.token or auth.device_token or auth.bootstrap_token or "") \
             if auth is not None else ""
-        verify_device(params, params.device, role=role, scopes=list(requested), token=signed_token,
+        # The signature covers the scopes exactly as sent (duplicates, unknown ones and
+        # all), as the reference verifies them; what is granted is filtered afterwards.
+        sent_scopes = list(params.scopes) if params.scopes is not msgspec.UNSET else []
+        verify_device(params, params.device, role=role, scopes=sent_scopes, token=signed_token,
                       nonce=self.nonce, now_ms=hub.clock_ms())
         pairing = hub.pairing
         # GatewayClient sends a device token as both `token` and `deviceToken`: that is a

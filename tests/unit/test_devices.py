@@ -246,3 +246,21 @@ def test_device_token_failures_are_rate_limited_per_address():
     # The shared-secret limiter is a separate key: the address can still pair with the secret.
     _, _, res = _connect(h, DeviceKey(), **remote)
     assert res["error"]["details"]["code"] == "PAIRING_REQUIRED"
+
+
+def test_signature_covers_the_scopes_exactly_as_sent():
+    # The reference verifies the scope list as sent: duplicates and unknown scopes are
+    # part of the signed text; what is granted is filtered afterwards.
+    h = _harness()
+    sent = ["operator.read", "operator.read", "operator.bogus"]
+    _, _, res = _connect(h, DeviceKey(), scopes=sent)
+    assert res["ok"], res
+    assert res["payload"]["auth"]["scopes"] == ["operator.read"]
+
+    def resign_over_filtered(params, challenge):
+        filtered = dict(params, scopes=["operator.read"])
+        params["device"] = key.device_block(filtered, challenge["nonce"], challenge["ts"], "T", 3)
+
+    key = DeviceKey()
+    _, sink, res = _connect(h, key, scopes=sent, mutate=resign_over_filtered)
+    assert res["error"]["details"]["code"] == "DEVICE_AUTH_SIGNATURE_INVALID"
