@@ -10,26 +10,69 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from krabfast.store.db import Database
 
 
+KEY_BYTES = 32
+log = logging.getLogger("krabfast.store")
+
+
 def _load_or_create_key(path) -> bytes:
+    """The device-token HMAC key. Written atomically (temp file, fsync, link into place),
+    so a crash never leaves a partial key; an empty or short key file (what a crash of an
+    older version could leave) is never used: it is replaced, which invalidates the
+    device tokens derived from it (devices reconnect with the shared secret)."""
+    path = Path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
         with open(path, "rb") as fh:
-            return fh.read()
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return key
+            key = fh.read()
+    except FileNotFoundError:
+        key = None
+    if key is not None:
+        if len(key) >= KEY_BYTES:
+            return key
+        log.warning("%s holds %d bytes, not a usable key: replacing it (device tokens issued "
+                    "with it stop working; devices reconnect with the shared secret)", path, len(key))
+    fresh = secrets.token_bytes(KEY_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(fresh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if key is None:
+            try:
+                os.link(tmp, path)  # fails if another process created it meanwhile
+            except FileExistsError:
+                return _load_or_create_key(path)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return fresh
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def hash_token(token: str) -> str:
