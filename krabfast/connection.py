@@ -422,7 +422,7 @@ class Connection:
         if spec.side_effect:
             idem = getattr(params, "idempotency_key", msgspec.UNSET)
             if idem is not msgspec.UNSET:
-                key = (method, self.principal(), idem, _digest(params))
+                key = (method, _digest(self.principal(), params))
                 if self._replay(req_id, key):
                     return
         self._run(req_id, handler, params, key)
@@ -552,9 +552,13 @@ READ_BIT = SCOPE_BIT["operator.read"]
 ADMIN_SCOPE = "operator.admin"
 
 
-def _digest(params) -> bytes:
-    """Identifies a call's params (msgspec encodes a Struct's fields in a fixed order)."""
-    return hashlib.blake2b(_encode(params), digest_size=16).digest()
+def _digest(principal: str, params) -> bytes:
+    """Names one call by its caller and params, idempotencyKey included (msgspec encodes a
+    Struct's fields in a fixed order); fixed-size, whatever the caller sent."""
+    h = hashlib.blake2b(principal.encode("utf-8", "surrogatepass"), digest_size=16)
+    h.update(b"\0")
+    h.update(_encode(params))
+    return h.digest()
 
 
 log = logging.getLogger("krabfast.connection")

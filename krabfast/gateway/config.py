@@ -61,7 +61,7 @@ class GatewayConfig:
     idempotency_ttl_ms: int = 300_000
     idempotency_max_entries: int = 1_000
     max_presence_entries: int = 200
-    max_queued_system_events: int = 100
+    max_queued_system_events: int = 20  # as the reference (MAX_EVENTS)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     # Device pairing: where the SQLite state lives (None: ~/.krabfast or $KRABFAST_STATE_DIR;
     # ":memory:" for throwaway state), and whether direct loopback devices pair silently.

@@ -1,7 +1,7 @@
 """Deduplication of side-effecting requests by `params.idempotencyKey`.
 
-A key names one call: (method, caller, idempotencyKey, digest of the params), so a key
-reused by another caller, or with other params, is a new call. Callers are authorized
+A key names one call: (method, digest of the caller and the params, idempotencyKey
+included), so a key reused by another caller, or with other params, is a new call. Callers are authorized
 before they get here; this store never decides who may see an outcome.
 
 - A retry that arrives while the first call runs waits for its outcome. In-flight
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-Key = tuple[str, str, str, bytes]
+Key = tuple[str, bytes]
 
 
 class Pending:

@@ -17,6 +17,38 @@ from krabfast.protocol.handshake import PresenceEntry
 _encode = msgspec.json.Encoder().encode
 
 PRESENCE_TTL_MS = 300_000
+# What one row may hold, and all rows together: presence goes into every hello-ok and
+# every `presence` event, so whatever clients put in it, those stay small. (The
+# reference caps rows at 200 and bounds nothing else.)
+ROW_TEXT_MAX = 1_024
+ROW_FIELD_MAX = 256
+ROW_LIST_MAX = 32
+PRESENCE_BYTES_MAX = 256 * 1024
+_STR_FIELDS = ("host", "ip", "version", "platform", "device_family", "model_identifier",
+               "time_zone", "mode", "reason", "device_id", "instance_id")
+_LIST_FIELDS = ("tags", "roles", "scopes")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def clamp(entry: PresenceEntry) -> PresenceEntry:
+    """The row as stored: long strings cut (with an ellipsis), long lists shortened."""
+    changes = {}
+    text = entry.text
+    if text is not msgspec.UNSET and len(text) > ROW_TEXT_MAX:
+        changes["text"] = _clip(text, ROW_TEXT_MAX)
+    for name in _STR_FIELDS:
+        value = getattr(entry, name)
+        if value is not msgspec.UNSET and len(value) > ROW_FIELD_MAX:
+            changes[name] = _clip(value, ROW_FIELD_MAX)
+    for name in _LIST_FIELDS:
+        value = getattr(entry, name)
+        if value is not msgspec.UNSET and (len(value) > ROW_LIST_MAX
+                                           or any(len(v) > ROW_FIELD_MAX for v in value)):
+            changes[name] = [_clip(v, ROW_FIELD_MAX) for v in value[:ROW_LIST_MAX]]
+    return msgspec.structs.replace(entry, **changes) if changes else entry
 
 
 def _primary_ip() -> str:
@@ -42,11 +74,14 @@ def self_entry(version: str, instance_id: str | None = None) -> PresenceEntry:
 
 class PresenceTable:
     def __init__(self, own: PresenceEntry | None = None, max_entries: int = 200,
-                 ttl_ms: int = PRESENCE_TTL_MS) -> None:
+                 ttl_ms: int = PRESENCE_TTL_MS, max_bytes: int = PRESENCE_BYTES_MAX) -> None:
         self.own = own
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.ttl_ms = ttl_ms
         self._rows: dict[str, PresenceEntry] = {}
+        self._sizes: dict[str, int] = {}  # encoded size per row
+        self._bytes = 0
         self.version = 1  # the reference's counter starts at 1 too
         # Listing is a hot read (`system-presence`): the other rows are sorted and encoded
         # once per version; only the self row's ts is spliced in per call.
@@ -92,26 +127,40 @@ class PresenceTable:
         cutoff = now_ms - self.ttl_ms
         stale = [k for k, e in self._rows.items() if e.ts <= cutoff]
         for key in stale:
-            del self._rows[key]
+            self._drop(key)
         if stale:
             self.version += 1
         return bool(stale)
 
     def upsert(self, key: str, entry: PresenceEntry) -> None:
         rows = self._rows
-        rows.pop(key, None)
-        rows[key] = entry
-        while len(rows) > self.max_entries:
-            del rows[min(rows, key=lambda k: rows[k].ts)]
+        self._drop(key)
+        self._store(key, clamp(entry))
+        while len(rows) > self.max_entries or (self._bytes > self.max_bytes and len(rows) > 1):
+            self._drop(min(rows, key=lambda k: rows[k].ts))
         self.version += 1
 
     def update(self, key: str, **changes) -> bool:
         entry = self._rows.get(key)
         if entry is None:
             return False
-        self._rows[key] = msgspec.structs.replace(entry, **changes)
+        self._drop(key)
+        self._store(key, clamp(msgspec.structs.replace(entry, **changes)))
         self.version += 1
         return True
+
+    def _store(self, key: str, entry: PresenceEntry) -> None:
+        self._rows[key] = entry
+        size = self._sizes[key] = len(_encode(entry))
+        self._bytes += size
+
+    def _drop(self, key: str) -> None:
+        if self._rows.pop(key, None) is not None:
+            self._bytes -= self._sizes.pop(key)
+
+    @property
+    def encoded_bytes(self) -> int:
+        return self._bytes
 
     def get(self, key: str) -> PresenceEntry | None:
         return self._rows.get(key)

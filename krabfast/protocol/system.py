@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import EventLoopHealth, PresenceEntry
@@ -14,27 +15,37 @@ UNSET = msgspec.UNSET
 Unset = msgspec.UnsetType
 
 
+# Bounds on what one system event may carry (the reference bounds only the frame, 25 MiB;
+# a gateway that keeps the text in presence, in `status` and in every hello-ok must not).
+SYSTEM_EVENT_TEXT_MAX = 65_536
+SYSTEM_EVENT_FIELD_MAX = 512
+SYSTEM_EVENT_LIST_MAX = 64
+EventText = Annotated[str, Meta(min_length=1, max_length=SYSTEM_EVENT_TEXT_MAX)]
+ContextStr = Annotated[str, Meta(max_length=SYSTEM_EVENT_FIELD_MAX)]
+ContextList = Annotated[list[ContextStr], Meta(max_length=SYSTEM_EVENT_LIST_MAX)]
+
+
 class SystemEventParams(Model):
     """A system event: free text plus optional presence context from the reporter."""
 
-    text: NonEmptyStr
+    text: EventText
     idempotency_key: NonEmptyStr | Unset = UNSET
-    session_key: str | Unset = UNSET
+    session_key: ContextStr | Unset = UNSET
     wake: bool | Unset = UNSET
-    device_id: str | Unset = UNSET
-    instance_id: str | Unset = UNSET
-    host: str | Unset = UNSET
-    ip: str | Unset = UNSET
-    mode: str | Unset = UNSET
-    version: str | Unset = UNSET
-    platform: str | Unset = UNSET
-    device_family: str | Unset = UNSET
-    model_identifier: str | Unset = UNSET
-    reason: str | Unset = UNSET
+    device_id: ContextStr | Unset = UNSET
+    instance_id: ContextStr | Unset = UNSET
+    host: ContextStr | Unset = UNSET
+    ip: ContextStr | Unset = UNSET
+    mode: ContextStr | Unset = UNSET
+    version: ContextStr | Unset = UNSET
+    platform: ContextStr | Unset = UNSET
+    device_family: ContextStr | Unset = UNSET
+    model_identifier: ContextStr | Unset = UNSET
+    reason: ContextStr | Unset = UNSET
     last_input_seconds: NonNegFloat | Unset = UNSET
-    roles: list[str] | Unset = UNSET
-    scopes: list[str] | Unset = UNSET
-    tags: list[str] | Unset = UNSET
+    roles: ContextList | Unset = UNSET
+    scopes: ContextList | Unset = UNSET
+    tags: ContextList | Unset = UNSET
 
 
 SystemPresenceResult = list[PresenceEntry]

@@ -136,3 +136,38 @@ def test_slow_consumer_is_closed_on_non_droppable_event(harness):
     harness.hub.shutdown("bye")
     assert sink.closed == (1008, "slow consumer")
     assert conn.conn_id not in harness.hub.subscribers
+
+
+def test_system_event_text_and_fields_are_bounded(harness):
+    from krabfast.protocol.system import SYSTEM_EVENT_FIELD_MAX, SYSTEM_EVENT_TEXT_MAX
+
+    conn, sink = harness.connected()
+    before = harness.hub.presence.version
+    res = harness.request(conn, sink, "system-event", {"text": "x" * (SYSTEM_EVENT_TEXT_MAX + 1)})
+    assert res["error"]["code"] == "INVALID_REQUEST" and "$.params.text" in res["error"]["message"]
+    res = harness.request(conn, sink, "system-event",
+                          {"text": "ok", "host": "h" * (SYSTEM_EVENT_FIELD_MAX + 1)}, req_id="r2")
+    assert "$.params.host" in res["error"]["message"]
+    assert harness.hub.presence.version == before and not harness.hub.system_events
+
+
+def test_presence_and_hello_ok_stay_small_whatever_clients_put_in(harness):
+    from krabfast.gateway.presence import PRESENCE_BYTES_MAX, ROW_TEXT_MAX
+    from krabfast.protocol.system import SYSTEM_EVENT_TEXT_MAX
+
+    conn, sink = harness.connected()
+    for i in range(40):  # about 9.5 KB a row once clamped: past the byte budget
+        res = harness.request(conn, sink, "system-event", {
+            "text": f"{i} " + "y" * (SYSTEM_EVENT_TEXT_MAX - 8), "deviceId": f"dev-{i}",
+            "host": "h" * 512, "tags": ["t" * 512] * 64}, req_id=f"e{i}")
+        assert res["ok"], res
+    rows = harness.request(conn, sink, "system-presence", req_id="p")["payload"]
+    assert all(len(r.get("text", "")) <= ROW_TEXT_MAX for r in rows)
+    assert harness.hub.presence.encoded_bytes <= PRESENCE_BYTES_MAX
+    assert len(harness.hub.system_events) == 20  # the reference keeps 20 queued events
+    other, other_sink = harness.connected(instance_id="late")
+    hello = other_sink.sent[-1] if b'"hello-ok"' in other_sink.sent[-1] else next(
+        f for f in other_sink.sent if b'"hello-ok"' in f)
+    assert len(hello) < PRESENCE_BYTES_MAX + 16 * 1024, len(hello)
+    # The newest event is still listed (oldest rows go first).
+    assert any(r.get("deviceId") == "dev-39" for r in rows)
