@@ -29,8 +29,9 @@ def _add_gateway(sub) -> None:
     p.add_argument("--max-buffered-bytes", type=int, default=52_428_800,
                    help="a socket queueing more than this for an event it cannot miss is closed "
                         "(1008 slow consumer)")
-    p.add_argument("--drop-if-slow-bytes", type=int, default=1_048_576,
-                   help="a socket queueing more than this misses droppable events (presence)")
+    p.add_argument("--drop-if-slow-bytes", type=int, default=65_536,
+                   help="a socket queueing more than this gets only the newest presence event "
+                        "once it drains, and misses pairing notices")
     p.add_argument("--state-dir", default=None,
                    help="where pairing state lives (default ~/.krabfast or $KRABFAST_STATE_DIR)")
     p.add_argument("--no-auto-approve-local", dest="auto_approve_local", action="store_false",

@@ -77,7 +77,7 @@ class Connection:
     __slots__ = ("hub", "browser", "sink", "peer_ip", "is_local", "conn_id", "state", "nonce",
                  "challenge_ts", "role", "scopes", "scope_mask", "client", "device", "protocol",
                  "sub", "presence_key", "connected_at", "unauthorized_calls", "_current_id",
-                 "deadline", "auth_method", "close_after_reply", "__weakref__")
+                 "deadline", "auth_method", "close_after_reply", "held", "__weakref__")
 
     def __init__(self, hub, sink: Sink, *, peer_ip: str, is_local: bool,
                  browser: tuple[str, str] | None = None) -> None:
@@ -103,6 +103,7 @@ class Connection:
         self._current_id = ""
         self.auth_method = ""
         self.close_after_reply: tuple[int, str] | None = None
+        self.held: dict[str, tuple[bytes, bytes]] | None = None  # event -> newest frame parts
         hub.connections[self.conn_id] = self
         hub.preauth_by_ip[peer_ip] += 1
         # Handshake deadlines are swept by the hub (one timer for all sockets, not one each).
@@ -135,6 +136,9 @@ class Connection:
             self._leave_preauth()
             return
         hub.subscribers.pop(self.conn_id, None)
+        if self.held is not None:
+            self.held = None
+            hub.holding.discard(self)
         if self.role == ROLE_NODE and self.device is not None:
             hub.nodes.node_disconnected(self)
         # The row stays (reason "disconnect") until it expires, as on the reference; a device
@@ -384,6 +388,27 @@ class Connection:
             reason="connect", online_since=now, instance_id=client.instance_id, roles=[self.role],
             device_id=self.device.id if self.device is not None else msgspec.UNSET,
             scopes=sorted(self.scopes) or msgspec.UNSET)
+
+    def hold(self, event: str, prefix: bytes, suffix: bytes) -> None:
+        """Fan-out found this socket behind: keep only the newest such event for it (its
+        seq is assigned when it is sent, so no gap), while responses go out at once."""
+        if self.state != OPEN:
+            return
+        if self.held is None:
+            self.held = {}
+            self.hub.holding.add(self)
+        self.held[event] = (prefix, suffix)
+
+    def release_held(self, limit: int) -> int:
+        """Send the parked events if the socket has drained below `limit`."""
+        held = self.held
+        if held is None or self.sub is None or self.sink.buffered() > limit:
+            return 0
+        self.held = None
+        self.hub.holding.discard(self)
+        for prefix, suffix in held.values():
+            self.sink.send(self.sub.next_frame(prefix, suffix))
+        return len(held)
 
     def slow_consumer(self) -> None:
         self.close(CLOSE_POLICY, "slow consumer")

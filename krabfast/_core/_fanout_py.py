@@ -23,12 +23,14 @@ class Subscriber:
 
 
 def fanout(prefix: bytes, suffix: bytes, subscribers, need_mask: int, droppable: bool,
-           drop_above: int, close_above: int) -> int:
+           drop_above: int, close_above: int, hold_key=None) -> int:
     """Deliver one pre-serialized event to every subscriber whose scopes match.
 
     need_mask == 0 means every subscriber; otherwise a subscriber needs any of its bits.
     A droppable event skips a socket whose queue exceeds `drop_above` without advancing
-    its seq (so the client never sees a false gap). A non-droppable event for a socket
+    its seq (so the client never sees a false gap); with a `hold_key` (events that carry
+    the full state, like presence) it is handed to the owner's `hold(key, prefix, suffix)`
+    instead, to be sent once the socket drains, newest only. A non-droppable event for a socket
     over `close_above` calls its owner's `slow_consumer()` instead. Returns the number
     delivered.
     """
@@ -40,6 +42,8 @@ def fanout(prefix: bytes, suffix: bytes, subscribers, need_mask: int, droppable:
         queued = sink.buffered()
         if droppable:
             if queued > drop_above:
+                if hold_key is not None:
+                    sub.owner.hold(hold_key, prefix, suffix)
                 continue
         elif queued > close_above:
             sub.owner.slow_consumer()

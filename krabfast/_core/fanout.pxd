@@ -4,7 +4,8 @@
 #   false gap.
 # - The payload is serialized by the caller once; fanout only splices the seq digits.
 # - fanout never blocks: sink.send() queues; a socket over the drop threshold misses a
-#   droppable event, one over the hard limit has owner.slow_consumer() called instead.
+#   droppable event (or, given a hold_key, has it parked with owner.hold() to be sent once
+#   it drains, newest only), one over the hard limit has owner.slow_consumer() called.
 
 cdef class Subscriber:
     cdef public long long seq
@@ -14,4 +15,5 @@ cdef class Subscriber:
     cdef object __weakref__
 
 cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need_mask,
-                  bint droppable, long long drop_above, long long close_above) except -1
+                  bint droppable, long long drop_above, long long close_above,
+                  object hold_key=*) except -1

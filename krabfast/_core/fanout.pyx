@@ -17,7 +17,8 @@ cdef class Subscriber:
 
 
 cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need_mask,
-                  bint droppable, long long drop_above, long long close_above) except -1:
+                  bint droppable, long long drop_above, long long close_above,
+                  object hold_key=None) except -1:
     cdef Subscriber sub
     cdef long delivered = 0
     cdef long long queued
@@ -35,6 +36,8 @@ cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need
             queued = sink.buffered()
         if droppable:
             if queued > drop_above:
+                if hold_key is not None:
+                    sub.owner.hold(hold_key, prefix, suffix)
                 continue
         elif queued > close_above:
             sub.owner.slow_consumer()

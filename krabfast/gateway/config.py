@@ -52,7 +52,9 @@ class GatewayConfig:
     max_payload: int = 26_214_400
     max_buffered_bytes: int = 52_428_800
     # Droppable events (presence) skip a socket whose send queue is above this.
-    drop_if_slow_bytes: int = 1_048_576
+    # A socket with more than this queued gets droppable events late (presence: only the
+    # newest, once it drains) or not at all, so its responses never queue behind them.
+    drop_if_slow_bytes: int = 65_536
     preauth_max_payload: int = 65_536
     handshake_timeout_ms: int = 15_000
     max_preauth_per_ip: int = 32

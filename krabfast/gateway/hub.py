@@ -65,6 +65,8 @@ class Gateway:
         self.preauth_by_ip: Counter[str] = Counter()
         # Sockets still in the handshake, oldest first (deadlines grow with insertion order).
         self.handshakes: dict[str, object] = {}
+        # Sockets with coalesced events parked until they drain (see Connection.hold).
+        self.holding: set = set()
         self.idempotency = IdempotencyCache(config.idempotency_ttl_ms,
                                             config.idempotency_max_entries, clock_ms)
         self.rate_limiter = AuthRateLimiter(config.rate_limit, clock_ms)
@@ -212,7 +214,18 @@ class Gateway:
         need = SCOPE_BIT[spec.scope] if spec.scope else 0
         cfg = self.config
         return _fanout.fanout(prefix, suffix, list(self.subscribers.values()), need,
-                              spec.droppable, cfg.drop_if_slow_bytes, cfg.max_buffered_bytes)
+                              spec.droppable, cfg.drop_if_slow_bytes, cfg.max_buffered_bytes,
+                              event if spec.coalesce else None)
+
+    def flush_held(self) -> int:
+        """Send the events parked for sockets that were behind, to those that drained."""
+        if not self.holding:
+            return 0
+        limit = self.config.drop_if_slow_bytes
+        sent = 0
+        for conn in list(self.holding):
+            sent += conn.release_held(limit)
+        return sent
 
     def tick(self) -> int:
         return self.broadcast("tick", TickEvent(ts=self.clock_ms()))

@@ -103,6 +103,9 @@ class EventSpec:
     payload: type | None
     scope: str | None = None
     droppable: bool = False
+    # Each event carries the whole state (presence): a socket that is behind needs only
+    # the newest one, sent when it drains, instead of missing it.
+    coalesce: bool = False
 
 
 EVENT_SPECS: tuple[EventSpec, ...] = (
@@ -110,7 +113,7 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     # As on the reference, only presence may be skipped for a slow socket; a socket too
     # far behind to take a tick is closed (1008 slow consumer).
     EventSpec("tick", sysp.TickEvent),
-    EventSpec("presence", sysp.PresenceEvent, scope=S.READ, droppable=True),
+    EventSpec("presence", sysp.PresenceEvent, scope=S.READ, droppable=True, coalesce=True),
     EventSpec("health", HealthSnapshot),
     EventSpec("shutdown", sysp.ShutdownEvent),
     EventSpec("device.pair.requested", dev.PendingDevice, scope=S.PAIRING, droppable=True),

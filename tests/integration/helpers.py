@@ -214,10 +214,10 @@ class RawWS(WSListener):
                 and (name is None or f.get("event") == name)]
 
     async def barrier(self, timeout: float = 5.0) -> None:
-        """Round-trip a request that needs no scope: every frame the server wrote to this
-        socket before handling it has now arrived."""
-        res = await self.call("krabfast.integration.barrier", {}, timeout=timeout)
-        assert res["ok"] is False, res
+        """Round-trip a request every authenticated socket may make (`health`): every frame
+        the server wrote to this socket before handling it has now arrived."""
+        res = await self.call("health", timeout=timeout)
+        assert res["ok"] is True, res
 
     async def wait_closed(self, timeout: float = 5.0) -> tuple[int | None, str | None]:
         """Wait until the server closes; returns (close code, reason), code None = no close frame."""

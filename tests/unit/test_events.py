@@ -171,3 +171,32 @@ def test_presence_and_hello_ok_stay_small_whatever_clients_put_in(harness):
     assert len(hello) < PRESENCE_BYTES_MAX + 16 * 1024, len(hello)
     # The newest event is still listed (oldest rows go first).
     assert any(r.get("deviceId") == "dev-39" for r in rows)
+
+
+def test_presence_for_a_socket_behind_is_coalesced_and_responses_do_not_wait(harness):
+    """A socket over --drop-if-slow-bytes gets no presence frames while behind; once it
+    drains it gets exactly one, the newest, with the next seq (no gap)."""
+    watcher, wsink = harness.connected(scopes=["operator.read"], instance_id="w")
+    admin, asink = harness.connected(instance_id="a")
+    seq_before = watcher.sub.seq
+    n_before = len(wsink.sent)
+    wsink.queued = harness.config.drop_if_slow_bytes + 1
+    for i in range(5):
+        assert harness.request(admin, asink, "system-event", {"text": f"ev {i}"}, req_id=f"e{i}")["ok"]
+    assert len(wsink.sent) == n_before  # nothing queued behind
+    # A response is not held back.
+    assert harness.request(watcher, wsink, "status", req_id="s1")["ok"]
+    assert harness.hub.flush_held() == 0  # still behind: stays parked
+    wsink.queued = 0
+    assert harness.hub.flush_held() == 1
+    presence = wsink.events("presence")
+    assert len(presence) == 1 and presence[0]["seq"] == seq_before + 1
+    assert [r.get("text") for r in presence[0]["payload"]["presence"]].count("ev 4") == 1
+    assert presence[0]["stateVersion"]["presence"] == harness.hub.presence.version
+    assert harness.hub.flush_held() == 0 and not harness.hub.holding
+    # A socket that closes while holding is forgotten.
+    wsink.queued = harness.config.drop_if_slow_bytes + 1
+    harness.request(admin, asink, "system-event", {"text": "late"}, req_id="e9")
+    assert watcher in harness.hub.holding
+    watcher.transport_closed()
+    assert not harness.hub.holding
