@@ -7,13 +7,27 @@ import os
 from msgspec import UNSET
 
 from krabfast.protocol.handshake import PresenceEntry
-from krabfast.protocol.system import (GatewayStatusInfo, ProcessMemory, StatusResult, StatusSessions,
-                                      SystemEchoResult, SystemEventParams, SystemEventResult)
+from krabfast.protocol.system import (CliAgentRow, CliAgents, CliProjection, GatewayStatusInfo,
+                                      MemoryPluginStatus, ProcessMemory, StatusAgentSessions,
+                                      StatusHeartbeat, StatusResult, StatusSessionDefaults,
+                                      StatusSessions, SystemEchoResult, SystemEventParams,
+                                      SystemEventResult)
 from krabfast.protocol.version import PROTOCOL_VERSION
 
 
 def health(call, params):
     return call.hub.health_snapshot()
+
+
+DEFAULT_AGENT_ID = "main"
+# Agents krabfast hosts: the default one, with no sessions and no heartbeat yet.
+_AGENT_SESSIONS = [StatusAgentSessions(agent_id=DEFAULT_AGENT_ID, path="", count=0, recent=[])]
+_HEARTBEAT = StatusHeartbeat(default_agent_id=DEFAULT_AGENT_ID, agents=[])
+_CLI_PROJECTION = CliProjection(
+    agents=CliAgents(default_id=DEFAULT_AGENT_ID, ownership="sole", selection_required=False,
+                     rows=[CliAgentRow(id=DEFAULT_AGENT_ID)]),
+    update_channel=None,
+    memory_plugin=MemoryPluginStatus(enabled=False, slot=None, reason="no memory plugin in krabfast"))
 
 
 def status(call, params):
@@ -22,12 +36,15 @@ def status(call, params):
     health = hub.health_snapshot()
     return StatusResult(
         runtime_version=hub.server_version,
+        cli_projection=_CLI_PROJECTION if params.include_cli_projection is True else UNSET,
+        heartbeat=_HEARTBEAT,
         queued_system_events=list(hub.system_events),
         event_loop=health.event_loop,
         process_memory=ProcessMemory(rss_bytes=_rss_bytes()),
         pid=os.getpid(),
         channel_summary=[],
-        sessions=StatusSessions(paths=[], count=0, recent=[]),
+        sessions=StatusSessions(paths=[], count=0, recent=[], by_agent=_AGENT_SESSIONS,
+                                defaults=StatusSessionDefaults(model=None, context_tokens=None)),
         gateway=GatewayStatusInfo(
             version=hub.server_version, protocol=PROTOCOL_VERSION, uptime_ms=hub.uptime_ms(),
             auth_mode=cfg.auth_mode, bind=cfg.bind, port=cfg.port,

@@ -41,7 +41,7 @@ class MethodSpec:
 METHOD_SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot",
                open_to_all=True),
-    MethodSpec("status", None, sysp.StatusResult, S.READ, summary="gateway summary"),
+    MethodSpec("status", sysp.StatusParams, sysp.StatusResult, S.READ, summary="gateway summary"),
     MethodSpec("system-presence", None, sysp.SystemPresenceResult, S.READ,
                summary="current presence entries, newest first, the gateway's own row on top"),
     MethodSpec("system-event", sysp.SystemEventParams, sysp.SystemEventResult, S.ADMIN,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -80,16 +80,77 @@ class ProcessMemory(Model):
     rss_bytes: NonNegInt
 
 
+class StatusParams(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """`status` options. The reference publishes no params schema and ignores other keys."""
+
+    include_channel_summary: bool | Unset = UNSET
+    include_cli_projection: bool | Unset = UNSET
+
+
+class StatusSessionDefaults(Model):
+    model: str | None
+    context_tokens: NonNegInt | None
+
+
+class StatusAgentSessions(Model):
+    agent_id: NonEmptyStr
+    path: str
+    count: NonNegInt
+    recent: list[dict[str, Any]]
+
+
 class StatusSessions(Model):
     paths: list[str]
     count: NonNegInt
+    defaults: StatusSessionDefaults
     recent: list[dict[str, Any]]
+    by_agent: list[StatusAgentSessions]
+
+
+class StatusHeartbeatAgent(Model):
+    agent_id: NonEmptyStr
+    enabled: bool
+    every: str
+    every_ms: NonNegInt
+    waiting_for_route: bool
+
+
+class StatusHeartbeat(Model):
+    default_agent_id: NonEmptyStr
+    agents: list[StatusHeartbeatAgent]
+
+
+class CliAgentRow(Model):
+    id: NonEmptyStr
+    name: str | Unset = UNSET
+
+
+class CliAgents(Model):
+    default_id: str | None
+    ownership: Literal["sole", "legacy", "explicit"]
+    selection_required: bool
+    rows: list[CliAgentRow]
+
+
+class MemoryPluginStatus(Model):
+    enabled: bool
+    slot: str | None
+    reason: str | Unset = UNSET
+
+
+class CliProjection(Model):
+    """What the reference CLI's `status` reads about agents (asked with includeCliProjection)."""
+
+    agents: CliAgents
+    update_channel: str | None
+    memory_plugin: MemoryPluginStatus
 
 
 class StatusResult(Model):
     """`status` summary, keyed like the reference's; families we do not host are empty."""
 
     runtime_version: str
+    heartbeat: StatusHeartbeat
     queued_system_events: list[str]
     event_loop: EventLoopHealth | Unset
     process_memory: ProcessMemory
@@ -97,6 +158,7 @@ class StatusResult(Model):
     gateway: GatewayStatusInfo
     channel_summary: list[Any]
     sessions: StatusSessions
+    cli_projection: CliProjection | Unset = UNSET
 
 
 # Payloads of server-pushed events.

@@ -76,6 +76,32 @@ def test_status(shared_cli):
     assert isinstance(status, dict) and status
 
 
+def _status_cli(shared_cli, *extra: str):
+    """`openclaw status` reads the gateway from OPENCLAW_GATEWAY_URL/TOKEN, and only once a
+    config file exists (an empty one will do)."""
+    home = shared_cli.home / "status-home"
+    (home / ".openclaw").mkdir(parents=True, exist_ok=True)
+    (home / ".openclaw" / "openclaw.json").write_text("{}")
+    env = {"OPENCLAW_GATEWAY_URL": shared_cli.gateway.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
+    proc = run_node(shared_cli.reference, [str(shared_cli.reference.openclaw_mjs), "status", *extra],
+                    cwd=home, home=home, timeout=90, env=env)
+    describe = (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n"
+                f"{proc.stderr[-3000:]}")
+    return proc, describe
+
+
+def test_reference_status_command(shared_cli):
+    # It reads sessions.byAgent[] and cliProjection from `status` (it crashed without them).
+    proc, describe = _status_cli(shared_cli, "--json")
+    assert proc.returncode == 0, describe
+    out = json.loads(proc.stdout)
+    assert out["gateway"]["reachable"] is True, describe
+    assert [a["id"] for a in out["agents"]["agents"]] == ["main"]
+    proc, describe = _status_cli(shared_cli)
+    assert proc.returncode == 0, describe
+    assert "reachable" in proc.stdout, describe
+
+
 def test_system_presence(shared_cli, ref_schema):
     presence = shared_cli.ok_json("system-presence")
     assert isinstance(presence, list)

@@ -101,6 +101,18 @@ def test_health_and_status(harness):
     status = harness.request(conn, sink, "status", None, req_id="r2")["payload"]
     assert status["runtimeVersion"] == harness.hub.server_version
     assert status["gateway"]["connections"] == 1
+    # What the reference CLI's `status` reads: sessions per agent, and the CLI projection
+    # when asked for it (and only then, as the reference).
+    assert status["sessions"]["byAgent"] == [{"agentId": "main", "path": "", "count": 0,
+                                              "recent": []}]
+    assert "cliProjection" not in status
+    status = harness.request(conn, sink, "status", {"includeChannelSummary": False,
+                                                    "includeCliProjection": True},
+                             req_id="r3")["payload"]
+    assert status["cliProjection"]["agents"] == {"defaultId": "main", "ownership": "sole",
+                                                 "selectionRequired": False,
+                                                 "rows": [{"id": "main"}]}
+    assert status["heartbeat"] == {"defaultAgentId": "main", "agents": []}
 
 
 def test_system_event_appends_presence_and_broadcasts(harness):
