@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import os
+import re
 import time
 from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
@@ -166,7 +168,15 @@ class Connection:
 
     # -- inbound ------------------------------------------------------------------------------
     def receive(self, data: bytes, *, binary: bool = False) -> None:
-        """One complete (reassembled) WebSocket data message."""
+        """One complete (reassembled) WebSocket data message. Text that is not UTF-8
+        closes 1007 before it is parsed (binary frames carry UTF-8 JSON too)."""
+        if not _is_utf8(data):
+            self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+            return
+        self.receive_text(data, binary)
+
+    def receive_text(self, data: bytes, binary: bool = False) -> None:
+        """`receive` for a message the transport already checked is UTF-8."""
         if self.state == HANDSHAKE:
             self._receive_handshake(data, binary)
         elif self.state == OPEN:
@@ -178,17 +188,14 @@ class Connection:
             return
         try:
             frame = wire.decode_frame(data)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            if not _is_utf8(data):
-                self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
-                return
-            if not isinstance(exc, msgspec.ValidationError):
+        except FRAME_ERRORS as exc:
+            answer = _unparsed_answer(data, exc, any_type=False)
+            if answer is None:
                 # Not JSON at all: the reference does a plain close with no reason.
                 self.close(CLOSE_NORMAL, "")
                 return
-            req_id = _salvage_request_id(data)
+            req_id, err = answer
             if req_id is not None:
-                err = invalid_request(validation_message("request frame", exc, "$"))
                 self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
             self.close(CLOSE_POLICY, "invalid request frame")
             return
@@ -215,22 +222,22 @@ class Connection:
         # compiled socket listener calls the dispatcher the same way, without this frame.)
         try:
             rest = self.hub.dispatcher.receive(self, data)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        except FRAME_ERRORS as exc:
             return self.frame_failed(data, exc)
         if rest is not None:
             self.dispatch_rest(rest)
 
     def frame_failed(self, data: bytes, exc: Exception) -> None:
-        """An authenticated socket sent a frame that is not a valid request."""
-        if isinstance(exc, msgspec.ValidationError):
-            # Well-formed JSON of the wrong shape: answer (under "invalid" when there is no
-            # usable id) and keep the connection.
-            req_id = _salvage_request_id(data, any_type=True) or "invalid"
-            err = invalid_request(validation_message("request frame", exc, "$"))
-            self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
-        elif not _is_utf8(data):
+        """An authenticated socket sent a frame that is not a valid request: answer (under
+        "invalid" when there is no usable id) and keep the connection; text that is not
+        JSON has nothing to answer and is dropped, as on the reference."""
+        if isinstance(exc, UnicodeDecodeError) or not _is_utf8(data):
             self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
-        # else: not JSON, nothing to answer, so it is dropped
+            return
+        answer = _unparsed_answer(data, exc, any_type=True)
+        if answer is not None:
+            req_id, err = answer
+            self.sink.send(wire.response_error(req_id or "invalid", _encode(err.to_shape())))
 
     def dispatch_rest(self, rest) -> None:
         """The requests the fast path handed back: (frame, params-or-UNSET)."""
@@ -617,13 +624,59 @@ SCOPE_KEEPING_CLIENTS = frozenset((("cli", "cli"), ("gateway-client", "backend")
 MAX_UNAUTHORIZED_CALLS = 10
 
 _id_decoder = msgspec.json.Decoder(dict)
+# What decoding a client frame can raise: all of it is the client's fault, none is logged.
+FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+# An escaped UTF-16 surrogate, the one thing JSON.parse (the reference) accepts and msgspec
+# does not (it needs them paired).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A top-level string "id" ahead of any nested value, for frames too deep to decode.
+_LEADING_ID = re.compile(rb'^\s*\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*?"id"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
+
+
+def _unparsed_answer(data: bytes, exc: Exception, *, any_type: bool):
+    """(request id or None, error) for a frame that failed to decode, or None when it is
+    not JSON at all (nothing to answer)."""
+    if isinstance(exc, RecursionError):
+        match = _LEADING_ID.match(data[:4096])
+        req_id = _json_string(match.group(1)) if match else None
+        return req_id, invalid_request("invalid request frame: nested too deeply")
+    if isinstance(exc, msgspec.ValidationError):
+        return (_salvage_request_id(data, any_type=any_type),
+                invalid_request(validation_message("request frame", exc, "$")))
+    if _SURROGATE_ESCAPE.search(data):
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            return None
+        req_id = obj.get("id") if isinstance(obj, dict) else None
+        if not (isinstance(req_id, str) and req_id and _encodable(req_id)):
+            req_id = None
+        return req_id, invalid_request(
+            "invalid request frame: unpaired UTF-16 surrogate escape in a string")
+    return None
+
+
+def _json_string(body: bytes) -> str | None:
+    try:
+        value = json.loads(b'"' + body + b'"')
+    except ValueError:
+        return None
+    return value if _encodable(value) else None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _salvage_request_id(data: bytes, any_type: bool = False) -> str | None:
     """The `id` of a malformed request, if one can be read, so the error can be correlated."""
     try:
         obj = _id_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except FRAME_ERRORS:
         return None
     req_id = obj.get("id")
     if (any_type or obj.get("type") == "req") and isinstance(req_id, str) and req_id:

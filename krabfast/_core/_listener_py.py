@@ -8,9 +8,17 @@ from picows import WSListener, WSMsgType
 from krabfast.wsutil import echo_close
 
 OPEN = 1  # krabfast.connection.OPEN
-_FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+_FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 _TEXT, _CLOSE, _PING, _PONG = WSMsgType.TEXT, WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
 _CONT, _BINARY = WSMsgType.CONTINUATION, WSMsgType.BINARY
+
+
+def valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class FrameListener(WSListener):
@@ -52,7 +60,11 @@ class FrameListener(WSListener):
         # Everything this read buffer's frames produce leaves in one write (see sink.pxd).
         sink.begin()
         try:
-            if msg_type is _TEXT and frame.fin and self.frag is None:
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                # RFC 6455 5.2: no extension was negotiated, so reserved bits must be 0.
+                if self.conn is not None:
+                    self.conn.close(1002, "reserved bits set")
+            elif msg_type is _TEXT and frame.fin and self.frag is None:
                 self.deliver(frame.get_payload_as_bytes(), False)
             elif msg_type is _CLOSE:
                 if not sink.closed:
@@ -71,8 +83,13 @@ class FrameListener(WSListener):
         conn = self.conn
         if conn is None:
             return
+        try:
+            data.decode("utf-8")  # checked once, before anything parses it
+        except UnicodeDecodeError:
+            conn.close(1007, "invalid UTF-8")
+            return
         if conn.state != OPEN:
-            conn.receive(data, binary=binary)
+            conn.receive_text(data, binary)
             return
         try:
             rest = self.hub.dispatcher.receive(conn, data)

@@ -1,5 +1,7 @@
 # Contract of listener.pyx: the per-socket picows listener (frames in, Connection calls out).
 # Invariants:
+# - Text and binary messages that are not UTF-8 close 1007 before anything parses them;
+#   frames with reserved bits set close 1002 (no extension is ever negotiated).
 # - Complete text (or binary) messages reach the connection exactly once, in order;
 #   fragmented messages are reassembled and capped (pre-connect cap before `connect`,
 #   maxPayload after); a data frame interleaved with a fragmented message closes 1002.
@@ -16,6 +18,8 @@
 #   were a third of an idle socket's memory.
 
 from picows.picows cimport WSFrame, WSListener, WSTransport
+
+cpdef bint valid_utf8(bytes data)
 
 cdef class FrameListener(WSListener):
     cdef public object server         # adapter: attach(listener, transport), forget(listener)

@@ -3,13 +3,69 @@
 
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSMsgType, WSTransport
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
+
 import msgspec
 
 from krabfast._core.sink cimport WireSink
 from krabfast.wsutil import echo_close
 
 cdef int OPEN = 1  # krabfast.connection.OPEN
-cdef tuple _FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
+
+cdef inline bint _valid_utf8(bytes data):
+    """RFC 3629 UTF-8 (no surrogates, no overlongs, at most U+10FFFF), ASCII 8 bytes at a time."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c, c1
+    cdef uint64_t word
+    while i < n:
+        if i + 8 <= n:
+            memcpy(&word, p + i, 8)
+            if (word & 0x8080808080808080ULL) == 0:
+                i += 8
+                continue
+        c = p[i]
+        if c < 0x80:
+            i += 1
+        elif 0xC2 <= c <= 0xDF:
+            if i + 1 >= n or (p[i + 1] & 0xC0) != 0x80:
+                return False
+            i += 2
+        elif 0xE0 <= c <= 0xEF:
+            if i + 2 >= n:
+                return False
+            c1 = p[i + 1]
+            if (c1 & 0xC0) != 0x80 or (p[i + 2] & 0xC0) != 0x80:
+                return False
+            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F):
+                return False  # overlong, or a UTF-16 surrogate
+            i += 3
+        elif 0xF0 <= c <= 0xF4:
+            if i + 3 >= n:
+                return False
+            c1 = p[i + 1]
+            if ((c1 & 0xC0) != 0x80 or (p[i + 2] & 0xC0) != 0x80
+                    or (p[i + 3] & 0xC0) != 0x80):
+                return False
+            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F):
+                return False  # overlong, or past U+10FFFF
+            i += 4
+        else:
+            return False
+    return True
+
+
+cpdef bint valid_utf8(bytes data):
+    """Exposed for tests: the same check `deliver` makes."""
+    return _valid_utf8(data)
+
+
+cdef tuple _FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                            RecursionError)
 
 
 cdef class FrameListener(WSListener):
@@ -52,7 +108,11 @@ cdef class FrameListener(WSListener):
         # Everything this read buffer's frames produce leaves in one write (see sink.pxd).
         sink.begin()
         try:
-            if msg_type == WSMsgType.TEXT and frame.fin and self.frag is None:
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                # RFC 6455 5.2: no extension was negotiated, so reserved bits must be 0.
+                if self.conn is not None:
+                    self.conn.close(1002, "reserved bits set")
+            elif msg_type == WSMsgType.TEXT and frame.fin and self.frag is None:
                 self.deliver(frame.get_payload_as_bytes(), False)
             elif msg_type == WSMsgType.CLOSE:
                 if not sink.closed:
@@ -71,8 +131,11 @@ cdef class FrameListener(WSListener):
         conn = self.conn
         if conn is None:
             return
+        if not _valid_utf8(data):  # checked once, before anything parses it
+            conn.close(1007, "invalid UTF-8")
+            return
         if conn.state != OPEN:
-            conn.receive(data, binary=binary)
+            conn.receive_text(data, binary)
             return
         try:
             rest = self.hub.dispatcher.receive(conn, data)

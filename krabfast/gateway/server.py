@@ -21,6 +21,7 @@ from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
 from krabfast.gateway.loopmon import LoopMonitor
+from krabfast.gateway.preauth_gate import PreauthGate
 from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
 
 log = logging.getLogger("krabfast.gateway")
@@ -88,7 +89,7 @@ class GatewayServer:
         self.port = config.port
 
     # -- upgrade -------------------------------------------------------------------------------
-    def _listener_for(self, request: WSUpgradeRequest, proto: WSProtocol):
+    def _listener_for(self, request: WSUpgradeRequest, proto: WSProtocol, gate: PreauthGate):
         peer = proto.transport.underlying_transport.get_extra_info("peername") or ("", 0)
         peer_ip = str(peer[0])
         hub = self.hub
@@ -102,6 +103,7 @@ class GatewayServer:
         listener = _listener.FrameListener(self, hub, peer_ip, is_loopback(peer_ip), browser,
                                            cfg.preauth_max_payload, cfg.max_payload)
         self.listeners.add(listener)
+        gate.listener = listener
         return listener
 
     def attach(self, listener, transport) -> None:
@@ -123,7 +125,7 @@ class GatewayServer:
             holder = []
 
             def listener_factory(request):
-                return server._listener_for(request, holder[0])
+                return server._listener_for(request, holder[0], holder[1])
 
             # picows' own auto-ping would run one task per socket; `_keepalive` sweeps
             # all sockets from one timer instead.
@@ -132,8 +134,9 @@ class GatewayServer:
                                False, cfg.ping_interval_s, cfg.ping_timeout_s,
                                WSAutoPingStrategy.PING_WHEN_IDLE, False, cfg.max_payload,
                                None, 2048)
-            holder.append(proto)
-            return proto
+            gate = PreauthGate(proto, cfg.preauth_max_payload)
+            holder += (proto, gate)
+            return gate
 
         return factory
 

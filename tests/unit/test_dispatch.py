@@ -326,3 +326,17 @@ def test_node_role_without_device_is_refused():
     conn.receive(connect_frame(role="node", scopes=[], client_id="node-host", mode="node"))
     assert sink.closed[0] == 1008
     assert sink.frames()[-1]["error"]["details"]["code"] == "DEVICE_IDENTITY_REQUIRED"
+
+
+def test_deep_nesting_and_lone_surrogates_get_answers(harness):
+    conn, sink = harness.connected()
+    conn.receive(b'{"type":"req","id":"d1","method":"health","params":' + b"[" * 3000 +
+                 b"]" * 3000 + b"}")
+    assert "nested too deeply" in sink.response("d1")["error"]["message"]
+    conn.receive(b'{"type":"req","id":"s1","method":"system.echo","params":{"text":"\\ud800"}}')
+    assert "surrogate" in sink.response("s1")["error"]["message"]
+    assert sink.closed is None
+    pre, pre_sink = harness.open()
+    pre.receive(b'{"type":"req","id":"c9","method":"connect","params":' + b"[" * 3000 +
+                b"]" * 3000 + b"}")
+    assert pre_sink.closed[0] == 1008 and pre_sink.response("c9")["error"]["code"] == "INVALID_REQUEST"

@@ -1,0 +1,124 @@
+"""Refuse an oversized pre-connect frame from its header, before picows buffers it.
+
+picows takes one frame-size limit per protocol, fixed at construction, and krabfast needs
+two: 64 KiB before `connect` (as the reference), `maxPayload` (25 MiB) after. With only the
+large limit, a socket that never authenticates could make picows buffer 25 MiB before the
+pre-connect cap is checked. This gate sits in front of picows' protocol while a socket is
+unauthenticated: it follows the byte stream (the HTTP upgrade request, then WebSocket
+frame headers), closes with 1009 as soon as a data frame header announces more than the
+pre-connect cap, and steps out of the path (`transport.set_protocol(inner)`) once the
+connection is open, so authenticated traffic pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+_HEAD_END = b"\r\n\r\n"
+_HEAD_MAX = 64 * 1024  # picows refuses larger upgrade requests itself
+# A close frame with code 1009 (message too big) and no reason.
+_CLOSE_TOO_BIG = b"\x88\x02\x03\xf1"
+
+
+class PreauthGate(asyncio.BufferedProtocol):
+    __slots__ = ("inner", "limit", "transport", "listener", "_view", "_head", "_hdr", "_skip",
+                 "_refused")
+
+    def __init__(self, inner, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.transport = None
+        self.listener = None  # set once picows has asked for a listener
+        self._view = None
+        self._head: bytearray | None = bytearray()  # None once the upgrade request is past
+        self._hdr = bytearray()
+        self._skip = 0
+        self._refused = False
+
+    # -- asyncio.BufferedProtocol, forwarded ---------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def eof_received(self):
+        return self.inner.eof_received()
+
+    def get_buffer(self, sizehint: int):
+        view = self._view = self.inner.get_buffer(sizehint)
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._refused:
+            return
+        if not self._scan(bytes(self._view[:nbytes])):
+            self._refuse()
+            return
+        self._view = None
+        self.inner.buffer_updated(nbytes)
+        listener = self.listener
+        conn = listener.conn if listener is not None else None
+        if conn is not None and conn.state == 1:  # OPEN: the large limit applies from now on
+            self.transport.set_protocol(self.inner)
+
+    # -- the stream ----------------------------------------------------------------------------
+    def _scan(self, data: bytes) -> bool:
+        """Follow the stream; False when a data frame is announced over the limit."""
+        i, n = 0, len(data)
+        if self._head is not None:
+            head = self._head
+            start = max(0, len(head) - 3)
+            head += data
+            end = head.find(_HEAD_END, start)
+            if end < 0:
+                if len(head) > _HEAD_MAX:
+                    self._head = None  # not ours to judge: picows answers it
+                    self._skip = 1 << 62
+                return True
+            i = end + 4 - (len(head) - n)
+            self._head = None
+        hdr = self._hdr
+        while i < n:
+            if self._skip:
+                take = min(self._skip, n - i)
+                self._skip -= take
+                i += take
+                continue
+            need = 2
+            if len(hdr) >= 2:
+                l7 = hdr[1] & 0x7F
+                need += (2 if l7 == 126 else 8 if l7 == 127 else 0) + (4 if hdr[1] & 0x80 else 0)
+            if len(hdr) < need:
+                take = min(need - len(hdr), n - i)
+                hdr += data[i:i + take]
+                i += take
+                if len(hdr) < need or len(hdr) == 2:
+                    continue  # incomplete, or the length field may follow
+            l7 = hdr[1] & 0x7F
+            if l7 == 126:
+                length = int.from_bytes(hdr[2:4], "big")
+            elif l7 == 127:
+                length = int.from_bytes(hdr[2:10], "big")
+            else:
+                length = l7
+            if (hdr[0] & 0x0F) < 8 and length > self.limit:  # data or continuation frame
+                return False
+            hdr.clear()
+            self._skip = length
+        return True
+
+    def _refuse(self) -> None:
+        self._refused = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(_CLOSE_TOO_BIG)
+        transport.close()  # stop reading at once; the close frame is flushed first
