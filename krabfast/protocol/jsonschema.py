@@ -4,10 +4,14 @@ method's required scope (plus our params/result definition names)."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import inspect
 import json
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
 from krabfast.protocol import frames, handshake
 from krabfast.protocol.methods import EVENT_SPECS, METHOD_SPECS
@@ -29,18 +33,77 @@ def _root_types() -> list[type]:
     return list(dict.fromkeys(roots))
 
 
-def _clean(node: Any) -> Any:
-    """Drop msgspec's cosmetic `title` (it repeats the definition name) recursively."""
-    if isinstance(node, dict):
-        return {k: _clean(v) for k, v in node.items() if k != "title"}
-    if isinstance(node, list):
-        return [_clean(v) for v in node]
-    return node
+def clean_doc(doc: str) -> str:
+    """`inspect.cleandoc`, with trailing whitespace dropped from every line (so whitespace-only
+    lines are empty whichever way the docstring was trimmed: Python 3.13 trims at compile time)."""
+    return "\n".join(line.rstrip() for line in inspect.cleandoc(doc).split("\n")).strip("\n")
+
+
+def description(cls: type) -> str | None:
+    """A class's description, computed here rather than taken from msgspec: msgspec's
+    docstring trimming changed in 0.23 (indented continuation lines), and the text must not
+    depend on the msgspec (or Python) version. `clean_doc` of the docstring, minus the
+    boilerplate Python generates for undocumented enums and dataclasses (msgspec skips those)."""
+    cls = getattr(cls, "__origin__", cls)
+    doc = cls.__dict__.get("__doc__")
+    if not doc:
+        return None
+    doc = clean_doc(doc)
+    if issubclass(cls, enum.Enum) and doc == "An enumeration.":
+        return None
+    if dataclasses.is_dataclass(cls) or (issubclass(cls, tuple) and hasattr(cls, "_fields")):
+        if doc.startswith(f"{cls.__name__}(") and doc.endswith(")"):
+            return None
+    return doc or None
+
+
+def named_classes(types: list[type]) -> dict[str, type]:
+    """Every class msgspec makes a definition of (Structs, enums, dataclasses, ...), by name."""
+    found: dict[str, type] = {}
+    seen: set[int] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, (tuple, list)):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, (mi.Type, mi.Field)) or id(node) in seen:
+            return
+        seen.add(id(node))
+        cls = getattr(node, "cls", None)
+        if isinstance(node, mi.Type) and isinstance(cls, type):
+            if found.setdefault(cls.__name__, cls) is not cls:
+                # msgspec would qualify both names, differently across versions; and the
+                # names are the Swift struct names too.
+                raise ValueError(f"two protocol classes are named {cls.__name__}")
+        for field in node.__struct_fields__:
+            if field != "cls":
+                visit(getattr(node, field))
+
+    visit(mi.multi_type_info(types))
+    return found
+
+
+def _definition(schema: dict[str, Any], cls: type) -> dict[str, Any]:
+    """One definition, normalised: msgspec's cosmetic `title` (it repeats the definition
+    name) dropped, and the description, placed first, derived from the class itself."""
+    body = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    text = description(cls)
+    return {"description": text, **body} if text else body
+
+
+def build_definitions(roots: list[type]) -> dict[str, Any]:
+    """The `definitions` of `roots` and everything they reference, sorted by name."""
+    _, components = msgspec.json.schema_components(roots, ref_template="#/definitions/{name}")
+    classes = named_classes(roots)
+    unnamed = set(components) - set(classes)
+    if unnamed:  # e.g. a generic Struct: msgspec's naming of those is its own
+        raise ValueError(f"definitions not named after a protocol class: {sorted(unnamed)}")
+    return {name: _definition(components[name], classes[name]) for name in sorted(components)}
 
 
 def build_schema() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(_root_types(), ref_template="#/definitions/{name}")
-    definitions = {name: _clean(components[name]) for name in sorted(components)}
+    definitions = build_definitions(_root_types())
     methods = {}
     for spec in sorted(METHOD_SPECS, key=lambda s: s.name):
         entry: dict[str, Any] = {"scope": spec.scope}
