@@ -1,4 +1,5 @@
-# Contract of fanout.pyx. Invariants:
+# Contract of fanout.py, and the declarations Cython compiles it with (this file augments
+# fanout.py; plain Python ignores it). Invariants:
 # - A subscriber's seq advances by exactly one per frame actually handed to its sink;
 #   a skipped (filtered, dropped) event leaves it unchanged, so clients never see a
 #   false gap.
@@ -7,6 +8,10 @@
 #   droppable event (or, given a hold_key, has it parked with owner.hold() to be sent once
 #   it drains, newest only), one over the hard limit has owner.slow_consumer() called.
 
+cimport cython
+
+from krabfast._core.sink cimport WireSink
+
 cdef class Subscriber:
     cdef public long long seq
     cdef public long long scope_mask
@@ -14,6 +19,8 @@ cdef class Subscriber:
     cdef public object owner          # .slow_consumer()
     cdef object __weakref__
 
+@cython.locals(sub=Subscriber, delivered=cython.long, queued=cython.longlong, wire_sink=WireSink,
+               is_wire=bint)
 cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need_mask,
                   bint droppable, long long drop_above, long long close_above,
                   object hold_key=*) except -1

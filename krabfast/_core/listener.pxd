@@ -1,4 +1,6 @@
-# Contract of listener.pyx: the per-socket picows listener (frames in, Connection calls out).
+# Contract of listener.py: the per-socket picows listener (frames in, Connection calls out);
+# also the declarations Cython compiles listener.py with (this file augments it; plain
+# Python ignores it).
 # Invariants:
 # - Text and binary messages that are not UTF-8 close 1007 before anything parses them;
 #   frames with reserved bits set close 1002 (no extension is ever negotiated).
@@ -7,6 +9,8 @@
 #   maxPayload after); a data frame interleaved with a fragmented message closes 1002.
 # - Once the connection is open, plain requests go straight to the hub's compiled
 #   dispatcher (same calls as Connection._receive_open, minus the Python frames).
+# - No exception from serving a frame reaches picows (which would log a traceback per frame
+#   and close 1011): it goes to Connection.frame_failed (an answer, one rate-limited line).
 # - A peer CLOSE is answered once (empty if it carried no code) and the socket dropped.
 # - Any frame from the peer marks it alive for the adapter's keepalive sweep; pings are
 #   answered here (picows' auto-pong would consume them unseen, and then a batch could be
@@ -16,8 +20,20 @@
 # - After the upgrade, the transport's copies of the HTTP request/response are released
 #   (the adapter has read what it needs) and its send staging buffer shrunk: together they
 #   were a third of an idle socket's memory.
+#
+# Compiled vs plain Python: the same source, with one intended difference. Compiled,
+# on_ws_connected writes WSTransport fields that are read-only from Python (`request`,
+# `response`, `_write_buffer`) under `if cython.compiled:`; plain Python skips those writes
+# and only empties the request's and response's headers (and the response body).
 
-from picows.picows cimport WSFrame, WSListener, WSTransport
+
+from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
+
+from krabfast._core.sink cimport WireSink
+
+cdef int OPEN
+cdef tuple _FRAME_ERRORS
+cdef int _TEXT, _BINARY, _CONT, _CLOSE, _PING, _PONG  # picows.WSMsgType values
 
 cpdef bint valid_utf8(bytes data)
 
@@ -28,7 +44,7 @@ cdef class FrameListener(WSListener):
     cdef public bint is_local
     cdef public object browser        # (Origin, Host) of the upgrade request, or None
     cdef public object conn           # krabfast.connection.Connection once connected
-    cdef public object sink
+    cdef public WireSink sink         # set by the adapter's attach(), before any frame
     cdef list frag
     cdef bint frag_binary
     cdef Py_ssize_t frag_size
@@ -37,5 +53,8 @@ cdef class FrameListener(WSListener):
     cdef public bint alive            # a frame arrived since the last keepalive sweep
     cdef public bint pinged           # the last sweep sent a ping
 
+    cpdef on_ws_connected(self, WSTransport transport)
+    cpdef on_ws_disconnected(self, WSTransport transport)
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame)
     cdef deliver(self, bytes data, bint binary)
     cdef fragment(self, WSFrame frame)

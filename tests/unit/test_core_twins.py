@@ -1,13 +1,16 @@
-"""The compiled core and its pure-Python twin produce byte-identical output."""
+"""One source per core module: the compiled modules and the same `.py` sources run
+uncompiled (`krabfast._core.load_sources()`) produce byte-identical output."""
 
 from __future__ import annotations
 
-import importlib
+import importlib.machinery
 
 import pytest
 
 import krabfast._core as core
-from krabfast._core import _fanout_py, _wire_py
+
+NAMES = ("wire", "dispatch", "sink", "listener", "fanout")
+SOURCES = core.load_sources()
 
 CORPUS_EVENTS = [("tick", b'{"ts":1}', None), ("presence", b'{"presence":[]}', (3, 4)),
                  ("health", None, (0, 0)), ("\u00e9v\u00e8nement \"q\"", b"[]", None)]
@@ -15,18 +18,46 @@ IDS = ["1", "req-\u00fc", 'a"b\\c', "x" * 300]
 
 
 def _impls():
-    mods = [(_wire_py, _fanout_py)]
+    mods = [(SOURCES.wire, SOURCES.fanout)]
     if not core.NO_EXTENSIONS:
-        try:
-            mods.append((importlib.import_module("krabfast._core.wire"),
-                         importlib.import_module("krabfast._core.fanout")))
-        except ImportError:
+        if not core.COMPILED:
             pytest.fail("compiled core is not built (pip install . builds it)")
+        mods.append((core.wire, core.fanout))
     return mods
 
 
 def test_selected_core_matches_environment():
     assert core.COMPILED is (not core.NO_EXTENSIONS)
+    compiled = [isinstance(getattr(core, n).__spec__.loader,
+                           importlib.machinery.ExtensionFileLoader) for n in NAMES]
+    assert compiled == [core.COMPILED] * len(NAMES)
+    for name in NAMES:
+        mod = getattr(core, name)
+        assert mod.__name__ == f"krabfast._core.{name}"
+        assert mod.__file__.endswith(".py") is not core.COMPILED, mod.__file__
+        # One source: the uncompiled copy runs the very file the extension is built from.
+        assert getattr(SOURCES, name).__file__.endswith(f"krabfast/_core/{name}.py")
+
+
+def test_sources_are_a_separate_uncompiled_set():
+    for name in NAMES:
+        assert getattr(SOURCES, name).__file__.endswith(".py")
+    assert SOURCES.fanout.WireSink is SOURCES.sink.WireSink
+    assert SOURCES.dispatch.decode_frame is SOURCES.wire.decode_frame
+    if core.COMPILED:
+        assert SOURCES.sink.WireSink is not core.sink.WireSink
+
+
+def test_same_public_api():
+    """Every function and class a source defines is there, compiled (cimported names and
+    module variables declared in the .pxd are C-level there, not module attributes)."""
+    for name in NAMES:
+        src = getattr(SOURCES, name)
+        defined = {n for n, v in vars(src).items() if not n.startswith("_")
+                   and getattr(v, "__module__", None) == src.__name__}
+        assert defined and defined <= set(dir(getattr(core, name))), name
+    assert (core.dispatch.KIND_SCOPED, core.dispatch.KIND_OPEN, core.dispatch.KIND_NODE,
+            core.dispatch.KIND_SLOW) == (0, 1, 2, 3)
 
 
 @pytest.mark.parametrize("req_id", IDS)

@@ -1,14 +1,13 @@
 """Event fan-out without sockets: per-socket seq, skipping slow sockets, scope filtering,
-and byte-for-byte equality of the compiled core with its pure-Python twin.
+and byte-for-byte equality of the compiled core with the same sources run uncompiled.
 
-The pure-Python side (`_wire_py`, `_fanout_py`, `_sink_py`) is always tested; the compiled
-side (`wire`, `fanout`, `sink`) is imported explicitly and tested too, except when
-KRABFAST_NO_EXTENSIONS=1. Hub-level tests use whichever core the environment selects.
+The uncompiled side (`wire.py`, `fanout.py`, `sink.py`, loaded with `core.load_sources()`) is
+always tested; the compiled side (the loaded `krabfast._core` modules) is tested too, except
+when KRABFAST_NO_EXTENSIONS=1. Hub-level tests use whichever core the environment selects.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import struct
@@ -17,7 +16,6 @@ from types import SimpleNamespace
 import pytest
 
 import krabfast._core as core
-from krabfast._core import _fanout_py, _sink_py, _wire_py
 from krabfast.connection import OPEN
 from krabfast.gateway.config import GatewayConfig
 from krabfast.protocol import methods as M
@@ -26,19 +24,17 @@ from krabfast.protocol.scopes import (ADMIN, APPROVALS, PAIRING, QUESTIONS, READ
                                       TALK, TALK_SECRETS, WRITE, scope_mask)
 from tests.unit.conftest import Harness
 
-PURE = SimpleNamespace(name="pure", wire=_wire_py, fanout=_fanout_py, sink=_sink_py)
+_SOURCES = core.load_sources()
+PURE = SimpleNamespace(name="pure", wire=_SOURCES.wire, fanout=_SOURCES.fanout,
+                       sink=_SOURCES.sink)
 
 
 def _load_compiled():
     if core.NO_EXTENSIONS:
         return None
-    try:
-        return SimpleNamespace(name="compiled",
-                               wire=importlib.import_module("krabfast._core.wire"),
-                               fanout=importlib.import_module("krabfast._core.fanout"),
-                               sink=importlib.import_module("krabfast._core.sink"))
-    except ImportError as exc:  # pragma: no cover - a checkout without the build
-        pytest.fail(f"compiled core is not built ({exc}); build it or set KRABFAST_NO_EXTENSIONS=1")
+    if not core.COMPILED:  # pragma: no cover - a checkout without the build
+        pytest.fail("compiled core is not built; build it or set KRABFAST_NO_EXTENSIONS=1")
+    return SimpleNamespace(name="compiled", wire=core.wire, fanout=core.fanout, sink=core.sink)
 
 
 COMPILED = _load_compiled()
@@ -55,14 +51,12 @@ def impl(request):
 
 
 def test_compiled_modules_are_really_compiled():
-    for mod in (_wire_py, _fanout_py, _sink_py):
+    for mod in (PURE.wire, PURE.fanout, PURE.sink):
         assert mod.__file__.endswith(".py")
-    if COMPILED is not None:
-        for mod in (COMPILED.wire, COMPILED.fanout, COMPILED.sink):
-            assert not mod.__file__.endswith(".py"), mod.__file__
-        assert core.fanout is COMPILED.fanout and core.wire is COMPILED.wire
-    else:
-        assert core.fanout is _fanout_py and core.wire is _wire_py
+    # The uncompiled fan-out recognizes the uncompiled sink, not the loaded core's.
+    assert PURE.fanout.WireSink is PURE.sink.WireSink
+    for mod in (core.wire, core.fanout, core.sink):
+        assert mod.__file__.endswith(".py") is (COMPILED is None), mod.__file__
 
 
 # -- fakes --------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
-"""Compiled write side of a connection: batches the frames produced while one read buffer
-is processed into a single transport write. Same API and output as `_sink_py`."""
+"""The write side of a connection: batches the frames produced while one read buffer is
+processed into a single transport write (one source: compiled with sink.pxd, or plain
+Python with KRABFAST_NO_EXTENSIONS=1)."""
 
 
-cpdef bytes frame_text(bytes payload):
+def frame_text(payload):
     """A complete unmasked (server-side) WebSocket text frame around `payload`."""
-    cdef Py_ssize_t n = len(payload)
+    n = len(payload)
     if n < 126:
         return bytes((0x81, n)) + payload
     if n < 65536:
@@ -13,16 +13,18 @@ cpdef bytes frame_text(bytes payload):
     return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
-cdef class WireSink:
+class WireSink:
+    __slots__ = ("transport", "raw", "pending", "closed", "_raw_write", "_raw_buffered")
+
     def __init__(self, transport):
         self.transport = transport
         self.raw = transport.underlying_transport
-        self.pending = None
+        self.pending = None  # frames queued while batching (a list), else None
         self.closed = False
         self._raw_write = self.raw.write
         self._raw_buffered = self.raw.get_write_buffer_size
 
-    cpdef send(self, bytes data):
+    def send(self, data):
         if self.closed:
             return
         if self.pending is not None:
@@ -30,13 +32,12 @@ cdef class WireSink:
         else:
             self._raw_write(frame_text(data))
 
-    cpdef begin(self):
+    def begin(self):
         if self.pending is None and not self.closed:
             self.pending = []
 
-    cpdef flush(self):
-        cdef list pending = self.pending
-        cdef Py_ssize_t n
+    def flush(self):
+        pending = self.pending
         if pending is None:
             return
         self.pending = None
@@ -48,9 +49,9 @@ cdef class WireSink:
             return
         self._raw_write(b"".join([frame_text(p) for p in pending]))
 
-    cpdef long long buffered(self) except -1:
+    def buffered(self):
         return self._raw_buffered()
 
-    cpdef mark_closed(self):
+    def mark_closed(self):
         self.flush()
         self.closed = True

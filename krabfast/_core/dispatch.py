@@ -1,9 +1,9 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
-"""Compiled request fast path. Same API and behaviour as `_dispatch_py`."""
+"""The request fast path of an authenticated connection (see dispatch.pxd for the contract;
+one source: compiled with dispatch.pxd, or plain Python with KRABFAST_NO_EXTENSIONS=1)."""
 
 import msgspec
 
-from krabfast._core.wire cimport decode_frame, encode_json, response_error, response_ok
+from krabfast._core.wire import decode_frame, encode_json, response_error, response_ok
 from krabfast.protocol.errors import GatewayError
 from krabfast.protocol.frames import RequestFrame
 
@@ -13,14 +13,16 @@ KIND_OPEN = 1        # any authenticated connection
 KIND_NODE = 2        # node role
 KIND_SLOW = 3        # rules the fast path does not know (unknown operator.* scope ...)
 
-cdef object _UNSET = msgspec.UNSET
-cdef object _ValidationError = msgspec.ValidationError
-cdef object _RequestFrame = RequestFrame
-cdef object _GatewayError = GatewayError
+_UNSET = msgspec.UNSET
+_ValidationError = msgspec.ValidationError
+_RequestFrame = RequestFrame
+_GatewayError = GatewayError
 
 
-cdef class MethodEntry:
-    def __init__(self, spec, handler, decoder, long long scope_bit, int kind, bint is_async):
+class MethodEntry:
+    __slots__ = ("spec", "handler", "decoder", "scope_bit", "kind", "is_async", "side_effect")
+
+    def __init__(self, spec, handler, decoder, scope_bit, kind, is_async):
         self.spec = spec
         self.handler = handler
         self.decoder = decoder
@@ -30,20 +32,24 @@ cdef class MethodEntry:
         self.side_effect = spec.side_effect
 
 
-cdef class Dispatcher:
-    def __init__(self, dict entries):
+class Dispatcher:
+    __slots__ = ("entries",)
+
+    def __init__(self, entries):
         self.entries = entries
 
-    cpdef object receive(self, object conn, object data):
+    def receive(self, conn, data):
         frame = decode_frame(data)
         if type(frame) is not _RequestFrame:
             return (frame, _UNSET)
-        entry = self.entries.get(frame.method)
-        if entry is None:
+        e = self.entries.get(frame.method)
+        if e is None:
             return (frame, _UNSET)
-        cdef MethodEntry e = <MethodEntry>entry
         if e.kind == KIND_SCOPED:
-            if conn.role != "operator" or not (<long long>conn.scope_mask & e.scope_bit):
+            if conn.role != "operator":
+                return (frame, _UNSET)
+            mask = conn.scope_mask
+            if not (mask & e.scope_bit):
                 return (frame, _UNSET)
         elif e.kind == KIND_NODE:
             if conn.role != "node":

@@ -1,19 +1,30 @@
-"""Pure-Python twin of `listener.pyx`: the per-socket picows listener (see listener.pxd)."""
+"""The per-socket picows listener: frames in, Connection calls out (see listener.pxd for the
+contract). One source: compiled with listener.pxd (a cdef subclass of picows' WSListener),
+or plain Python with KRABFAST_NO_EXTENSIONS=1."""
 
-from __future__ import annotations
+try:
+    import cython
+except ImportError:  # plain Python without Cython installed: only `compiled` is read
+    class cython:  # noqa: N801
+        compiled = False
 
 import msgspec
-from picows import WSListener, WSMsgType
+from picows.picows import WSListener, WSMsgType  # compiled: cimported (listener.pxd)
 
 from krabfast.wsutil import echo_close
 
 OPEN = 1  # krabfast.connection.OPEN
-_FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
-_TEXT, _CLOSE, _PING, _PONG = WSMsgType.TEXT, WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
-_CONT, _BINARY = WSMsgType.CONTINUATION, WSMsgType.BINARY
+_FRAME_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                 RecursionError)
+# Message types (compiled: C ints, compared with the frame's C enum).
+_TEXT, _BINARY, _CONT = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
+_CLOSE, _PING, _PONG = WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
 
 
-def valid_utf8(data: bytes) -> bool:
+def valid_utf8(data):
+    """RFC 3629 UTF-8 (no surrogates, no overlongs, at most U+10FFFF): the check `deliver`
+    makes. Python's strict decoder is C code (with an ASCII fast path); compiled, the call
+    goes straight to PyUnicode_DecodeUTF8."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -25,9 +36,7 @@ class FrameListener(WSListener):
     __slots__ = ("server", "hub", "peer_ip", "is_local", "browser", "conn", "sink", "frag",
                  "frag_binary", "frag_size", "preauth_limit", "open_limit", "alive", "pinged")
 
-    def __init__(self, server, hub, peer_ip: str, is_local: bool, browser,
-                 preauth_limit: int, open_limit: int) -> None:
-        super().__init__()
+    def __init__(self, server, hub, peer_ip, is_local, browser, preauth_limit, open_limit):
         self.server = server
         self.hub = hub
         self.peer_ip = peer_ip
@@ -35,7 +44,7 @@ class FrameListener(WSListener):
         self.browser = browser
         self.conn = None
         self.sink = None
-        self.frag: list[bytes] | None = None
+        self.frag = None
         self.frag_binary = False
         self.frag_size = 0
         self.preauth_limit = preauth_limit
@@ -43,17 +52,32 @@ class FrameListener(WSListener):
         self.alive = True
         self.pinged = False
 
-    def on_ws_connected(self, transport) -> None:
+    def on_ws_connected(self, transport):
         self.server.attach(self, transport)
+        # The one intended difference between the compiled and the plain build (see
+        # listener.pxd): these transport fields are read-only from Python.
+        if cython.compiled:
+            transport.request = None
+            transport.response = None
+            # Our frames go out through the sink, not picows' send(); its 1 KiB staging
+            # buffer only ever carries pings and closes.
+            transport._write_buffer = MemoryBuffer(64)  # noqa: F821 (cimported)
+        else:
+            # Release what the upgrade request/response hold instead.
+            request, response = transport.request, transport.response
+            if request is not None:
+                request.headers = None
+            if response is not None:
+                response.headers = response.body = None
 
-    def on_ws_disconnected(self, transport) -> None:
+    def on_ws_disconnected(self, transport):
         conn = self.conn
         if conn is not None:
             self.conn = None
             conn.transport_closed()
         self.server.forget(self)
 
-    def on_ws_frame(self, transport, frame) -> None:
+    def on_ws_frame(self, transport, frame):
         msg_type = frame.msg_type
         sink = self.sink
         self.alive = True
@@ -64,48 +88,51 @@ class FrameListener(WSListener):
                 # RFC 6455 5.2: no extension was negotiated, so reserved bits must be 0.
                 if self.conn is not None:
                     self.conn.close(1002, "reserved bits set")
-            elif msg_type is _TEXT and frame.fin and self.frag is None:
+            elif msg_type == _TEXT and frame.fin and self.frag is None:
                 self.deliver(frame.get_payload_as_bytes(), False)
-            elif msg_type is _CLOSE:
+            elif msg_type == _CLOSE:
                 if not sink.closed:
                     sink.mark_closed()
                     echo_close(transport, frame)
                 transport.disconnect()
-            elif msg_type is _PING:
+            elif msg_type == _PING:
                 transport.send_pong(frame.get_payload_as_bytes())
-            elif msg_type is not _PONG:  # a pong only proves the peer is alive
+            elif msg_type != _PONG:  # a pong only proves the peer is alive
                 self.fragment(frame)
         finally:
             if frame.last_in_buffer:
                 sink.flush()
 
-    def deliver(self, data: bytes, binary: bool) -> None:
+    def deliver(self, data, binary):
         conn = self.conn
         if conn is None:
             return
-        try:
-            data.decode("utf-8")  # checked once, before anything parses it
-        except UnicodeDecodeError:
+        if not valid_utf8(data):  # checked once, before anything parses it
             conn.close(1007, "invalid UTF-8")
             return
-        if conn.state != OPEN:
-            conn.receive_text(data, binary)
-            return
         try:
-            rest = self.hub.dispatcher.receive(conn, data)
-        except _FRAME_ERRORS as exc:
+            if conn.state != OPEN:
+                conn.receive_text(data, binary)
+                return
+            try:
+                rest = self.hub.dispatcher.receive(conn, data)
+            except _FRAME_ERRORS as exc:
+                conn.frame_failed(data, exc)
+                return
+            if rest is not None:
+                conn.dispatch_rest(rest)
+        except Exception as exc:
+            # A bug while serving this frame: a clean answer (or 1011) and one rate-limited
+            # log line, never a traceback per frame from picows.
             conn.frame_failed(data, exc)
-            return
-        if rest is not None:
-            conn.dispatch_rest(rest)
 
-    def fragment(self, frame) -> None:
+    def fragment(self, frame):
         """Reassemble fragmented messages (rare: reference clients send whole frames)."""
         msg_type = frame.msg_type
         conn = self.conn
         if conn is None:
             return
-        if msg_type is _CONT:
+        if msg_type == _CONT:
             if self.frag is None:
                 conn.close(1002, "unexpected continuation frame")
                 return
@@ -117,7 +144,7 @@ class FrameListener(WSListener):
         else:
             self.frag = []
             self.frag_size = 0
-            self.frag_binary = msg_type is _BINARY
+            self.frag_binary = msg_type == _BINARY
         chunk = frame.get_payload_as_bytes()
         self.frag.append(chunk)
         self.frag_size += len(chunk)

@@ -1,45 +1,52 @@
-"""Pure-Python twin of `fanout.pyx`: one event, many sockets, one serialization.
+"""Event fan-out: one event, many sockets, one serialization (one source: compiled with
+fanout.pxd, or plain Python with KRABFAST_NO_EXTENSIONS=1).
 
 A `Subscriber` is the per-socket state fan-out needs: its own `seq`, its scope bits, the
 socket's sink (`send(bytes)`, `buffered()`), and the owner told about a slow consumer.
 """
 
-from __future__ import annotations
+from krabfast._core.sink import WireSink
 
 
 class Subscriber:
     __slots__ = ("seq", "scope_mask", "sink", "owner", "__weakref__")
 
-    def __init__(self, sink, owner, scope_mask: int = 0) -> None:
+    def __init__(self, sink, owner, scope_mask=0):
         self.seq = 0  # last seq sent; the next event carries seq + 1
         self.scope_mask = scope_mask
         self.sink = sink
         self.owner = owner
 
-    def next_frame(self, prefix: bytes, suffix: bytes) -> bytes:
+    def next_frame(self, prefix, suffix):
         """Advance this socket's seq and return the spliced frame (for unicast events)."""
         self.seq += 1
         return b"%b%d%b" % (prefix, self.seq, suffix)
 
 
-def fanout(prefix: bytes, suffix: bytes, subscribers, need_mask: int, droppable: bool,
-           drop_above: int, close_above: int, hold_key=None) -> int:
+def fanout(prefix, suffix, subscribers, need_mask, droppable, drop_above, close_above,
+           hold_key=None):
     """Deliver one pre-serialized event to every subscriber whose scopes match.
 
     need_mask == 0 means every subscriber; otherwise a subscriber needs any of its bits.
     A droppable event skips a socket whose queue exceeds `drop_above` without advancing
     its seq (so the client never sees a false gap); with a `hold_key` (events that carry
     the full state, like presence) it is handed to the owner's `hold(key, prefix, suffix)`
-    instead, to be sent once the socket drains, newest only. A non-droppable event for a socket
-    over `close_above` calls its owner's `slow_consumer()` instead. Returns the number
-    delivered.
+    instead, to be sent once the socket drains, newest only. A non-droppable event for a
+    socket over `close_above` calls its owner's `slow_consumer()` instead. Returns the
+    number delivered.
     """
     delivered = 0
     for sub in subscribers:
         if need_mask and not (sub.scope_mask & need_mask):
             continue
         sink = sub.sink
-        queued = sink.buffered()
+        # Compiled, a WireSink (or subclass) is called through its C methods.
+        is_wire = type(sink) is WireSink or isinstance(sink, WireSink)
+        if is_wire:
+            wire_sink = sink
+            queued = wire_sink.buffered()
+        else:
+            queued = sink.buffered()
         if droppable:
             if queued > drop_above:
                 if hold_key is not None:
@@ -49,6 +56,10 @@ def fanout(prefix: bytes, suffix: bytes, subscribers, need_mask: int, droppable:
             sub.owner.slow_consumer()
             continue
         sub.seq += 1
-        sink.send(b"%b%d%b" % (prefix, sub.seq, suffix))
+        frame = b"%b%d%b" % (prefix, sub.seq, suffix)
+        if is_wire:
+            wire_sink.send(frame)
+        else:
+            sink.send(frame)
         delivered += 1
     return delivered
