@@ -137,6 +137,7 @@ class Connection:
         if not was_open:
             self._leave_preauth()
             return
+        hub.client_log.disconnected(self)
         hub.subscribers.pop(self.conn_id, None)
         if self.held is not None:
             self.held = None
@@ -210,11 +211,13 @@ class Connection:
         try:
             hello = self._connect(frame)
         except GatewayError as err:
+            self.hub.client_log.refused(self, frame, err)
             self.sink.send(wire.response_error(frame.id, _encode(err.to_shape())))
             self.close(err.close_code or CLOSE_POLICY, _close_reason(err.close_reason or err.message))
             return
         self.sink.send(wire.response_ok(frame.id, hello))
         self._after_open()
+        self.hub.client_log.connected(self)
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
         # Binary frames are read as UTF-8 JSON text, as the reference does. The compiled

@@ -8,25 +8,38 @@ import logging
 import os
 import sys
 import uuid
+from functools import partial
 
 
 def add_parsers(sub) -> None:
-    from krabfast.cli import add_client_args
+    from krabfast.cli import HelpFormatter, add_client_args, log_level
+    from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS
 
     p = sub.add_parser("node", help="run a headless node host")
     actions = p.add_subparsers(dest="action", required=True)
-    run = actions.add_parser("run", help="connect to a gateway as a node and serve commands")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=18789)
+    run = actions.add_parser("run", help="connect to a gateway as a node and serve commands",
+                             formatter_class=HelpFormatter,
+                             description="Connect to a gateway as a node (in the foreground, "
+                                         "reconnecting with backoff) and serve its commands. "
+                                         "The gateway is --url, or --host/--port/--tls.")
+    run.add_argument("--url", default=None,
+                     help="gateway URL, ws:// or wss:// (default: built from --host, --port, --tls)")
+    run.add_argument("--host", default=None, help="gateway host (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=None, help="gateway port (default 18789)")
     run.add_argument("--tls", action="store_true", help="use wss://")
-    run.add_argument("--token", default=None)
-    run.add_argument("--password", default=None)
+    run.add_argument("--token", default=None,
+                     help="the gateway's shared token (or " + " / ".join(f"${n}" for n in TOKEN_ENV_VARS) + ")")
+    run.add_argument("--password", default=None,
+                     help="the gateway's shared password (or "
+                          + " / ".join(f"${n}" for n in PASSWORD_ENV_VARS) + ")")
     run.add_argument("--state-dir", default=None,
-                     help="device identity and token (default ~/.krabfast/node)")
-    run.add_argument("--display-name", default=None)
+                     help="device identity and token (default ~/.krabfast/node, or "
+                          "$KRABFAST_NODE_STATE_DIR)")
+    run.add_argument("--display-name", default=None, help="name shown in node lists (default: hostname)")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE and call its register(registry) (repeatable)")
-    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-level", type=log_level, default="info", metavar="LEVEL",
+                     help="debug, info, warning, error or critical")
     run.set_defaults(func=_cmd_node_run)
 
     n = sub.add_parser("nodes", help="list, approve and invoke nodes on a running gateway")
@@ -50,18 +63,43 @@ def add_parsers(sub) -> None:
     inv.set_defaults(func=_cmd_nodes)
 
 
+def node_url(args) -> str | None:
+    """The gateway URL of `node run` (--url, else --host/--port/--tls); None after printing
+    why the arguments do not make one."""
+    from krabfast.client import GatewayConnectError, check_url
+
+    if args.url is not None:
+        if args.host is not None or args.port is not None or args.tls:
+            print("krabfast node run: give --url or --host/--port/--tls, not both", file=sys.stderr)
+            return None
+        url = args.url
+    else:
+        host = args.host or "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        url = f"{'wss' if args.tls else 'ws'}://{host}:{18789 if args.port is None else args.port}"
+    try:
+        check_url(url)
+    except GatewayConnectError as exc:
+        print(f"krabfast node run: {exc}", file=sys.stderr)
+        return None
+    return url
+
+
 def _cmd_node_run(args) -> int:
     from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS, env_first
     from krabfast.node import NodeHost, default_registry
 
+    url = node_url(args)
+    if url is None:
+        return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("picows").setLevel(logging.WARNING)  # per-connection INFO noise
     registry = default_registry()
     for module in args.plugin:
         registry.load_plugin(module)
-    scheme = "wss" if args.tls else "ws"
-    host = NodeHost(f"{scheme}://{args.host}:{args.port}",
+    host = NodeHost(url,
                     token=args.token or env_first(TOKEN_ENV_VARS),
                     password=args.password or env_first(PASSWORD_ENV_VARS),
                     state_dir=args.state_dir or os.environ.get("KRABFAST_NODE_STATE_DIR"),
@@ -95,7 +133,8 @@ def _cmd_nodes(args) -> int:
         method, request = "node.pair.list", {}
     else:
         method, request = "node.list", {}
-    code, result = run_call(args, method, request, what=f"nodes {action}")
+    code, result = run_call(args, method, request, what=f"nodes {action}",
+                            explain=partial(_explain_invoke, args.node) if action == "invoke" else None)
     if code:
         return code
     if action == "pending":
@@ -118,3 +157,30 @@ def _cmd_nodes(args) -> int:
     else:
         print(f"{'Approved' if action == 'approve' else 'Rejected'} {result['requestId']}")
     return 0
+
+
+async def _explain_invoke(node_id: str, client, exc) -> str | None:
+    """The gateway answers an invoke on an unknown or unapproved node with PAIRING_CHANGED,
+    as the reference does: look the node up to say which it is."""
+    from krabfast.client import RequestError
+
+    details = exc.details if isinstance(exc.details, dict) else {}
+    if details.get("code") != "PAIRING_CHANGED":
+        return None
+    try:
+        node = await client.request("node.describe", {"nodeId": node_id})
+    except RequestError as err:
+        if "unknown nodeId" in err.message:
+            return (f"unknown node {node_id!r}: no node with this id is connected or paired "
+                    "(see `krabfast nodes list`)")
+        return None
+    if not isinstance(node, dict):
+        return None
+    state, pending = node.get("approvalState"), node.get("pendingRequestId")
+    wire = f"{exc.code}: {exc.message}"
+    if pending:
+        return (f"{wire}: node {node_id} waits for approval of its commands: "
+                f"`krabfast nodes approve {pending}`")
+    if state and state != "approved":
+        return f"{wire}: node {node_id} has no approved commands ({state})"
+    return None

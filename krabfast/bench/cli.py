@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 SCENARIOS = ("handshake", "rpc", "fanout", "idle", "soak")
 TOKEN_ENV = ("OPENCLAW_GATEWAY_TOKEN", "KRABKRAB_GATEWAY_TOKEN")
 URL_ENV = "KRABFAST_BENCH_URL"
+DEFAULT_URL = "ws://127.0.0.1:18789"  # as every other client command
 VS_TOKEN = "krabfast-bench-token"
 
 
@@ -46,7 +47,8 @@ def _json_params(text: str):
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("target and output")
-    g.add_argument("--url", default=None, help=f"gateway URL, ws://HOST:PORT (or ${URL_ENV})")
+    g.add_argument("--url", default=None,
+                   help=f"gateway URL, ws://HOST:PORT (default ${URL_ENV}, else {DEFAULT_URL})")
     g.add_argument("--token", default=None, help=f"shared token (or ${TOKEN_ENV[0]} / ${TOKEN_ENV[1]})")
     g.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     g.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE",
@@ -204,6 +206,19 @@ def _threshold_metrics(results: dict[str, dict], primary: dict) -> dict:
     return metrics
 
 
+def _unreachable(host: str, port: int) -> str | None:
+    """Why nothing can connect to host:port (checked once before any load starts), or None."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except ConnectionRefusedError:
+        return "connection refused (is the gateway running? `krabfast gateway` starts one)"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
+
+
 def cmd_bench(args) -> int:
     from krabfast.bench import report
 
@@ -224,10 +239,19 @@ def cmd_bench(args) -> int:
     if args.scenario == "idle" and args.expect_ticks and not args.hold:
         print("krabfast bench: --expect-ticks needs --hold SECONDS", file=sys.stderr)
         return 2
-    url = args.url or os.environ.get(URL_ENV)
-    if not args.vs_reference and not url:
-        print("krabfast bench: --url is required (or --vs-reference)", file=sys.stderr)
-        return 2
+    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    if not args.vs_reference:
+        from krabfast.client import GatewayConnectError, check_url
+
+        try:
+            host, port, _ = check_url(url)
+        except GatewayConnectError as exc:
+            print(f"krabfast bench: {exc}", file=sys.stderr)
+            return 2
+        problem = _unreachable(host, port)
+        if problem:
+            print(f"krabfast bench: cannot connect to {url}: {problem}", file=sys.stderr)
+            return 1
     token = args.token or next((os.environ[k] for k in TOKEN_ENV if os.environ.get(k)), None)
     return _run_and_report(args, url, token, under, over)
 

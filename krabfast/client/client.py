@@ -8,13 +8,18 @@ strict conformance validate the raw frames through the `on_frame` hook.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import os
 import platform as _platform
+import ssl
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
-from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
+from picows import (WSCloseCode, WSError, WSHandshakeError, WSInvalidStatusError, WSListener,
+                    WSMsgType, ws_connect)
 
 from krabfast import __version__
 from krabfast._core import wire
@@ -26,6 +31,94 @@ from krabfast.wsutil import echo_close
 
 class GatewayClientError(Exception):
     """Transport or protocol failure (not a method error)."""
+
+
+class GatewayConnectError(GatewayClientError):
+    """The gateway could not be reached, or what answered is not a WebSocket gateway."""
+
+
+def check_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, secure) of a gateway URL; GatewayConnectError with a readable
+    message for anything that is not a ws:// or wss:// URL."""
+    if not isinstance(url, str) or not url.strip():
+        raise GatewayConnectError("no gateway URL given")
+    if "://" not in url:
+        raise GatewayConnectError(f"gateway URL {url!r} has no scheme: use ws://{url} "
+                                  "(or wss:// for a gateway behind TLS)")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        fixed = ("wss" if scheme == "https" else "ws") + url[len(parts.scheme):]
+        raise GatewayConnectError(f"gateway URL {url!r} is an HTTP URL: use {fixed}")
+    if scheme not in ("ws", "wss"):
+        raise GatewayConnectError(f"gateway URL {url!r} has scheme {parts.scheme!r}: use ws:// "
+                                  "(or wss:// for TLS)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise GatewayConnectError(f"gateway URL {url!r} has an invalid port") from None
+    if not parts.hostname:
+        raise GatewayConnectError(f"gateway URL {url!r} has no host")
+    secure = scheme == "wss"
+    return parts.hostname, port if port is not None else (443 if secure else 80), secure
+
+
+async def _plain_websocket_at(host: str, port: int, timeout: float) -> bool:
+    """True when host:port answers a plain-text (non-TLS) WebSocket upgrade with 101."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        writer.write(f"GET / HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return line.startswith(b"HTTP/1.1 101")
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return False
+    finally:
+        writer.transport.abort()
+
+
+def _status_line(exc: WSHandshakeError) -> str:
+    header = exc.raw_header or b""
+    line = header.split(b"\r\n", 1)[0].decode("latin-1", "replace").strip()
+    if not line and exc.response is not None:
+        line = f"HTTP {exc.response.status}"
+    return line
+
+
+def _describe_connect_error(url: str, host: str, port: int, secure: bool,
+                            exc: BaseException) -> str:
+    where = f"{host}:{port}"
+    if isinstance(exc, WSInvalidStatusError) and exc.response is not None:
+        body = (exc.raw_body or b"").decode("utf-8", "replace").strip().splitlines()
+        why = f" ({body[0][:200]})" if body else ""
+        return (f"{url} answered HTTP {int(exc.response.status)} instead of a WebSocket "
+                f"upgrade{why}: is it a gateway?")
+    if isinstance(exc, WSHandshakeError):
+        answer = _status_line(exc)
+        said = f" (it answered {answer!r})" if answer else ""
+        if not answer:
+            message = str(exc).split(" in upgrade response", 1)[0]
+            said = f" ({message})" if message else ""
+        return f"{url} is not a WebSocket gateway{said}: check the host and port"
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        return (f"TLS handshake with {where} failed ({reason}): if the gateway serves plain "
+                f"WebSocket, use ws://")
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to {url}: connection refused (is the gateway running?)"
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if secure and isinstance(exc, (ConnectionResetError, ConnectionAbortedError)):
+            return f"{where} closed the connection during the TLS handshake: if it serves " \
+                   "plain WebSocket, use ws://"
+        return f"cannot connect to {url}: {reason}"
+    return f"cannot connect to {url}: {exc or type(exc).__name__}"
 
 
 class GatewayClosed(GatewayClientError):
@@ -122,14 +215,64 @@ class GatewayClient:
         await self.close()
 
     async def open(self) -> ChallengeView:
-        """Open the socket and wait for `connect.challenge` (without connecting)."""
+        """Open the socket and wait for `connect.challenge` (without connecting).
+
+        Transport failures (bad URL, nothing listening, TLS to a plain server, an HTTP
+        server that is not a WebSocket gateway, no challenge) raise GatewayConnectError
+        with a one-line message."""
+        host, port, secure = check_url(self.url)
         loop = asyncio.get_running_loop()
         self._challenge_waiter = loop.create_future()
-        self._transport, _ = await asyncio.wait_for(
-            ws_connect(lambda: _Listener(self), self.url, max_frame_size=self.max_frame_size,
-                       enable_auto_pong=True), self.timeout)
-        self.challenge = await asyncio.wait_for(self._challenge_waiter, self.timeout)
+        try:
+            self._transport, _ = await self._ws_connect(host, port, secure)
+        except GatewayClientError:
+            raise
+        except asyncio.TimeoutError:
+            raise GatewayConnectError(f"no WebSocket answer from {self.url} within "
+                                      f"{self.timeout:g} s") from None
+        except (OSError, WSError, ValueError) as exc:
+            raise GatewayConnectError(_describe_connect_error(self.url, host, port, secure,
+                                                              exc)) from None
+        try:
+            self.challenge = await asyncio.wait_for(self._challenge_waiter, self.timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise GatewayConnectError(f"{self.url} sent no connect.challenge within "
+                                      f"{self.timeout:g} s: is it an OpenClaw gateway?") from None
+        except GatewayClientError:
+            await self.close()
+            raise
         return self.challenge
+
+    async def _ws_connect(self, host: str, port: int, secure: bool):
+        # aiofastnet's TLS transport logs a broken traceback on a failed handshake; the
+        # standard one just raises (TLS is not the hot path of this client).
+        connect = ws_connect(lambda: _Listener(self), self.url, max_frame_size=self.max_frame_size,
+                             enable_auto_pong=True,
+                             **({"use_aiofastnet": False} if secure else {}))
+        if not secure:
+            return await asyncio.wait_for(connect, self.timeout)
+        # A plain gateway never answers a TLS ClientHello (it waits for an HTTP request
+        # until its own handshake timeout): if TLS is slow to complete, check whether a
+        # plain WebSocket server is what listens there, and say so at once.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        task = asyncio.ensure_future(connect)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=min(0.5, self.timeout))
+            if not done and await _plain_websocket_at(host, port, min(2.0, self.timeout)) \
+                    and not task.done():
+                raise GatewayConnectError(
+                    f"{self.url}: the server at {host}:{port} speaks plain WebSocket, not TLS: "
+                    f"use ws://{self.url[len('wss://'):]}")
+            return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:  # noqa: BLE001 - cancelled or failed: nothing to keep
+                    pass
 
     def connect_params(self) -> dict:
         params: dict[str, Any] = {

@@ -109,6 +109,8 @@ class GatewayConfig:
             raise ValueError(
                 f"refusing to bind {self.bind} without auth: a non-loopback gateway must use "
                 "--auth token (with --token) or --auth password (with --password)")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port} is not a TCP port: use 1-65535 (0 picks a free port)")
         if self.tick_interval_ms < 1:
             raise ValueError("--tick-interval-ms must be >= 1")
         if not 0 < self.drop_if_slow_bytes <= self.max_buffered_bytes:

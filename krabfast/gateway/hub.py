@@ -19,6 +19,7 @@ from krabfast import __version__
 from krabfast._core import dispatch as _dispatch
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
+from krabfast.gateway.clientlog import ClientLog
 from krabfast.gateway.config import GatewayConfig
 from krabfast.gateway.hello import HelloEncoder
 from krabfast.gateway.idempotency import IdempotencyCache
@@ -70,6 +71,8 @@ class Gateway:
         self.idempotency = IdempotencyCache(config.idempotency_ttl_ms,
                                             config.idempotency_max_entries, clock_ms)
         self.rate_limiter = AuthRateLimiter(config.rate_limit, clock_ms)
+        # One rate-limited log line per client connect, disconnect and refused connect.
+        self.client_log = ClientLog()
         self.methods = {name: (M.METHODS[name], handler) for name, handler in HANDLERS.items()}
         missing = set(M.METHODS) - set(self.methods)
         if missing:  # a spec without a handler would be advertised but not served

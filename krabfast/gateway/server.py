@@ -155,6 +155,7 @@ class GatewayServer:
             asyncio.ensure_future(self._every(self.config.tick_interval_ms / 1000, self.hub.tick)),
             asyncio.ensure_future(self._every(self.config.health_interval_ms / 1000, self._health)),
             asyncio.ensure_future(self._every(30.0, self.hub.maintain)),
+            asyncio.ensure_future(self._every(10.0, self.hub.client_log.flush)),
             # Coalesced events parked for sockets that were behind (no-op when none are).
             asyncio.ensure_future(self._every(0.1, self.hub.flush_held)),
             asyncio.ensure_future(self._every(self.config.ping_interval_s, self._keepalive)),

@@ -48,6 +48,24 @@ def host_stats() -> dict:
     return stats
 
 
+def connect_failure(url: str, exc: BaseException) -> str:
+    """One line for a failed connect: the approval command when the device waits for
+    pairing, krabfast's flags for auth failures."""
+    if isinstance(exc, RequestError):
+        details = exc.details if isinstance(exc.details, dict) else {}
+        request_id = details.get("requestId")
+        if details.get("code") == "PAIRING_REQUIRED" and isinstance(request_id, str):
+            where = "" if url.rstrip("/") == "ws://127.0.0.1:18789" else f" --url {url}"
+            return (f"{exc.message} (requestId {request_id}): approve this node's device with "
+                    f"`krabfast devices approve {request_id}{where}`")
+        from krabfast.cli import explain_request_error
+
+        return f"cannot connect to {url}: {explain_request_error(exc)}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"cannot connect to {url}: no answer in time"
+    return f"cannot connect to {url}: {exc or type(exc).__name__}"
+
+
 class NodeHost:
     def __init__(self, url: str, *, token: str | None = None, password: str | None = None,
                  state_dir: str | os.PathLike | None = None, registry: CommandRegistry | None = None,
@@ -118,7 +136,7 @@ class NodeHost:
             try:
                 client = await self.connect_once()
             except (GatewayClientError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("node: cannot connect to %s: %s (retrying in %.0f s)", self.url, exc, backoff)
+                log.warning("node: %s (retrying in %.0f s)", connect_failure(self.url, exc), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
                 continue

@@ -60,12 +60,25 @@ def test_bad_arguments_exit_2(argv, capsys):
     assert exc.value.code == 2
 
 
-def test_url_required_without_vs_reference(monkeypatch, capsys):
+def test_url_defaults_like_every_client_command(monkeypatch, capsys):
+    import socket
+
+    from krabfast.bench import cli as bench_cli
     from krabfast.cli import main
 
     monkeypatch.delenv("KRABFAST_BENCH_URL", raising=False)
-    assert main(["bench", "rpc"]) == 2
-    assert "--url is required" in capsys.readouterr().err
+    with socket.socket() as s:  # bound, not listening: refused
+        s.bind(("127.0.0.1", 0))
+        assert "connection refused" in bench_cli._unreachable("127.0.0.1", s.getsockname()[1])
+    probed = []
+    monkeypatch.setattr(bench_cli, "_unreachable", lambda host, port: probed.append((host, port))
+                        or "connection refused (is the gateway running?)")
+    assert main(["bench", "rpc"]) == 1
+    assert probed == [("127.0.0.1", 18789)]
+    err = capsys.readouterr().err
+    assert "cannot connect to ws://127.0.0.1:18789: connection refused" in err, err
+    assert main(["bench", "rpc", "--url", "127.0.0.1:1"]) == 2
+    assert "use ws://127.0.0.1:1" in capsys.readouterr().err
 
 
 def test_expect_ticks_needs_hold(capsys):
