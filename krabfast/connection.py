@@ -215,6 +215,10 @@ class Connection:
             self.sink.send(wire.response_error(frame.id, _encode(err.to_shape())))
             self.close(err.close_code or CLOSE_POLICY, _close_reason(err.close_reason or err.message))
             return
+        except Exception as exc:  # a bug, not the client's input: one rate-limited line, 1011
+            self.sink.send(wire.response_error(frame.id, _internal_error(self, exc)))
+            self.close(1011, "internal error")
+            return
         self.sink.send(wire.response_ok(frame.id, hello))
         self._after_open()
         self.hub.client_log.connected(self)
@@ -225,17 +229,35 @@ class Connection:
         # compiled socket listener calls the dispatcher the same way, without this frame.)
         try:
             rest = self.hub.dispatcher.receive(self, data)
-        except FRAME_ERRORS as exc:
-            return self.frame_failed(data, exc)
-        if rest is not None:
-            self.dispatch_rest(rest)
+            if rest is not None:
+                self.dispatch_rest(rest)
+        except Exception as exc:
+            self.frame_failed(data, exc)
 
     def frame_failed(self, data: bytes, exc: Exception) -> None:
-        """An authenticated socket sent a frame that is not a valid request: answer (under
-        "invalid" when there is no usable id) and keep the connection; text that is not
-        JSON has nothing to answer and is dropped, as on the reference."""
+        """Serving a frame raised `exc`. A decode error (FRAME_ERRORS) is the client's: an
+        authenticated socket gets an answer (under "invalid" when there is no usable id) and
+        stays open, text that is not JSON has nothing to answer and is dropped, as on the
+        reference; before `connect` the socket closes 1008. Anything else is a bug: one
+        rate-limited log line (no traceback), UNAVAILABLE when open, else a 1011 close."""
+        if self.state == CLOSED:
+            return
         if isinstance(exc, UnicodeDecodeError) or not _is_utf8(data):
             self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+            return
+        if not isinstance(exc, FRAME_ERRORS):
+            if isinstance(exc, GatewayError):
+                body = _encode(exc.to_shape())
+            else:
+                body = _internal_error(self, exc)
+            if self.state == OPEN:
+                req_id = _salvage_request_id(data, any_type=True)
+                self.sink.send(wire.response_error(req_id or "invalid", body))
+            else:
+                self.close(1011, "internal error")
+            return
+        if self.state != OPEN:
+            self.close(CLOSE_POLICY, "invalid request frame")
             return
         answer = _unparsed_answer(data, exc, any_type=True)
         if answer is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 
 from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
@@ -58,14 +59,54 @@ class _Sink(_sink_impl.WireSink):
 class _PicowsLog:
     """Logger-like wrapper handed to picows. picows gives every accepted socket a child
     `logging.Logger` of its own when passed a real Logger (a CPU and memory cost per
-    socket); with a logger-like object it just logs through it."""
+    socket); with a logger-like object it just logs through it.
 
-    __slots__ = ("_log", "info", "debug", "warning", "error", "exception", "log", "isEnabledFor")
+    picows' warnings and errors are about what a peer sent (a protocol violation, a frame
+    over the limit, an exception it caught): each kind of line is rate limited to one per
+    `interval` seconds with a count of the ones suppressed, and `exception` lines carry the
+    traceback only at debug level, so no client can flood the log."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    __slots__ = ("_log", "info", "debug", "log", "isEnabledFor", "interval", "_next",
+                 "_suppressed", "_clock")
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0,
+                 clock=time.monotonic) -> None:
         self._log = logger
-        for name in ("info", "debug", "warning", "error", "exception", "log", "isEnabledFor"):
+        for name in ("info", "debug", "log", "isEnabledFor"):
             setattr(self, name, getattr(logger, name))
+        self.interval = interval
+        self._next: dict[str, float] = {}  # keyed by format string: picows has a few dozen
+        self._suppressed: dict[str, int] = {}
+        self._clock = clock
+
+    def warning(self, msg, *args, **_kw) -> None:
+        self._limited(logging.WARNING, msg, args, None)
+
+    def error(self, msg, *args, **_kw) -> None:
+        self._limited(logging.ERROR, msg, args, None)
+
+    def exception(self, msg, *args, **_kw) -> None:
+        self._limited(logging.ERROR, msg, args, sys.exc_info()[1])
+
+    def _limited(self, level: int, msg, args: tuple, exc: BaseException | None) -> None:
+        log = self._log
+        if not log.isEnabledFor(level):
+            return
+        key = str(msg)
+        now = self._clock()
+        if now < self._next.get(key, 0.0):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._next[key] = now + self.interval
+        msg = key
+        if exc is not None:
+            msg += " (%s: %s)"
+            args += (type(exc).__name__, exc)
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            msg += " (%d similar lines suppressed)"
+            args += (suppressed,)
+        log.log(level, msg, *args, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
 
 
 def _drop_socket(transport) -> None:
@@ -100,14 +141,16 @@ class GatewayServer:
         origin = request.headers.get("Origin")
         browser = (origin, request.headers.get("Host", "")) if origin else None
         cfg = hub.config
+        # Tracked in `listeners` from `attach` on: picows asks for the listener before it
+        # validates the upgrade, and never reports a socket whose upgrade then failed.
         listener = _listener.FrameListener(self, hub, peer_ip, is_loopback(peer_ip), browser,
                                            cfg.preauth_max_payload, cfg.max_payload)
-        self.listeners.add(listener)
         gate.listener = listener
         return listener
 
     def attach(self, listener, transport) -> None:
         """The upgrade completed: give the socket its sink and connection, send the challenge."""
+        self.listeners.add(listener)
         listener.sink = sink = _Sink(transport)
         listener.conn = conn = Connection(self.hub, sink, peer_ip=listener.peer_ip,
                                           is_local=listener.is_local, browser=listener.browser)
