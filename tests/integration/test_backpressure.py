@@ -1,10 +1,18 @@
-"""Backpressure on real sockets: slow readers, dropped presence, slow-consumer closes.
+"""Backpressure on real sockets: slow readers, held presence, slow-consumer closes.
 
 A "stalled" client pauses its transport (no more recv); its kernel receive buffer is fixed
 at connect time, so what the gateway writes to it piles up first in the kernel (that buffer
-plus the gateway's send buffer, at most ~4 MB on loopback) and then in the gateway's own
+plus the gateway's send buffer, at most `tcp_wmem` max) and then in the gateway's own
 transport write buffer, which is what `--drop-if-slow-bytes` / `--max-buffered-bytes`
 measure.
+
+Presence frames are small now (row texts clipped, all rows capped at 256 KiB), so the
+backlog is built from what is never dropped: `system.echo` responses the stalled client asks
+for itself (it still writes; the gateway answers into its write buffer). The client then
+sends a `system-event` "marker": the gateway handles a socket's requests in order, so once
+another client sees the marker's presence, every echo response before it is queued, and the
+backlog is known to exceed (total echoed - what the kernel can hold). No sleeps: each step
+waits for what the gateway did.
 
 Clients are `gateway-client`/`backend` on loopback, so they keep the scopes they ask for and
 add no presence rows of their own: every presence event here comes from a `system-event`.
@@ -19,7 +27,9 @@ import socket
 import threading
 import time
 
+import orjson
 import pytest
+from picows import WSMsgType
 
 from tests.integration.helpers import TOKEN, RawWS, run
 
@@ -39,11 +49,36 @@ async def _q(awaitable, what: str = ""):
         raise AssertionError(f"{what}: {type(exc).__name__}: {str(exc)[:600]}") from None
 
 
-async def _client(url: str, *scopes: str, rcvbuf: int | None = None) -> RawWS:
+BIG_FRAME = 256 * 1024
+
+
+class _Client(RawWS):
+    """RawWS plus `on_frame`, run in the frame callback itself (no scheduling delay), and
+    quick to read a multi-MB backlog: frames over BIG_FRAME (the backlog's echo responses)
+    are parsed but not schema-checked, which costs ~20 ms per MB and made a draining
+    "slow consumer" genuinely too slow to read its backlog before the gateway gave up."""
+
+    on_frame = None
+
+    def on_ws_frame(self, transport, frame) -> None:
+        if frame.msg_type is WSMsgType.TEXT and frame.payload_size > BIG_FRAME:
+            data = frame.get_payload_as_bytes()
+            self.raw.append(data)
+            parsed = orjson.loads(data)
+            self.frames.append(parsed)
+            self._pending.append(parsed)
+            self._changed.set()
+        else:
+            super().on_ws_frame(transport, frame)
+        if self.on_frame is not None:
+            self.on_frame()
+
+
+async def _client(url: str, *scopes: str, rcvbuf: int | None = None) -> _Client:
     """A scope-keeping client. `rcvbuf` fixes its kernel receive buffer (no autotuning), so
     how much a stalled reader's kernel absorbs is known and its window is wide open again
     as soon as it resumes (shrinking the buffer later would make it ramp up slowly)."""
-    ws = await _q(RawWS.connected(url, client_id="gateway-client", mode="backend",
+    ws = await _q(_Client.connected(url, client_id="gateway-client", mode="backend",
                                   scopes=list(scopes), timeout=10), "connect")
     if rcvbuf is not None:
         sock = ws.transport.underlying_transport.get_extra_info("socket")
@@ -169,11 +204,41 @@ async def _pump(trigger: RawWS, fast: list[RawWS], text: str = "pump") -> None:
             await _q(ws.event("presence", timeout=5), "presence after pump")
 
 
-# -- droppable events ---------------------------------------------------------------------------
+def _kernel_max(rcvbuf: int) -> int:
+    """The most a stalled loopback connection's kernel buffers can hold: the gateway's send
+    buffer (autotuned up to tcp_wmem's max) plus the client's receive buffer (the kernel
+    doubles SO_RCVBUF for its bookkeeping)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as fh:
+        wmem_max = int(fh.read().split()[2])
+    return wmem_max + 2 * rcvbuf
+
+
+async def _echo_backlog(ws: RawWS, watcher: RawWS, total: int, chunk: int, mark: str) -> list[str]:
+    """`ws` (stalled) asks for `total` bytes of `system.echo` responses, then sends a
+    `system-event` `mark`; returns once `watcher` saw the marker's presence, i.e. once the
+    gateway has queued every one of those responses for `ws`. Returns the echo request ids."""
+    ids = [ws.request("system.echo", {"text": f"{mark}:{i}|".ljust(chunk, "x")})
+           for i in range(math.ceil(total / chunk))]
+    ws.request("system-event", {"text": mark})
+    await _q(watcher.event("presence", timeout=10, pred=lambda e: any(
+        r.get("text") == mark for r in e["payload"]["presence"])), f"presence of {mark}")
+    return ids
+
+
+def _echoed(ws: RawWS, ids: list[str]) -> list[str]:
+    """The ids of the echo responses in `ids` that `ws` received, in arrival order."""
+    wanted = set(ids)
+    return [f["id"] for f in ws.frames if f.get("type") == "res" and f.get("id") in wanted
+            and f.get("ok") is True]
+
+
+# -- droppable events: presence is held, newest only ------------------------------------------
 
 DROP_BYTES = 200_000
 N_EVENTS = 64
-TEXT_BYTES = 8 * 1024
+TEXT_BYTES = 8 * 1024  # clipped by the gateway to 1,024 in the row; a new row each time
+SMALL_RCVBUF = 64 * 1024
+ECHO_CHUNK = 2 * MB
 
 
 def test_presence_dropped_for_slow_socket_without_seq_gap(gateway_server):
@@ -184,10 +249,13 @@ def test_presence_dropped_for_slow_socket_without_seq_gap(gateway_server):
     async def body():
         loop = asyncio.get_running_loop()
         fast = await _client(gw.url, "operator.read")
-        slow = await _client(gw.url, "operator.read", rcvbuf=64 * 1024)
+        slow = await _client(gw.url, "operator.read", "operator.admin", rcvbuf=SMALL_RCVBUF)
         trigger = await _client(gw.url, "operator.admin")
         try:
-            _stall(slow)
+            slow_port = _stall(slow)
+            # Over the drop threshold for sure: the kernel holds at most _kernel_max.
+            echo_ids = await _echo_backlog(slow, fast, _kernel_max(SMALL_RCVBUF) + 4 * DROP_BYTES,
+                                           256 * 1024, "bp-drop-mark")
             versions = []
             for i in range(N_EVENTS):
                 prefix = f"bp-drop-{i:04d}|"  # distinct first 64 chars: a new row each time
@@ -203,22 +271,28 @@ def test_presence_dropped_for_slow_socket_without_seq_gap(gateway_server):
                 versions.append(ev["stateVersion"]["presence"])
             # Every trigger reached the fast reader, in order, none skipped.
             assert versions == list(range(versions[0], versions[0] + N_EVENTS)), versions
-            assert len(fast.events("presence")) == N_EVENTS
+            assert len(fast.events("presence")) == N_EVENTS + 1  # + the marker's
             _assert_gapless(fast, "fast reader")
             # The stalled socket is behind, not closed (ticks stay under --max-buffered-bytes).
-            await asyncio.sleep(2 * TICK_MS / 1000)
+            await _next_tick(fast)
+            await _next_tick(fast)
             assert not slow.disconnected.is_set() and slow.close_code is None
-            assert _server_side_open(gw.port, slow.transport.underlying_transport
-                                     .get_extra_info("sockname")[1])
+            assert _server_side_open(gw.port, slow_port)
+            assert await _subscribers(trigger) == 3
 
             _resume(slow)
             await _q(slow.barrier(timeout=15), "stalled reader catching up")
+            assert _echoed(slow, echo_ids) == echo_ids  # responses are never dropped
+            # Once drained it gets the newest presence (held for it, sent within ~100 ms).
+            await _q(slow.event("presence", timeout=5, pred=lambda e: e["stateVersion"]
+                                ["presence"] == versions[-1]), "the newest presence, once drained")
             assert not slow.disconnected.is_set()
             _assert_gapless(slow, "stalled reader")  # dropped presence took no seq
+            # Behind since its backlog: of the 64 presence events only the newest reached it.
+            # (Its marker's own presence may have: a socket's responses to the read being
+            # handled are batched, and not counted as buffered until written.)
             got = _presence_versions(slow)
-            assert got == sorted(set(got)), got  # in order, no duplicates
-            assert 0 < len(got) < N_EVENTS, (len(got), N_EVENTS)
-            assert set(got) < set(versions)
+            assert got == sorted(set(got)) and set(got) & set(versions) == {versions[-1]}, got
             # Non-droppable ticks kept flowing to it while it was over the drop threshold.
             assert len(slow.events("tick")) >= len(fast.events("tick")) - 2
 
@@ -241,11 +315,6 @@ def test_presence_dropped_for_slow_socket_without_seq_gap(gateway_server):
 # -- slow-consumer close on a non-droppable event -----------------------------------------------
 
 LIMIT = 20_000_000        # --max-buffered-bytes == --drop-if-slow-bytes
-ROWS, ROW_BYTES = 3, 1_000_000  # every presence event is a ~3 MB frame
-WARMUP_PUMPS = 8          # everyone reading: buffers and windows grow to their steady size
-MAX_PUMPS = 20            # ~60 MB for the stalled socket: far over kernel buffers + LIMIT
-# Its user-space backlog cannot exceed LIMIT before this many ~3 MB events were sent to it.
-MIN_PUMPS_TO_EXCEED = LIMIT // (ROWS * ROW_BYTES) + 1
 
 
 async def _subscribers(trigger: RawWS) -> int:
@@ -256,54 +325,92 @@ async def _subscribers(trigger: RawWS) -> int:
 
 
 async def _slow_consumer_scenario(gw, resume: bool, out: dict) -> dict:
-    """F (fast reader), S (stalls), T (admin trigger). Fill presence with ROWS big rows, warm
-    up, take the baseline RSS, stall S, pump ~3 MB presence events until a tick closes S (the
-    gateway stops counting it), with F and T reading everything. With `resume`, S starts
-    reading again at once (it must then get its backlog and the 1008 close frame). Waits
-    until the gateway's end of S's TCP connection is gone. Fills `out` (clients, measurements)
-    as it goes, so the caller can clean up after a failure."""
+    """T (admin trigger), F (fast reader), S (stalls, then builds its own backlog of echo
+    responses). Phase 1: a backlog that cannot exceed LIMIT; two ticks later S is still
+    there. Phase 2: one more echo that must take it over LIMIT, then a marker; the first tick
+    after F saw the marker closes S (F connected first: it gets that tick in the same fan-out
+    pass), unless a tick already did between the echo and the marker (seen by polling
+    `status`). With `resume`, S reads again right then (from F's frame callback): it must get
+    its whole backlog and then the 1008 close frame, before the gateway gives up on it.
+    Waits until the gateway's end of S's TCP connection is gone. Fills `out` (clients,
+    measurements) as it goes, so the caller can clean up after a failure."""
     pid = gw.process.pid
+    loop = asyncio.get_running_loop()
     out["trigger"] = trigger = await _client(gw.url, "operator.admin")
-    for i in range(ROWS):
-        text = f"bp-row-{i}|".ljust(64, "-") + "x" * ROW_BYTES
-        res = await _q(trigger.call("system-event", {"text": text}, timeout=10), "prefill")
-        assert res["ok"] is True
     out["fast"] = fast = await _client(gw.url, "operator.read")
-    out["slow"] = slow = await _client(gw.url, "operator.read", rcvbuf=1 * MB)
-    for _ in range(WARMUP_PUMPS):
-        await _pump(trigger, [fast, slow, trigger])
+    out["slow"] = slow = await _client(gw.url, "operator.read", "operator.admin",
+                                       rcvbuf=SMALL_RCVBUF)
+    await _pump(trigger, [fast, slow, trigger])
     assert await _subscribers(trigger) == 3
-    await asyncio.sleep(1.0)
+    await _next_tick(fast)
     out["baseline"] = _rss(pid)
     sampler = _RssPeak(pid)
     try:
-        slow_port = _stall(slow)
-        out["slow_port"] = slow_port
-        pumps, last_pump = 0, time.monotonic()
-        while await _subscribers(trigger) == 3:
-            assert not slow.disconnected.is_set()
-            if pumps < MAX_PUMPS:
-                await _pump(trigger, [fast, trigger])
-                pumps, last_pump = pumps + 1, time.monotonic()
-                assert not fast.disconnected.is_set(), "the fast reader was closed"
-            else:
-                # ~60 MB pumped, S's backlog is far over LIMIT: a tick must come and close it.
-                assert time.monotonic() - last_pump < 3.0, (
-                    f"S not closed 3 s after {pumps} pumps (~{pumps * 3} MB)")
-                await asyncio.sleep(0.02)
-        out["closed_after_pumps"] = pumps
-        out["closed_after_last_pump_s"] = time.monotonic() - last_pump
+        out["slow_port"] = slow_port = _stall(slow)
+        # Phase 1: at most LIMIT - ECHO_CHUNK of responses in all, kernel or user space.
+        ids = await _echo_backlog(slow, fast, LIMIT - 2 * ECHO_CHUNK, ECHO_CHUNK, "bp-under")
+        await _next_tick(fast)
+        await _next_tick(fast)
+        assert await _subscribers(trigger) == 3, "S closed before its backlog could exceed LIMIT"
+        assert _server_side_open(gw.port, slow_port)
+        # Phase 2: one echo response (one handler call, so no tick can come in the middle)
+        # that takes it past LIMIT in user space whatever the kernel holds, then a marker.
+        big = _kernel_max(SMALL_RCVBUF) + 2 * ECHO_CHUNK
+        ids.append(slow.request("system.echo", {"text": "bp-over|".ljust(big, "x")}))
+        slow.request("system-event", {"text": "bp-over"})
+        sent_at = loop.time()
+        closing = loop.create_future()
+        marked = False
+
+        def stop_waiting(how: str) -> None:
+            if not closing.done():
+                if resume:  # S reads again at once: the gateway gives it 0.5 s to drain
+                    _resume(slow)
+                closing.set_result((loop.time(), how))
+
+        def on_frame() -> None:  # in F's frame callback: no scheduling delay
+            nonlocal marked
+            f = fast.frames[-1]
+            if f.get("event") == "presence" and any(
+                    r.get("text") == "bp-over" for r in f["payload"]["presence"]):
+                marked = True  # every response before it is queued: S is over LIMIT...
+            elif f.get("event") == "tick" and marked:
+                stop_waiting("tick after the marker")  # ...so this tick closed it
+
+        async def poll() -> None:  # or a tick closed it before the marker was handled
+            while not closing.done():
+                if await _subscribers(trigger) == 2:
+                    stop_waiting("closed before the marker")
+                await asyncio.sleep(0.01)
+
+        fast.on_frame = on_frame
+        poller = asyncio.ensure_future(poll())
+        try:
+            closed_at, out["how"] = await _q(asyncio.wait_for(asyncio.shield(closing), 5),
+                                             "S closed after its backlog exceeded LIMIT")
+        finally:
+            fast.on_frame = None
+            await poller
+        out["closing_tick_after_s"] = closed_at - sent_at
+        out["echo_ids"] = ids
+        assert await _subscribers(trigger) == 2, "the tick after S went over LIMIT did not close it"
         if resume:
-            _resume(slow)
             code, reason = await _q(slow.wait_closed(5), "slow consumer close")
             out["close"] = (code, reason)
+            out["close_after_tick_s"] = loop.time() - closed_at
+            out["received_before_close"] = len(_echoed(slow, ids))
         out["gone_after_s"] = await _wait_server_side_gone(gw.port, slow_port, 5)
         # F keeps getting ticks and presence after S is gone.
         await _next_tick(fast)
         await _pump(trigger, [fast, trigger])
         await _next_tick(fast)
-        await asyncio.sleep(2.0)
-        out["after"] = _rss(pid)
+        # The backlog is freed: RSS back near the baseline (allocator trimming is not instant).
+        deadline = loop.time() + 5
+        while True:
+            out["after"] = _rss(pid)
+            if out["after"] - out["baseline"] <= 8 * MB or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.1)
     finally:
         out["peak"] = sampler.stop()
     return out
@@ -336,12 +443,16 @@ def test_tick_closes_slow_consumer_1008_and_memory_is_released(gateway_server):
         try:
             await _slow_consumer_scenario(gw, True, m)
             fast, slow, trigger = m["fast"], m["slow"], m["trigger"]
-            assert m["close"] == (1008, "slow consumer"), m["close"]
+            # S read again at the closing tick: its whole backlog, then the close frame.
+            # (The gateway aborts a socket whose backlog is still unsent a while after the
+            # close: that would show as (None, None) with fewer echo responses received.)
+            assert m["close"] == (1008, "slow consumer"), m
             assert slow.got_close_frame
-            # Closed by a tick (every 200 ms) once over the limit, and not before it could be.
-            assert m["closed_after_pumps"] >= MIN_PUMPS_TO_EXCEED, m["closed_after_pumps"]
-            assert m["closed_after_last_pump_s"] < 3.0, m
-            # What S did receive before the close is a gapless seq stream.
+            assert m["received_before_close"] == len(m["echo_ids"]), m
+            assert _echoed(slow, m["echo_ids"]) == m["echo_ids"]  # in order
+            assert m["closing_tick_after_s"] < 3.0, m
+            # What S did receive before the close is a gapless seq stream, without the
+            # presence that came while it was over the limit.
             _assert_gapless(slow, "slow consumer")
             assert len(slow.events("presence")) < len(fast.events("presence"))
             # The fast reader: every presence event, every tick, no seq gap, no stall.
@@ -373,7 +484,7 @@ def test_stalled_slow_consumer_is_dropped_and_memory_released(gateway_server):
             # (it cannot deliver the close frame) and free its backlog.
             await _slow_consumer_scenario(gw, False, m)
             fast = m["fast"]
-            assert m["closed_after_pumps"] >= MIN_PUMPS_TO_EXCEED, m["closed_after_pumps"]
+            assert m["closing_tick_after_s"] < 3.0, m
             assert m["gone_after_s"] < 5.0
             _assert_gapless(fast, "fast reader")
             gaps = _tick_ts_gaps(fast)
@@ -396,20 +507,18 @@ def test_fast_client_rpc_not_delayed_by_stalled_socket(gateway_server):
     async def body():
         pid = gw.process.pid
         trigger = await _client(gw.url, "operator.admin")
-        for i in range(ROWS):
-            text = f"bp-row-{i}|".ljust(64, "-") + "x" * ROW_BYTES
-            assert (await _q(trigger.call("system-event", {"text": text}, timeout=10)))["ok"]
         fast = await _client(gw.url, "operator.read")
-        slow = await _client(gw.url, "operator.read", rcvbuf=1 * MB)
+        slow = await _client(gw.url, "operator.read", "operator.admin", rcvbuf=SMALL_RCVBUF)
         try:
+            await _pump(trigger, [fast, slow, trigger])
             baseline = _rss(pid)
             slow_port = _stall(slow)
-            for _ in range(10):  # ~30 MB for the stalled socket
-                await _pump(trigger, [fast, trigger])
-            await asyncio.sleep(0.3)
+            # ~20 MB more than the kernel can hold stays in the gateway's write buffer.
+            echo_ids = await _echo_backlog(slow, fast, _kernel_max(SMALL_RCVBUF) + 20 * MB,
+                                           ECHO_CHUNK, "bp-rtt-mark")
             kernel_queued = sum(q for _, q in _server_side(gw.port, slow_port))
             backlog_rss = _rss(pid) - baseline
-            assert kernel_queued > 1 * MB, kernel_queued
+            assert kernel_queued > 64 * 1024, kernel_queued
             assert backlog_rss > 15 * MB, f"no user-space backlog? RSS +{backlog_rss / MB:.1f} MB"
 
             rtts = []
@@ -422,12 +531,14 @@ def test_fast_client_rpc_not_delayed_by_stalled_socket(gateway_server):
             p99 = rtts[math.ceil(0.99 * len(rtts)) - 1]
             assert p99 < 0.200, (f"system.echo p99 {p99 * 1000:.1f} ms, "
                                  f"median {rtts[25] * 1000:.1f} ms")
+            await _pump(trigger, [fast, trigger])
             # Still stalled, still connected, still holding its backlog.
             assert _server_side_open(gw.port, slow_port)
             assert not slow.disconnected.is_set()
 
             _resume(slow)
             await _q(slow.barrier(timeout=15), "stalled reader catching up")
+            assert _echoed(slow, echo_ids) == echo_ids
             _assert_gapless(slow, "stalled reader")
             _assert_gapless(fast, "fast reader")
             # Nothing was droppable at these limits: it got every presence the fast one did.
