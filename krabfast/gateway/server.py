@@ -40,7 +40,10 @@ class _Sink(_sink_impl.WireSink):
         self.mark_closed()  # flushes what was queued before the close
         self.transport.send_close(WSCloseCode(code), reason.encode())
         # Give the peer a moment to read the close frame, then drop the socket.
-        asyncio.get_running_loop().call_later(0.5, _drop_socket, self.transport)
+        loop = asyncio.get_running_loop()
+        loop.call_later(_CLOSE_GRACE_S, _drop_socket, self.transport,
+                        self.transport.underlying_transport.get_write_buffer_size(),
+                        loop.time() + _CLOSE_DRAIN_MAX_S)
 
     def defer(self, awaitable, done) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -109,12 +112,22 @@ class _PicowsLog:
         log.log(level, msg, *args, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
 
 
-def _drop_socket(transport) -> None:
+_CLOSE_GRACE_S = 0.5      # a closed socket's peer gets this long to read, per look
+_CLOSE_DRAIN_MAX_S = 5.0  # and this long in all while it keeps reading its backlog
+
+
+def _drop_socket(transport, queued: int = 0, deadline: float = 0.0) -> None:
     """End a closed connection. A peer that never drained its backlog (a slow consumer)
-    would keep a graceful close waiting, and the backlog in memory, forever: abort it."""
+    would keep a graceful close waiting, and the backlog in memory, forever: abort it.
+    One still reading it (its write buffer shrank since the last look, `queued` bytes)
+    gets more time, up to `deadline`: the close frame is queued behind that backlog."""
     if not transport.is_disconnected:
-        stalled = transport.underlying_transport.get_write_buffer_size() > 0
-        transport.disconnect(graceful=not stalled)
+        left = transport.underlying_transport.get_write_buffer_size()
+        loop = asyncio.get_running_loop()
+        if 0 < left < queued and loop.time() < deadline:
+            loop.call_later(_CLOSE_GRACE_S, _drop_socket, transport, left, deadline)
+            return
+        transport.disconnect(graceful=left == 0)
 
 
 class GatewayServer:
