@@ -5,8 +5,9 @@ or plain Python with KRABFAST_NO_EXTENSIONS=1."""
 try:
     import cython
 except ImportError:  # plain Python without Cython installed: only `compiled` is read
-    class cython:  # noqa: N801
-        compiled = False
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
 
 import msgspec
 from picows.picows import WSListener, WSMsgType  # compiled: cimported (listener.pxd)
