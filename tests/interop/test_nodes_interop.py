@@ -223,6 +223,10 @@ def test_krabfast_node_host_on_reference(ref_gateway, node_host):
         assert "system.which" in req["commands"], req
         assert req["requiredApproveScopes"] == ["operator.pairing", "operator.admin"], req
         await approve(admin, req["requestId"])
+        # The reference may drop the node's socket on approval; under load its reconnect can
+        # take a while, and an invoke before it is NOT_CONNECTED.
+        await wait_row(admin, node.id, lambda r: r.get("connected") is True
+                       and r.get("approvalState") == "approved", timeout=30)
         which = assert_result(await invoke(admin, node.id, "system.which", {"bins": ["sh"]},
                                            timeout=30), node.id, "system.which")
         assert which == {"bins": {"sh": sh}}, which
@@ -230,7 +234,7 @@ def test_krabfast_node_host_on_reference(ref_gateway, node_host):
         assert row["connected"] is True and row["approvalState"] == "approved", row
         await admin.close()
 
-    run(body(), timeout=45)
+    run(body(), timeout=75)
 
 
 # -- (c) the relay's edge cases, on both gateways ---------------------------------------------
