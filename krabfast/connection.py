@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import time
 from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
 
@@ -25,6 +24,7 @@ from krabfast._core import wire
 from krabfast.gateway.auth import CLOSE_POLICY, check_shared_secret
 from krabfast.gateway.config import is_loopback
 from krabfast.gateway.device_auth import verify_device
+from krabfast.logutil import ThrottledLog
 from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, invalid_request,
                                       missing_scope, validation_message)
 from krabfast.protocol.frames import RequestFrame
@@ -619,23 +619,13 @@ def _digest(principal: str, params) -> bytes:
 
 
 log = logging.getLogger("krabfast.connection")
-_ERROR_LOG_INTERVAL_S = 10.0
-_error_log_state = {"next": 0.0, "suppressed": 0}
+# Failures caused while serving clients: one line per 10 s, the traceback only at debug.
+error_log = ThrottledLog(log, 10.0)
 
 
 def log_client_error(conn, exc: BaseException) -> None:
-    """At most one line per interval for failures caused while serving clients; the
-    traceback only at debug level (client input must not flood the log)."""
-    now = time.monotonic()
-    state = _error_log_state
-    if now < state["next"]:
-        state["suppressed"] += 1
-        return
-    state["next"] = now + _ERROR_LOG_INTERVAL_S
-    suppressed, state["suppressed"] = state["suppressed"], 0
-    extra = f" ({suppressed} similar lines suppressed)" if suppressed else ""
-    log.error("request from %s (%s) failed: %s: %s%s", conn.peer_ip or "?", conn.conn_id,
-              type(exc).__name__, exc, extra, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+    error_log.log("request failed", logging.ERROR, "request from %s (%s) failed",
+                  conn.peer_ip or "?", conn.conn_id, exc=exc)
 
 
 def _internal_error(conn, exc: BaseException) -> bytes:

@@ -23,6 +23,7 @@ from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
 from krabfast.gateway.loopmon import LoopMonitor
 from krabfast.gateway.preauth_gate import PreauthGate
+from krabfast.logutil import ThrottledLog
 from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
 
 log = logging.getLogger("krabfast.gateway")
@@ -69,47 +70,23 @@ class _PicowsLog:
     `interval` seconds with a count of the ones suppressed, and `exception` lines carry the
     traceback only at debug level, so no client can flood the log."""
 
-    __slots__ = ("_log", "info", "debug", "log", "isEnabledFor", "interval", "_next",
-                 "_suppressed", "_clock")
+    __slots__ = ("_log", "info", "debug", "log", "isEnabledFor", "_throttle")
 
     def __init__(self, logger: logging.Logger, interval: float = 10.0,
                  clock=time.monotonic) -> None:
         self._log = logger
         for name in ("info", "debug", "log", "isEnabledFor"):
             setattr(self, name, getattr(logger, name))
-        self.interval = interval
-        self._next: dict[str, float] = {}  # keyed by format string: picows has a few dozen
-        self._suppressed: dict[str, int] = {}
-        self._clock = clock
+        self._throttle = ThrottledLog(logger, interval, clock)  # keyed by format string
 
     def warning(self, msg, *args, **_kw) -> None:
-        self._limited(logging.WARNING, msg, args, None)
+        self._throttle.log(str(msg), logging.WARNING, str(msg), *args)
 
     def error(self, msg, *args, **_kw) -> None:
-        self._limited(logging.ERROR, msg, args, None)
+        self._throttle.log(str(msg), logging.ERROR, str(msg), *args)
 
     def exception(self, msg, *args, **_kw) -> None:
-        self._limited(logging.ERROR, msg, args, sys.exc_info()[1])
-
-    def _limited(self, level: int, msg, args: tuple, exc: BaseException | None) -> None:
-        log = self._log
-        if not log.isEnabledFor(level):
-            return
-        key = str(msg)
-        now = self._clock()
-        if now < self._next.get(key, 0.0):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._next[key] = now + self.interval
-        msg = key
-        if exc is not None:
-            msg += " (%s: %s)"
-            args += (type(exc).__name__, exc)
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            msg += " (%d similar lines suppressed)"
-            args += (suppressed,)
-        log.log(level, msg, *args, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+        self._throttle.log(str(msg), logging.ERROR, str(msg), *args, exc=sys.exc_info()[1])
 
 
 _CLOSE_GRACE_S = 0.5      # a closed socket's peer gets this long to read, per look

@@ -18,9 +18,10 @@ UNAVAILABLE = {"code": "UNAVAILABLE", "message": "internal error"}
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limit(monkeypatch):
-    monkeypatch.setitem(connection._error_log_state, "next", 0.0)
-    monkeypatch.setitem(connection._error_log_state, "suppressed", 0)
+def _fresh_rate_limit():
+    connection.error_log.reset()
+    yield
+    connection.error_log.reset()
 
 
 class _Faulty:
