@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 from krabfast.client import GatewayClient, GatewayClientError, RequestError
+from krabfast.client.hints import explain_request_error
 from krabfast.client.identity import DeviceIdentity
 from krabfast.node.commands import CommandRegistry, NodeCommandError, default_registry
 
@@ -58,8 +59,6 @@ def connect_failure(url: str, exc: BaseException) -> str:
             where = "" if url.rstrip("/") == "ws://127.0.0.1:18789" else f" --url {url}"
             return (f"{exc.message} (requestId {request_id}): approve this node's device with "
                     f"`krabfast devices approve {request_id}{where}`")
-        from krabfast.cli import explain_request_error
-
         return f"cannot connect to {url}: {explain_request_error(exc)}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"cannot connect to {url}: no answer in time"

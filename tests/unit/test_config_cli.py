@@ -154,7 +154,7 @@ def test_unusable_state_dir_fails_at_start(capsys, no_serving):
 
 
 def test_state_dir_is_created_and_opened_at_start(tmp_path, capsys, no_serving):
-    from krabfast.cli import check_state_dir
+    from krabfast.cli.gateway import check_state_dir
 
     state = tmp_path / "a" / "b"
     assert main(["gateway", "--state-dir", str(state)]) == 0
@@ -228,7 +228,7 @@ def _request_error(detail: str, message: str, **kw) -> RequestError:
 
 
 def test_auth_errors_name_krabfast_flags():
-    from krabfast.cli import explain_request_error
+    from krabfast.client.hints import explain_request_error
 
     text = explain_request_error(_request_error(
         "AUTH_TOKEN_MISMATCH", "unauthorized: gateway token mismatch (use this gateway's "
@@ -250,7 +250,7 @@ def test_auth_errors_name_krabfast_flags():
 
 
 def test_node_run_takes_url_or_host_port(capsys):
-    from krabfast.nodes_cli import node_url
+    from krabfast.cli.nodes import node_url
 
     def url(*argv):
         return node_url(build_parser().parse_args(["node", "run", *argv]))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import time
 
+from krabfast.cli.common import add_client_args, run_call
+
 
 def add_parser(sub) -> None:
-    from krabfast.cli import add_client_args
-
     p = sub.add_parser("devices", help="list, approve and manage paired devices")
     actions = p.add_subparsers(dest="action", required=True)
     specs = {
@@ -55,8 +55,6 @@ def _request(args) -> tuple[str, dict]:
 
 
 def _cmd_devices(args) -> int:
-    from krabfast.cli import run_call
-
     method, params = _request(args)
     code, result = run_call(args, method, params, what=f"devices {args.action}")
     if code:

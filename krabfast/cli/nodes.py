@@ -10,11 +10,11 @@ import sys
 import uuid
 from functools import partial
 
+from krabfast.cli.common import HelpFormatter, add_client_args, log_level, run_call
+from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS, env_first
+
 
 def add_parsers(sub) -> None:
-    from krabfast.cli import HelpFormatter, add_client_args, log_level
-    from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS
-
     p = sub.add_parser("node", help="run a headless node host")
     actions = p.add_subparsers(dest="action", required=True)
     run = actions.add_parser("run", help="connect to a gateway as a node and serve commands",
@@ -87,7 +87,6 @@ def node_url(args) -> str | None:
 
 
 def _cmd_node_run(args) -> int:
-    from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS, env_first
     from krabfast.node import NodeHost, default_registry
 
     url = node_url(args)
@@ -113,8 +112,6 @@ def _cmd_node_run(args) -> int:
 
 
 def _cmd_nodes(args) -> int:
-    from krabfast.cli import run_call
-
     action = args.action
     if action == "invoke":
         try:

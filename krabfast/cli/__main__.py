@@ -1,0 +1,3 @@
+from krabfast.cli.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""`krabfast gateway`: run the gateway in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from krabfast.cli.common import LOG_LEVELS, HelpFormatter, env_names, log_level
+from krabfast.gateway.config import DEFAULT_BIND, DEFAULT_PORT, PASSWORD_ENV_VARS, TOKEN_ENV_VARS
+
+
+GATEWAY_DESCRIPTION = f"""\
+Run the gateway in the foreground, logging to stdout (stop it with Ctrl-C or SIGTERM: clients
+get a `shutdown` event, then a 1012 close). No config file is needed: with no secret it
+serves ws://{DEFAULT_BIND}:{DEFAULT_PORT} without auth (loopback only). The token may come from
+{env_names(TOKEN_ENV_VARS)}, the password from {env_names(PASSWORD_ENV_VARS)}."""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("gateway", help="run the gateway in the foreground (logs to stdout)",
+                       description=GATEWAY_DESCRIPTION, formatter_class=HelpFormatter)
+    p.add_argument("action", nargs="?", default="run", choices=["run"], help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="TCP port to listen on (0: any free port)")
+    p.add_argument("--bind", default=DEFAULT_BIND, help="address to listen on")
+    p.add_argument("--auth", choices=["none", "token", "password"], default=None,
+                   help="auth mode (default: token if a token is set, else password if set, else none)")
+    p.add_argument("--token", default=None,
+                   help=f"shared token clients must send (or {env_names(TOKEN_ENV_VARS)})")
+    p.add_argument("--password", default=None,
+                   help=f"shared password clients must send (or {env_names(PASSWORD_ENV_VARS)})")
+    p.add_argument("--tick-interval-ms", type=int, default=30_000,
+                   help="how often every client gets a `tick` event")
+    p.add_argument("--max-buffered-bytes", type=int, default=52_428_800,
+                   help="a socket queueing more than this for an event it cannot miss is closed "
+                        "(1008 slow consumer)")
+    p.add_argument("--drop-if-slow-bytes", type=int, default=65_536,
+                   help="a socket queueing more than this gets only the newest presence event "
+                        "once it drains, and misses pairing notices")
+    p.add_argument("--state-dir", default=None,
+                   help="where pairing state lives (default ~/.krabfast or $KRABFAST_STATE_DIR; "
+                        "':memory:' keeps it in memory); checked at start")
+    p.add_argument("--no-auto-approve-local", dest="auto_approve_local", action="store_false",
+                   help="make devices on this machine wait for approval like remote ones")
+    p.add_argument("--node-commands-allow", default="", metavar="CMD,...",
+                   help="opt in to privacy-heavy node commands (camera.snap, screen.record, ...)")
+    p.add_argument("--node-commands-deny", default="", metavar="CMD,...",
+                   help="node commands never invoked, whatever a node declares")
+    p.add_argument("--log-level", type=log_level, default="info", metavar="LEVEL",
+                   help=f"one of {', '.join(LOG_LEVELS)}; at info and debug, client connects, "
+                        "disconnects and refused connects are logged (rate limited)")
+    p.set_defaults(func=_cmd_gateway)
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in text.split(",") if n.strip())
+
+
+def check_state_dir(state_dir: str | None) -> str | None:
+    """None when the state directory can hold the database (it is created, and the database
+    opened and migrated, now rather than at the first device connect); else why not."""
+    if state_dir == ":memory:":
+        return None
+    import sqlite3
+    from pathlib import Path
+
+    from krabfast.store.db import Database, default_state_dir
+
+    root = Path(state_dir) if state_dir else default_state_dir()
+    try:
+        Database.in_state_dir(root).close()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+        return f"cannot use state directory {root}: {exc.strerror or exc}{where}"
+    except (sqlite3.Error, RuntimeError) as exc:
+        return f"cannot use state directory {root}: {root / 'gateway.sqlite3'}: {exc}"
+    return None
+
+
+def _ignored_secrets(args, cfg) -> list[str]:
+    """Warnings for secrets the chosen auth mode does not use."""
+    def source(flag, value, env_vars):
+        if value:
+            return flag
+        return next((f"${n}" for n in env_vars if os.environ.get(n)), flag)
+
+    unused = []
+    if cfg.token and cfg.auth_mode != "token":
+        unused.append(("token", source("--token", args.token, TOKEN_ENV_VARS)))
+    if cfg.password and cfg.auth_mode != "password":
+        unused.append(("password", source("--password", args.password, PASSWORD_ENV_VARS)))
+    effect = ("clients connect without auth" if cfg.auth_mode == "none"
+              else f"clients authenticate with the {cfg.auth_mode}")
+    return [f"warning: --auth {cfg.auth_mode}: the {what} from {where} is ignored ({effect})"
+            for what, where in unused]
+
+
+def _cmd_gateway(args) -> int:
+    from krabfast.gateway.config import GatewayConfig
+    from krabfast.gateway.server import run
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = GatewayConfig.resolve(auth=args.auth, token=args.token, password=args.password,
+                                    bind=args.bind, port=args.port,
+                                    tick_interval_ms=args.tick_interval_ms,
+                                    max_buffered_bytes=args.max_buffered_bytes,
+                                    drop_if_slow_bytes=args.drop_if_slow_bytes,
+                                    state_dir=args.state_dir,
+                                    auto_approve_local=args.auto_approve_local,
+                                    node_commands_allow=_names(args.node_commands_allow),
+                                    node_commands_deny=_names(args.node_commands_deny))
+    except ValueError as exc:
+        print(f"krabfast gateway: {exc}", file=sys.stderr)
+        return 2
+    problem = check_state_dir(cfg.state_dir)
+    if problem:
+        print(f"krabfast gateway: {problem} (choose another with --state-dir or "
+              "$KRABFAST_STATE_DIR)", file=sys.stderr)
+        return 2
+    for warning in _ignored_secrets(args, cfg):
+        print(f"krabfast gateway: {warning}", file=sys.stderr, flush=True)
+    try:
+        run(cfg)
+    except OSError as exc:
+        print(f"krabfast gateway: cannot listen on {cfg.bind}:{cfg.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
