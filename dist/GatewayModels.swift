@@ -256,6 +256,65 @@ public struct NodeDescribeParams: Codable, Sendable {
     public let nodeId: String
 }
 
+public struct NodeDescribeResult: Codable, Sendable {
+    public let ts: Int
+    public let nodeId: String
+    public let displayName: String?
+    public let platform: String?
+    public let version: String?
+    public let clientId: String?
+    public let clientMode: String?
+    public let deviceFamily: String?
+    public let caps: [String]
+    public let commands: [String]
+    public let sessionHost: Bool
+    public let hostStats: AnyCodable?
+    public let nodePluginTools: [AnyCodable]?
+    public let pathEnv: String?
+    public let permissions: [String: Bool]?
+    public let approvalState: String
+    public let pendingRequestId: String?
+    public let pendingDeclaredCaps: [String]?
+    public let pendingDeclaredCommands: [String]?
+    public let connectedAtMs: Int?
+    public let lastConnectedAtMs: Int?
+    public let lastSeenAtMs: Int?
+    public let lastSeenReason: String?
+    public let approvedAtMs: Int?
+    public let skills: [AnyCodable]?
+    public let paired: Bool
+    public let connected: Bool
+}
+
+public struct NodeEntry: Codable, Sendable {
+    public let nodeId: String
+    public let displayName: String?
+    public let platform: String?
+    public let version: String?
+    public let clientId: String?
+    public let clientMode: String?
+    public let deviceFamily: String?
+    public let caps: [String]
+    public let commands: [String]
+    public let sessionHost: Bool
+    public let hostStats: AnyCodable?
+    public let nodePluginTools: [AnyCodable]?
+    public let pathEnv: String?
+    public let permissions: [String: Bool]?
+    public let approvalState: String
+    public let pendingRequestId: String?
+    public let pendingDeclaredCaps: [String]?
+    public let pendingDeclaredCommands: [String]?
+    public let connectedAtMs: Int?
+    public let lastConnectedAtMs: Int?
+    public let lastSeenAtMs: Int?
+    public let lastSeenReason: String?
+    public let approvedAtMs: Int?
+    public let skills: [AnyCodable]?
+    public let paired: Bool
+    public let connected: Bool
+}
+
 public struct NodeEventParams: Codable, Sendable {
     public let event: String
     public let payload: AnyCodable?
@@ -267,6 +326,11 @@ public struct NodeEventResult: Codable, Sendable {
     public let event: String
     public let handled: Bool
     public let reason: String?
+}
+
+public struct NodeInvokeCancelEvent: Codable, Sendable {
+    public let invokeId: String
+    public let nodeId: String
 }
 
 public struct NodeInvokeError: Codable, Sendable {
@@ -320,29 +384,75 @@ public struct NodeInvokeResultParams: Codable, Sendable {
     public let error: NodeInvokeError?
 }
 
+public struct NodeInvokeResultResult: Codable, Sendable {
+    public let ok: Bool
+    public let ignored: Bool?
+}
+
 public struct NodeListParams: Codable, Sendable {
+}
+
+public struct NodeListResult: Codable, Sendable {
+    public let ts: Int
+    public let nodes: [NodeEntry]
 }
 
 public struct NodePairApproveParams: Codable, Sendable {
     public let requestId: String
 }
 
+public struct NodePairApproveResult: Codable, Sendable {
+    public let requestId: String
+    public let node: NodeEntry
+}
+
 public struct NodePairListParams: Codable, Sendable {
+}
+
+public struct NodePairListResult: Codable, Sendable {
+    public let pending: [PendingNodeRequest]
+    public let paired: [NodeEntry]
 }
 
 public struct NodePairRejectParams: Codable, Sendable {
     public let requestId: String
 }
 
+public struct NodePairRejectResult: Codable, Sendable {
+    public let requestId: String
+    public let nodeId: String
+}
+
 public struct NodePairRemoveParams: Codable, Sendable {
     public let nodeId: String
+}
+
+public struct NodePairRemoveResult: Codable, Sendable {
+    public let nodeId: String
+}
+
+public struct NodePairResolvedEvent: Codable, Sendable {
+    public let requestId: String
+    public let nodeId: String
+    public let decision: String
+    public let ts: Int
 }
 
 public struct NodePluginToolsUpdateParams: Codable, Sendable {
     public let tools: [AnyCodable]
 }
 
+public struct NodePluginToolsUpdateResult: Codable, Sendable {
+    public let nodeId: String
+    public let tools: [AnyCodable]
+}
+
 public struct NodeRenameParams: Codable, Sendable {
+    public let nodeId: String
+    public let displayName: String
+}
+
+public struct NodeRenameResult: Codable, Sendable {
     public let nodeId: String
     public let displayName: String
 }
@@ -352,12 +462,17 @@ public struct NodeRunnerInventoryUpdateParams: Codable, Sendable {
     public let workerHost: AnyCodable?
 }
 
+public struct NodeRunnerInventoryUpdateResult: Codable, Sendable {
+    public let nodeId: String
+}
+
 public struct NodeSkillsUpdateParams: Codable, Sendable {
     public let skills: [AnyCodable]
 }
 
-public struct OkResult: Codable, Sendable {
-    public let ok: Bool
+public struct NodeSkillsUpdateResult: Codable, Sendable {
+    public let nodeId: String
+    public let skills: [AnyCodable]
 }
 
 public struct PairedDeviceEntry: Codable, Sendable {
@@ -398,6 +513,18 @@ public struct PendingDevice: Codable, Sendable {
     public let remoteIp: String?
     public let silent: Bool?
     public let isRepair: Bool?
+}
+
+public struct PendingNodeRequest: Codable, Sendable {
+    public let requestId: String
+    public let nodeId: String
+    public let displayName: String?
+    public let platform: String?
+    public let version: String?
+    public let caps: [String]
+    public let commands: [String]
+    public let requiredApproveScopes: [String]
+    public let ts: Int
 }
 
 public struct Policy: Codable, Sendable {
@@ -561,6 +688,8 @@ public struct SystemEventParams: Codable, Sendable {
 public struct SystemEventResult: Codable, Sendable {
     public let ok: Bool
 }
+
+public typealias SystemPresenceResult = [PresenceEntry]
 
 public struct TickEvent: Codable, Sendable {
     public let ts: Int

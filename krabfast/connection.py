@@ -2,40 +2,41 @@
 
 Bytes in (`receive`), frames out (through a `Sink`). No sockets, no event loop: the
 transport adapter (gateway/server.py) or a test feeds frames and reads what the sink got.
+The gateway's state and policies come in through `hub` (duck-typed: see gateway/hub.py):
+this module imports only the protocol, the hot-path core and a log helper.
 
 States: HANDSHAKE (challenge sent, waiting for `connect`) -> OPEN -> CLOSED.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
 import logging
 import os
 import re
-from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
 
 import msgspec
 
+from krabfast._core import dispatch as _dispatch
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
-from krabfast.gateway.auth import CLOSE_POLICY, check_shared_secret
-from krabfast.gateway.config import is_loopback
-from krabfast.gateway.device_auth import verify_device
 from krabfast.logutil import ThrottledLog
-from krabfast.protocol.errors import (DetailCode, ErrorCode, GatewayError, invalid_request,
-                                      missing_scope, validation_message)
+from krabfast.protocol.errors import (CLOSE_POLICY, DetailCode, ErrorCode, GatewayError,
+                                      invalid_request, missing_scope, validation_message)
 from krabfast.protocol.frames import RequestFrame
 from krabfast.protocol.handshake import ConnectChallenge, ConnectParams, PresenceEntry
-from krabfast.protocol.scopes import (DYNAMIC_SCOPE, NODE_ROLE_SCOPE, OPERATOR_SCOPES, ROLE_NODE,
-                                      ROLE_OPERATOR, ROLES, SCOPE_BIT, satisfies, scope_mask)
+from krabfast.protocol.methods import Reply
+from krabfast.protocol.scopes import (OPERATOR_SCOPES, ROLE_NODE, ROLE_OPERATOR, ROLES, SCOPE_BIT,
+                                      satisfies, scope_mask)
 from krabfast.protocol.version import MIN_NODE_PROTOCOL, accepted_range
 
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
 
-# Sentinel: _authorize already answered (and closed); the caller sends nothing more.
+# Sentinel: _role_error already answered (and closed); the caller sends nothing more.
 _ALREADY_ANSWERED = GatewayError(ErrorCode.INVALID_REQUEST, "already answered")
 
 CLOSE_NORMAL = 1000
@@ -47,14 +48,9 @@ CLOSE_SERVICE_RESTART = 1012
 
 _encode = wire.encode_json
 _connect_decoder = msgspec.json.Decoder(ConnectParams)
-_params_decoders: dict[type, msgspec.json.Decoder] = {}
-
-
-def _params_decoder(struct_type: type) -> msgspec.json.Decoder:
-    dec = _params_decoders.get(struct_type)
-    if dec is None:
-        dec = _params_decoders[struct_type] = msgspec.json.Decoder(struct_type)
-    return dec
+# Requests of one socket whose answers are still being computed (async handlers, e.g. a
+# node invoke): more are refused until some finish, so one client cannot pile up tasks.
+MAX_INFLIGHT_PER_SOCKET = 64
 
 
 class Sink(Protocol):
@@ -63,7 +59,30 @@ class Sink(Protocol):
     def send(self, data: bytes) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     def buffered(self) -> int: ...
-    def defer(self, awaitable, done: Callable[[Any, BaseException | None], None]) -> None: ...
+    def defer(self, awaitable, done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run `awaitable` (tracked by the transport), then call `done(result, exc)`."""
+    def cancel_deferred(self) -> None:
+        """Cancel what `defer` still runs for this socket (it is closing)."""
+
+
+class Call:
+    """What a handler gets about its caller: identity, role, scopes, and the gateway
+    services it may use (`services`). One per open connection, immutable."""
+
+    __slots__ = ("conn_id", "role", "scopes", "client", "device", "auth_method", "is_local",
+                 "peer_ip", "principal", "services")
+
+    def __init__(self, conn, principal: str, services) -> None:
+        self.conn_id = conn.conn_id
+        self.role = conn.role
+        self.scopes = conn.scopes
+        self.client = conn.client
+        self.device = conn.device
+        self.auth_method = conn.auth_method
+        self.is_local = conn.is_local
+        self.peer_ip = conn.peer_ip
+        self.principal = principal  # names the caller in keys no other caller may share
+        self.services = services
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -79,7 +98,7 @@ class Connection:
     __slots__ = ("hub", "browser", "sink", "peer_ip", "is_local", "conn_id", "state", "nonce",
                  "challenge_ts", "role", "scopes", "scope_mask", "client", "device", "protocol",
                  "sub", "presence_key", "connected_at", "unauthorized_calls", "_current_id",
-                 "deadline", "auth_method", "close_after_reply", "held", "__weakref__")
+                 "deadline", "auth_method", "held", "call", "inflight", "__weakref__")
 
     def __init__(self, hub, sink: Sink, *, peer_ip: str, is_local: bool,
                  browser: tuple[str, str] | None = None) -> None:
@@ -104,13 +123,12 @@ class Connection:
         self.unauthorized_calls = 0
         self._current_id = ""
         self.auth_method = ""
-        self.close_after_reply: tuple[int, str] | None = None
         self.held: dict[str, tuple[bytes, bytes]] | None = None  # event -> newest frame parts
-        hub.connections[self.conn_id] = self
-        hub.preauth_by_ip[peer_ip] += 1
-        # Handshake deadlines are swept by the hub (one timer for all sockets, not one each).
+        self.call: Call | None = None
+        self.inflight = 0
+        # Handshake deadlines are swept by the directory (one timer for all sockets).
         self.deadline = hub.monotonic() + hub.config.handshake_timeout_ms / 1000
-        hub.handshakes[self.conn_id] = self
+        hub.directory.add(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -133,39 +151,26 @@ class Connection:
         was_open = self.state == OPEN
         self.state = CLOSED
         hub = self.hub
-        hub.connections.pop(self.conn_id, None)
+        hub.directory.remove(self, was_open)
+        if self.inflight:
+            self.sink.cancel_deferred()  # nobody is left to answer
         if not was_open:
-            self._leave_preauth()
             return
         hub.client_log.disconnected(self)
-        hub.subscribers.pop(self.conn_id, None)
+        hub.bus.detach(self.conn_id)
         if self.held is not None:
             self.held = None
-            hub.holding.discard(self)
+            hub.bus.holding.discard(self)
         if self.role == ROLE_NODE and self.device is not None:
             hub.nodes.node_disconnected(self)
         # The row stays (reason "disconnect") until it expires, as on the reference; a device
         # with another socket still open stays connected.
-        key = self.presence_key
-        if key is not None:
-            left = hub.presence_refs.get(key, 1) - 1
-            if left > 0:
-                hub.presence_refs[key] = left
-            else:
-                hub.presence_refs.pop(key, None)
-                if hub.presence.update(key, reason="disconnect", ts=hub.clock_ms()):
-                    hub.presence_changed()
+        if self.presence_key is not None and hub.presence.leave(self.presence_key, hub.clock_ms()):
+            hub.presence_changed()
 
     def handshake_timed_out(self) -> None:
         if self.state == HANDSHAKE:
             self.close(CLOSE_NORMAL, "")  # as the reference: a plain close, no reason
-
-    def _leave_preauth(self) -> None:
-        self.hub.handshakes.pop(self.conn_id, None)
-        counts = self.hub.preauth_by_ip
-        counts[self.peer_ip] -= 1
-        if counts[self.peer_ip] <= 0:
-            del counts[self.peer_ip]
 
     # -- inbound ------------------------------------------------------------------------------
     def receive(self, data: bytes, *, binary: bool = False) -> None:
@@ -224,13 +229,10 @@ class Connection:
         self.hub.client_log.connected(self)
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
-        # Binary frames are read as UTF-8 JSON text, as the reference does. The compiled
-        # dispatcher answers plain requests itself and hands back the rest, decoded. (The
-        # compiled socket listener calls the dispatcher the same way, without this frame.)
+        # Binary frames are read as UTF-8 JSON text, as the reference does. (The compiled
+        # socket listener calls the dispatcher the same way, without this frame.)
         try:
-            rest = self.hub.dispatcher.receive(self, data)
-            if rest is not None:
-                self.dispatch_rest(rest)
+            self.hub.dispatcher.receive(self, data)
         except Exception as exc:
             self.frame_failed(data, exc)
 
@@ -264,15 +266,6 @@ class Connection:
             req_id, err = answer
             self.sink.send(wire.response_error(req_id or "invalid", _encode(err.to_shape())))
 
-    def dispatch_rest(self, rest) -> None:
-        """The requests the fast path handed back: (frame, params-or-UNSET)."""
-        frame, params = rest
-        if type(frame) is not RequestFrame:
-            err = invalid_request("invalid request frame: only req frames are accepted")
-            self.sink.send(wire.response_error(getattr(frame, "id", None) or "invalid",
-                                               _encode(err.to_shape())))
-            return
-        self._dispatch(frame, params)
 
     # -- handshake ----------------------------------------------------------------------------
     def _connect(self, frame: RequestFrame) -> bytes:
@@ -296,7 +289,8 @@ class Connection:
                 close_code=CLOSE_PROTOCOL_ERROR)
         if role not in ROLES:
             raise invalid_request("invalid role", close_code=CLOSE_POLICY)
-        if is_control_ui(params.client) and not origin_allowed(self.browser, self.is_local):
+        if is_control_ui(params.client) and not hub.admission.origin_allowed(self.browser,
+                                                                               self.is_local):
             raise GatewayError(
                 ErrorCode.INVALID_REQUEST,
                 "origin not allowed (open the Control UI from the gateway host or allow it in "
@@ -352,8 +346,7 @@ class Connection:
             raise GatewayError(ErrorCode.NOT_PAIRED, "device identity required",
                                details={"code": DetailCode.DEVICE_IDENTITY_REQUIRED.value},
                                close_code=CLOSE_POLICY)
-        return check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip, self.is_local,
-                                   params.client.id)
+        return hub.admission.shared_secret(auth, self.peer_ip, self.is_local, params.client.id)
 
     def _admit_device(self, params, auth, role: str, requested: list[str]):
         """Prove the device key, then admit it by shared secret or by its device token."""
@@ -365,16 +358,16 @@ class Connection:
         # The signature covers the scopes exactly as sent (duplicates, unknown ones and
         # all), as the reference verifies them; what is granted is filtered afterwards.
         sent_scopes = list(params.scopes) if params.scopes is not msgspec.UNSET else []
-        verify_device(params, params.device, role=role, scopes=sent_scopes, token=signed_token,
-                      nonce=self.nonce, now_ms=hub.clock_ms())
+        hub.admission.verify_device(params, params.device, role=role, scopes=sent_scopes,
+                                    token=signed_token, nonce=self.nonce, now_ms=hub.clock_ms())
         pairing = hub.pairing
         # GatewayClient sends a device token as both `token` and `deviceToken`: that is a
         # device-token connect, not a wrong shared secret (which would count as a failure).
         if device_token and shared in (None, device_token):
             return pairing.admit_device_token(self, params, role, requested, device_token)
         try:
-            method = check_shared_secret(hub.config, hub.rate_limiter, auth, self.peer_ip,
-                                         self.is_local, params.client.id)
+            method = hub.admission.shared_secret(auth, self.peer_ip, self.is_local,
+                                                 params.client.id)
         except GatewayError:
             if device_token:
                 return pairing.admit_device_token(self, params, role, requested, device_token)
@@ -384,14 +377,14 @@ class Connection:
     def _enter_open(self) -> None:
         hub = self.hub
         self.state = OPEN
-        self._leave_preauth()
+        hub.directory.opened(self)
+        self.call = Call(self, self.principal(), hub.services)
         self.sub = _fanout.Subscriber(self.sink, self, self.scope_mask)
-        hub.subscribers[self.conn_id] = self.sub
+        hub.bus.attach(self.conn_id, self.sub)
         entry = self._presence_entry()
         if entry is not None:
             self.presence_key = key = self._presence_identity()
-            hub.presence_refs[key] = hub.presence_refs.get(key, 0) + 1
-            hub.presence.upsert(key, entry)
+            hub.presence.join(key, entry)
 
     def _after_open(self) -> None:
         # Broadcast after hello-ok so the new client's first event follows its hello.
@@ -428,7 +421,7 @@ class Connection:
             return
         if self.held is None:
             self.held = {}
-            self.hub.holding.add(self)
+            self.hub.bus.holding.add(self)
         self.held[event] = (prefix, suffix)
 
     def release_held(self, limit: int) -> int:
@@ -437,7 +430,7 @@ class Connection:
         if held is None or self.sub is None or self.sink.buffered() > limit:
             return 0
         self.held = None
-        self.hub.holding.discard(self)
+        self.hub.bus.holding.discard(self)
         for prefix, suffix in held.values():
             self.sink.send(self.sub.next_frame(prefix, suffix))
         return len(held)
@@ -445,44 +438,34 @@ class Connection:
     def slow_consumer(self) -> None:
         self.close(CLOSE_POLICY, "slow consumer")
 
-    # -- dispatch -----------------------------------------------------------------------------
-    def _dispatch(self, frame: RequestFrame, params=msgspec.UNSET) -> None:
-        """The general request path: every rule, every error. `params` is the decoded
-        Struct when the fast path already decoded it."""
-        req_id = self._current_id = frame.id
-        method = frame.method
-        entry = self.hub.methods.get(method)
-        if entry is None:
-            return self._send_error(req_id, self._unclassified(method))
-        spec, handler = entry
-        err = self._authorize(spec)
-        if err is not None:
-            return self._send_error(req_id, err)
-        self.unauthorized_calls = 0
-        if spec.params is None:
-            params = None
-        elif params is msgspec.UNSET:
-            raw = frame.params
-            if raw is msgspec.UNSET or bytes(raw) == b"null":
-                raw = b"{}"
-            try:
-                params = _params_decoder(spec.params).decode(raw)
-            except (msgspec.ValidationError, RecursionError) as exc:
-                return self._send_error(
-                    req_id, invalid_request(validation_message(f"{method} params", exc, "$.params")))
-        if spec.scope_for is not None:
-            # The params-dependent scope, checked before any replay can answer.
-            needed = spec.scope_for(params)
-            if not satisfies(self.scopes, self.scope_mask, needed):
-                return self._send_error(req_id, missing_scope(method, needed, [needed]))
-        key = None
-        if spec.side_effect:
-            idem = getattr(params, "idempotency_key", msgspec.UNSET)
-            if idem is not msgspec.UNSET:
-                key = (method, _digest(self.principal(), params))
-                if self._replay(req_id, key):
-                    return
-        self._run(req_id, handler, params, key)
+    # -- requests: the outcomes the dispatcher hands over (see _core/dispatch.pxd) ------------
+    def not_a_request(self, frame) -> None:
+        err = invalid_request("invalid request frame: only req frames are accepted")
+        self._send_error(getattr(frame, "id", None) or "invalid", err)
+
+    def unknown_method(self, req_id: str, method: str) -> None:
+        self._current_id = req_id
+        self._send_error(req_id, self._unclassified(method))
+
+    def denied(self, req_id: str, entry, verdict: int, needed: str) -> None:
+        self._current_id = req_id
+        if verdict == _dispatch.WRONG_ROLE:
+            err = self._role_error()
+        else:
+            err = missing_scope(entry.spec.name, needed, [needed])
+        self._send_error(req_id, err)
+
+    def bad_params(self, req_id: str, entry, exc: Exception) -> None:
+        name = entry.spec.name
+        self._send_error(req_id, invalid_request(validation_message(f"{name} params", exc,
+                                                                    "$.params")))
+
+    def run_idempotent(self, req_id: str, entry, params) -> None:
+        """A call with an idempotency key: answered from the cache when it was seen (in
+        flight: once it finishes), else run and remembered."""
+        key = (entry.spec.name, _digest(self.call.principal, params))
+        if not self._replay(req_id, key):
+            self.run(req_id, entry, params, key)
 
     def _unclassified(self, method: str) -> GatewayError:
         """A method this gateway does not serve (`connect` included, once open). As on the
@@ -518,21 +501,6 @@ class Connection:
             return _ALREADY_ANSWERED
         return err
 
-    def _authorize(self, spec) -> GatewayError | None:
-        if spec.open_to_all:
-            return None
-        wanted = ROLE_NODE if spec.scope == NODE_ROLE_SCOPE else ROLE_OPERATOR
-        if self.role != wanted:
-            return self._role_error()
-        if wanted == ROLE_NODE:
-            return None
-        scope = spec.scope if spec.scope_for is None else spec.scope_for(None)
-        if scope == DYNAMIC_SCOPE:
-            return None  # the handler checks scopes against the params
-        if not satisfies(self.scopes, self.scope_mask, scope):
-            return missing_scope(spec.name, scope, [scope])
-        return None
-
     def _replay(self, req_id: str, key) -> bool:
         """Answer an idempotent retry from the cache; True if handled."""
         cache = self.hub.idempotency
@@ -545,29 +513,48 @@ class Connection:
             found.waiters.append((self, req_id))
         return True
 
-    def _run(self, req_id: str, handler, params, key) -> None:
+    def run(self, req_id: str, entry, params, key) -> None:
+        """Run a handler and answer (now, or when its awaitable finishes)."""
+        if entry.is_async and self.inflight >= MAX_INFLIGHT_PER_SOCKET:
+            return self._send_error(req_id, GatewayError(
+                ErrorCode.UNAVAILABLE, "too many requests in flight on this connection",
+                retryable=True))
         if key is not None:
             self.hub.idempotency.begin(key)
         try:
-            result = handler(self, params)
+            result = entry.handler(self.call, params)
         except GatewayError as err:
             return self._complete(req_id, key, (False, _encode(err.to_shape())))
         except Exception as exc:  # a handler bug must not take the socket down
             return self._complete(req_id, key, (False, _internal_error(self, exc)))
-        if inspect.isawaitable(result):
-            def done(value, exc, req_id=req_id, key=key):
-                if exc is None:
-                    try:
-                        outcome = (True, _encode(value))
-                    except Exception as enc_exc:
-                        outcome = (False, _internal_error(self, enc_exc))
-                elif isinstance(exc, GatewayError):
-                    outcome = (False, _encode(exc.to_shape()))
-                else:
-                    outcome = (False, _internal_error(self, exc))
-                self._complete(req_id, key, outcome)
-            self.sink.defer(result, done)
-            return
+        if not inspect.isawaitable(result):
+            return self._finish(req_id, key, result)
+        self.inflight += 1
+
+        def done(value, exc, req_id=req_id, key=key):
+            self.inflight -= 1
+            if exc is None:
+                self._finish(req_id, key, value)
+            elif isinstance(exc, GatewayError):
+                self._complete(req_id, key, (False, _encode(exc.to_shape())))
+            elif isinstance(exc, asyncio.CancelledError):  # the socket closed, or shutdown
+                self._complete(req_id, key, (False, _CANCELLED))
+            else:
+                self._complete(req_id, key, (False, _internal_error(self, exc)))
+        self.sink.defer(result, done)
+
+    def send_reply(self, req_id: str, reply: Reply, key) -> None:
+        """Answer with `reply.result`, then run `reply.after` (once, after the answer)."""
+        try:
+            outcome = (True, _encode(reply.result))
+        except Exception as exc:
+            return self._complete(req_id, key, (False, _internal_error(self, exc)))
+        self._complete(req_id, key, outcome)
+        reply.after()
+
+    def _finish(self, req_id: str, key, result) -> None:
+        if type(result) is Reply:
+            return self.send_reply(req_id, result, key)
         try:
             outcome = (True, _encode(result))
         except Exception as exc:
@@ -585,8 +572,6 @@ class Connection:
             return
         ok, body = outcome
         self.sink.send(wire.response_ok(req_id, body) if ok else wire.response_error(req_id, body))
-        if self.close_after_reply is not None:
-            self.close(*self.close_after_reply)
 
     def internal_error(self, exc: BaseException) -> bytes:
         return _internal_error(self, exc)
@@ -607,6 +592,8 @@ class Connection:
 
 READ_BIT = SCOPE_BIT["operator.read"]
 ADMIN_SCOPE = "operator.admin"
+_CANCELLED = _encode(GatewayError(ErrorCode.UNAVAILABLE, "request cancelled: the gateway is closing "
+                                  "this connection", retryable=True).to_shape())
 
 
 def _digest(principal: str, params) -> bytes:
@@ -704,20 +691,6 @@ CONTROL_UI_CLIENT_IDS = frozenset(("openclaw-control-ui", "webchat-ui", "webchat
 
 def is_control_ui(client) -> bool:
     return client.id in CONTROL_UI_CLIENT_IDS or client.mode == "webchat"
-
-
-def origin_allowed(browser: tuple[str, str] | None, is_local: bool) -> bool:
-    """Browser clients must come from the gateway's own origin (same host as the one they
-    connected to), or from a loopback page when they are local themselves."""
-    if browser is None:
-        return False
-    origin, host = browser
-    origin_host = urlsplit(origin).hostname
-    if not origin_host:
-        return False
-    if origin_host == (urlsplit(f"//{host}").hostname or ""):
-        return True
-    return is_local and (origin_host == "localhost" or is_loopback(origin_host))
 
 
 _SCOPE_SETS: dict[frozenset[str], frozenset[str]] = {}

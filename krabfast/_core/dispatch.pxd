@@ -1,13 +1,12 @@
-# Contract of dispatch.py: the fast path of an authenticated connection's requests; also
-# the declarations Cython compiles dispatch.py with (this file augments it; plain Python
-# ignores it). Invariants:
+# Contract of dispatch.py: every request frame of an open connection takes one path;
+# also the declarations Cython compiles dispatch.py with (this file augments it; plain
+# Python ignores it). Invariants:
 # - A frame is parsed once; its params are decoded once, straight into the method's Struct.
-# - receive() either answers the request completely (returns None) or answers nothing and
-#   returns (frame, params) for the connection's general path, params being the decoded
-#   Struct or UNSET when not decoded yet. It never does both, so no request is answered twice.
-# - Only the plain case is fast: known method, caller allowed by role and scope bits,
-#   params valid, no idempotency key, synchronous handler. Everything else (errors,
-#   retries, async handlers) takes the general path, which owns those rules.
+# - Authorization is one rule (`access`, then the params-dependent scope via `holds`),
+#   decided from the method's declaration, for every request: there is no second path.
+# - receive() answers each request exactly once: itself for the plain case (sync handler,
+#   no idempotency key), else through exactly one `conn` method (not_a_request,
+#   unknown_method, denied, bad_params, run_idempotent, run, send_reply), which owns it.
 
 cimport cython
 
@@ -17,17 +16,29 @@ cdef object _UNSET
 cdef object _ValidationError
 cdef object _RequestFrame
 cdef object _GatewayError
+cdef object _Reply
+cdef dict _SCOPE_BIT
+cdef str _ADMIN, _ROLE_NODE, _ROLE_OPERATOR
+cdef bytes _NULL, _EMPTY
 
 cdef class MethodEntry:
     cdef readonly object spec
     cdef readonly object handler
     cdef readonly object decoder      # msgspec Decoder of the params Struct, or None
-    cdef readonly long long scope_bit # operator scope bit needed (kind == KIND_SCOPED)
     cdef readonly int kind
+    cdef readonly long long scope_bit # operator scope bit needed (0: none or scope_name)
+    cdef readonly object scope_name   # a scope without a bit, needed exactly (or admin)
+    cdef readonly object scope_for    # params -> scope, or None
     cdef readonly bint is_async
-    cdef readonly bint side_effect
+    cdef readonly bint idempotent
+
+@cython.locals(bit=cython.longlong)
+cpdef bint holds(long long mask, object scopes, str scope)
+
+@cython.locals(kind=cython.int)
+cpdef int access(MethodEntry e, object conn)
 
 cdef class Dispatcher:
     cdef dict entries
-    @cython.locals(e=MethodEntry, mask=cython.longlong)
+    @cython.locals(e=MethodEntry, verdict=cython.int)
     cpdef object receive(self, object conn, object data)

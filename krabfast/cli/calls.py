@@ -39,7 +39,7 @@ def scope_label(spec) -> str:
 def method_table(names=None) -> str:
     """Method names with the scope each needs (krabfast's table; names it does not know
     are listed with '?')."""
-    from krabfast.protocol.methods import METHODS
+    from krabfast.methods import METHODS
 
     names = sorted(METHODS) if names is None else list(names)
     width = max((len(n) for n in names), default=0)
@@ -54,7 +54,7 @@ def method_table(names=None) -> str:
 
 def _cmd_list(args) -> int:
     if args.url is None:
-        from krabfast.protocol.methods import METHODS
+        from krabfast.methods import METHODS
 
         names = sorted(METHODS)
         if args.json:

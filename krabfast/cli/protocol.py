@@ -15,10 +15,12 @@ def add_parser(sub) -> None:
 
 
 def _cmd_protocol(args) -> int:
+    from krabfast.methods import METHOD_SPECS
     from krabfast.protocol.jsonschema import build_schema, render_schema
     from krabfast.protocol.swift import render_swift
 
-    outputs = {args.out: render_schema(), args.swift_out: render_swift(build_schema())}
+    outputs = {args.out: render_schema(METHOD_SPECS),
+               args.swift_out: render_swift(build_schema(METHOD_SPECS))}
     if args.action == "gen":
         for path, text in outputs.items():
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -10,10 +10,9 @@ import hmac
 
 from krabfast.gateway.config import GatewayConfig
 from krabfast.gateway.ratelimit import AuthRateLimiter
-from krabfast.protocol.errors import DetailCode, ErrorCode, GatewayError
+from krabfast.protocol.errors import CLOSE_POLICY, DetailCode, ErrorCode, GatewayError
 from krabfast.protocol.handshake import ConnectAuth
 
-CLOSE_POLICY = 1008
 
 # authReason -> (details.code, recommendedNextStep), as the reference reports them.
 _REASONS = {

@@ -15,7 +15,7 @@ import hashlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from krabfast.gateway.auth import CLOSE_POLICY
+from krabfast.protocol.errors import CLOSE_POLICY
 from krabfast.protocol.errors import DetailCode, ErrorCode, GatewayError
 from krabfast.protocol.handshake import ConnectParams, DeviceAuth
 

@@ -1,92 +1,93 @@
-"""Gateway state shared by all connections (Sans-I/O: no sockets, no event loop).
+"""The hub: the gateway state shared by all connections, as named seams (Sans-I/O: no
+sockets, no event loop).
 
-The transport adapter feeds it time (`tick`, `refresh_health`) and connections; it owns
-presence, state versions, the health snapshot, broadcast fan-out and the policies
-(idempotency, auth rate limit) that span connections.
+Each seam has a narrow interface a second implementation (Redis, PostgreSQL) can replace:
+the event bus (`bus`), the presence store (`presence`), the idempotency store
+(`idempotency`), the connection directory (`directory`), the node router (`nodes`) and the
+durable store (`database`, behind `pairing` and `nodes`). The hub wires them together,
+owns the method table and the health snapshot, and is fed time (`tick`, `refresh_health`,
+`maintain`) by the transport adapter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import logging
 import secrets
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 
 import msgspec
 
 from krabfast import __version__
 from krabfast._core import dispatch as _dispatch
-from krabfast._core import fanout as _fanout
-from krabfast._core import wire
+from krabfast.gateway.admission import Admission
+from krabfast.gateway.bus import EventBus
 from krabfast.gateway.clientlog import ClientLog
 from krabfast.gateway.config import GatewayConfig
+from krabfast.gateway.directory import ConnectionDirectory
 from krabfast.gateway.hello import HelloEncoder
-from krabfast.gateway.idempotency import IdempotencyCache
-from krabfast.gateway.nodes import Nodes
+from krabfast.gateway.idempotency import IdempotencyStore
+from krabfast.gateway.node_router import NodeRouter
 from krabfast.gateway.pairing import Pairing
-from krabfast.gateway.presence import PresenceTable, self_entry
+from krabfast.gateway.presence import PresenceStore, self_entry
 from krabfast.gateway.ratelimit import AuthRateLimiter
-from krabfast.methods import HANDLERS
+from krabfast.gateway.services import Services
+from krabfast.methods import METHOD_SPECS
 from krabfast.protocol import methods as M
 from krabfast.store import Database, DeviceStore
 from krabfast.store.nodes import NodeStore
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import (EventLoopHealth, Features, HealthSnapshot, PresenceEntry,
                                          Snapshot, empty_health)
-from krabfast.protocol.scopes import NODE_ROLE_SCOPE, SCOPE_BIT
 from krabfast.protocol.system import PresenceEvent, ShutdownEvent, TickEvent
 
-_encode = wire.encode_json
+log = logging.getLogger("krabfast.gateway")
+PLUGIN_ENTRY_POINTS = "krabfast.methods"
 
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Gateway:
+class Hub:
     def __init__(self, config: GatewayConfig, *, clock_ms=_wall_ms, monotonic=time.monotonic,
-                 server_version: str = __version__) -> None:
+                 server_version: str = __version__, plugins: bool = False) -> None:
         self.config = config
         self.clock_ms = clock_ms
         self.monotonic = monotonic
         self.server_version = server_version
         self.started = monotonic()
         self.boot_id = secrets.token_hex(8)
-        self.presence = PresenceTable(self_entry(server_version, str(uuid.uuid4())),
+        self.presence = PresenceStore(self_entry(server_version, str(uuid.uuid4())),
                                       config.max_presence_entries)
-        # Open sockets per presence row (a device connected twice is one row).
-        self.presence_refs: dict[str, int] = {}
         # Texts of recent system events, oldest first (`status.queuedSystemEvents`).
         self.system_events: deque[str] = deque(maxlen=config.max_queued_system_events)
         self.health_version = 0
         self._health = empty_health(clock_ms(), None)
-        self.connections: dict[str, object] = {}  # conn_id -> Connection (all live sockets)
-        self.subscribers: dict[str, _fanout.Subscriber] = {}  # authenticated sockets
-        self.preauth_by_ip: Counter[str] = Counter()
-        # Sockets still in the handshake, oldest first (deadlines grow with insertion order).
-        self.handshakes: dict[str, object] = {}
-        # Sockets with coalesced events parked until they drain (see Connection.hold).
-        self.holding: set = set()
-        self.idempotency = IdempotencyCache(config.idempotency_ttl_ms,
+        self.bus = EventBus(config.drop_if_slow_bytes, config.max_buffered_bytes)
+        self.directory = ConnectionDirectory()
+        self.idempotency = IdempotencyStore(config.idempotency_ttl_ms,
                                             config.idempotency_max_entries, clock_ms)
         self.rate_limiter = AuthRateLimiter(config.rate_limit, clock_ms)
+        self.admission = Admission(config, self.rate_limiter)
         # One rate-limited log line per client connect, disconnect and refused connect.
         self.client_log = ClientLog()
-        self.methods = {name: (M.METHODS[name], handler) for name, handler in HANDLERS.items()}
-        missing = set(M.METHODS) - set(self.methods)
-        if missing:  # a spec without a handler would be advertised but not served
-            raise RuntimeError(f"methods without handlers: {sorted(missing)}")
-        self.dispatcher = _dispatch.Dispatcher({})
-        self._rebuild_dispatcher()
-        self.features = Features(methods=sorted(self.methods),
-                                 events=[spec.name for spec in M.EVENT_SPECS])
         self.closing = False
         self._conn_counter = 0
-        self.hello = HelloEncoder(self)
         self._pairing: Pairing | None = None
-        self._nodes: Nodes | None = None
+        self._nodes: NodeRouter | None = None
         self._database: Database | None = None
+        self.services = Services(self)
+        self.methods: dict[str, M.MethodSpec] = {}
+        self.features = Features(methods=[], events=[spec.name for spec in M.EVENT_SPECS])
+        self.dispatcher = _dispatch.Dispatcher({})
+        self.add_methods(METHOD_SPECS)
+        if plugins:
+            self.load_plugins()
+        self.hello = HelloEncoder(self)
 
     @property
     def pairing(self) -> Pairing:
@@ -97,9 +98,9 @@ class Gateway:
         return self._pairing
 
     @property
-    def nodes(self) -> Nodes:
+    def nodes(self) -> NodeRouter:
         if self._nodes is None:
-            self._nodes = Nodes(self, NodeStore(self.database))
+            self._nodes = NodeRouter(self, NodeStore(self.database))
         return self._nodes
 
     @property
@@ -109,28 +110,50 @@ class Gateway:
             self._database = Database(":memory:") if state == ":memory:" else Database.in_state_dir(state)
         return self._database
 
-    def set_method(self, spec: M.MethodSpec, handler) -> None:
-        """Serve `spec.name` with `handler` (plugins, tests)."""
-        self.methods[spec.name] = (spec, handler)
-        self._rebuild_dispatcher()
-
-    def _rebuild_dispatcher(self) -> None:
+    # -- the method table ------------------------------------------------------------------------
+    def add_methods(self, specs) -> None:
+        """Serve these declarations (built-in families, plugins, tests): each is dispatched,
+        authorized and advertised in `hello-ok.features.methods` like the built-in ones. A
+        later declaration of a name replaces the earlier one."""
+        for spec in specs:
+            if spec.handler is None:
+                raise ValueError(f"{spec.name}: a served method needs a handler")
+            self.methods[spec.name] = spec
         entries = {}
-        for name, (spec, handler) in self.methods.items():
+        for name, spec in self.methods.items():
             decoder = msgspec.json.Decoder(spec.params) if spec.params is not None else None
-            if spec.general_path:
-                kind, bit = _dispatch.KIND_SLOW, 0
-            elif spec.open_to_all:
-                kind, bit = _dispatch.KIND_OPEN, 0
-            elif spec.scope == NODE_ROLE_SCOPE:
-                kind, bit = _dispatch.KIND_NODE, 0
-            elif spec.scope in SCOPE_BIT:
-                kind, bit = _dispatch.KIND_SCOPED, SCOPE_BIT[spec.scope]
-            else:
-                kind, bit = _dispatch.KIND_SLOW, 0
-            entries[name] = _dispatch.MethodEntry(spec, handler, decoder, bit, kind,
-                                                  inspect.iscoroutinefunction(handler))
+            entries[name] = _dispatch.MethodEntry(spec, decoder,
+                                                  inspect.iscoroutinefunction(spec.handler))
         self.dispatcher = _dispatch.Dispatcher(entries)
+        # A new Features object: the hello-ok encoder re-encodes it when it changes.
+        self.features = Features(methods=sorted(self.methods), events=self.features.events)
+
+    def set_method(self, spec: M.MethodSpec, handler=None) -> None:
+        """Serve one method (`handler` replaces the spec's own, e.g. in tests)."""
+        if handler is not None:
+            spec = dataclasses.replace(spec, handler=handler)
+        self.add_methods([spec])
+
+    def load_plugins(self) -> int:
+        """Methods from installed packages: each entry point in the `krabfast.methods`
+        group names a `MethodTable` (or an iterable of `MethodSpec`). A plugin that fails
+        to load is logged and skipped; it never stops the gateway."""
+        from importlib.metadata import entry_points
+
+        added = 0
+        for ep in entry_points(group=PLUGIN_ENTRY_POINTS):
+            try:
+                obj = ep.load()
+                specs = list(obj.specs if isinstance(obj, M.MethodTable) else obj)
+                if not all(isinstance(s, M.MethodSpec) for s in specs):
+                    raise TypeError("not a MethodTable or MethodSpecs")
+                self.add_methods(specs)
+            except Exception as exc:
+                log.error("method plugin %s failed to load: %s", ep.name, exc)
+                continue
+            added += len(specs)
+            log.info("method plugin %s: %s", ep.name, ", ".join(s.name for s in specs))
+        return added
 
     # -- identity ---------------------------------------------------------------------------
     def new_conn_id(self) -> str:
@@ -189,15 +212,7 @@ class Gateway:
 
     def expire_handshakes(self) -> int:
         """Close sockets whose handshake deadline has passed; returns how many."""
-        now = self.monotonic()
-        expired = []
-        for conn in self.handshakes.values():
-            if conn.deadline > now:
-                break
-            expired.append(conn)
-        for conn in expired:
-            conn.handshake_timed_out()
-        return len(expired)
+        return self.directory.expire_handshakes(self.monotonic())
 
     def maintain(self) -> None:
         """Periodic housekeeping: expire presence rows, prune the rate limiter."""
@@ -207,28 +222,13 @@ class Gateway:
 
     # -- events --------------------------------------------------------------------------------
     def broadcast(self, event: str, payload, *, with_state_version: bool = False) -> int:
-        """Serialize once, splice each socket's seq, deliver to sockets allowed to see it."""
-        if self.closing:
-            return 0  # nothing follows `shutdown`: sockets are being closed
-        spec = M.EVENTS[event]
-        prefix = wire.event_prefix(event, None if payload is None else _encode(payload))
+        """Publish to every authenticated socket allowed to see the event (the bus's ALL
+        topic), with the state versions when asked."""
         sv = (self.presence.version, self.health_version) if with_state_version else None
-        suffix = wire.event_suffix(sv)
-        need = SCOPE_BIT[spec.scope] if spec.scope else 0
-        cfg = self.config
-        return _fanout.fanout(prefix, suffix, list(self.subscribers.values()), need,
-                              spec.droppable, cfg.drop_if_slow_bytes, cfg.max_buffered_bytes,
-                              event if spec.coalesce else None)
+        return self.bus.publish(event, payload, state_version=sv)
 
     def flush_held(self) -> int:
-        """Send the events parked for sockets that were behind, to those that drained."""
-        if not self.holding:
-            return 0
-        limit = self.config.drop_if_slow_bytes
-        sent = 0
-        for conn in list(self.holding):
-            sent += conn.release_held(limit)
-        return sent
+        return self.bus.flush_held()
 
     def tick(self) -> int:
         return self.broadcast("tick", TickEvent(ts=self.clock_ms()))
@@ -239,6 +239,7 @@ class Gateway:
             payload = ShutdownEvent(reason=reason, restart_expected_ms=restart_expected_ms)
         delivered = self.broadcast("shutdown", payload)
         self.closing = True
+        self.bus.closed = True  # nothing follows `shutdown`: sockets are being closed
         return delivered
 
 

@@ -27,7 +27,7 @@ class Pending:
         self.waiters: list = []
 
 
-class IdempotencyCache:
+class IdempotencyStore:
     def __init__(self, ttl_ms: int, max_entries: int, clock_ms) -> None:
         self.ttl_ms = ttl_ms
         self.max_entries = max_entries

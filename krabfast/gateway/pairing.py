@@ -13,15 +13,14 @@ from dataclasses import dataclass
 
 import msgspec
 
-from krabfast.gateway.auth import CLOSE_POLICY, auth_error
+from krabfast.gateway.auth import auth_error
 from krabfast.protocol.devices import (DevicePairResolvedEvent, DeviceTokenSummary, PairedDeviceEntry,
                                        PendingDevice)
-from krabfast.protocol.errors import DetailCode, ErrorCode, GatewayError
-from krabfast.protocol.scopes import OPERATOR_SCOPES, SCOPE_BIT, scope_mask
+from krabfast.protocol.errors import CLOSE_DEVICE_REMOVED, CLOSE_POLICY, DetailCode, ErrorCode, GatewayError
+from krabfast.protocol.scopes import OPERATOR_SCOPES, SCOPE_BIT, covers, normalized, scope_mask
 from krabfast.store.devices import DeviceStore, PairedDevice, PairingRequest
 
 UNSET = msgspec.UNSET
-CLOSE_DEVICE_REMOVED = 4001
 PENDING_TTL_MS = 300_000
 
 _REASONS = {
@@ -39,31 +38,6 @@ class Admission:
     method: str                      # "token" | "password" | "none" | "device-token"
     device_token: str | None = None
     issued_at_ms: int | None = None
-
-
-def covers(granted, requested) -> bool:
-    """Every requested operator scope is satisfied by the granted set (implications apply);
-    other scopes need an exact grant."""
-    mask = scope_mask(granted)
-    for scope in requested:
-        bit = SCOPE_BIT.get(scope)
-        if bit is not None:
-            if not mask & bit:
-                return False
-        elif scope not in granted and "operator.admin" not in granted:
-            return False
-    return True
-
-
-def normalized(scopes) -> list[str]:
-    """Sorted, de-duplicated, with admin/write expanded to what they imply (as token
-    summaries show them)."""
-    out = set(scopes)
-    if "operator.admin" in out:
-        out |= {"operator.read", "operator.write"}
-    if "operator.write" in out:
-        out.add("operator.read")
-    return sorted(out)
 
 
 def _meta(params, peer_ip: str | None) -> dict:
@@ -216,12 +190,8 @@ class Pairing:
 
     def close_device_sockets(self, device_id: str, role: str | None = None) -> int:
         """Revoked or removed: the device's open sockets go at once."""
-        doomed = [c for c in list(self.hub.connections.values())
-                  if c.device is not None and c.device.id == device_id
-                  and (role is None or c.role == role)]
-        for conn in doomed:
-            conn.close(CLOSE_DEVICE_REMOVED, "device removed")
-        return len(doomed)
+        return self.hub.directory.close_device(device_id, role, CLOSE_DEVICE_REMOVED,
+                                               "device removed")
 
     # -- rendering -------------------------------------------------------------------------------
     def pending_entry(self, request: PairingRequest) -> PendingDevice:
@@ -242,8 +212,7 @@ class Pairing:
             if token is not None:
                 tokens.append(DeviceTokenSummary(role=role, scopes=normalized(token.scopes),
                                                  created_at_ms=token.issued_at))
-        connected = any(c.device is not None and c.device.id == device.device_id and c.state == 1
-                        for c in self.hub.connections.values())
+        connected = self.hub.directory.device_connected(device.device_id)
         opt = lambda v: v if v else UNSET  # noqa: E731 - absent fields are omitted, not null
         return PairedDeviceEntry(
             device_id=device.device_id, public_key=device.public_key,

@@ -72,7 +72,11 @@ def self_entry(version: str, instance_id: str | None = None) -> PresenceEntry:
         text=f"Gateway: {host} ({ip}) · app {version} · mode gateway · reason self")
 
 
-class PresenceTable:
+class PresenceStore:
+    """Presence rows by key (a device, an instance, a socket, a system-event reporter), the
+    state version that counts their changes, and how many open sockets hold each row (a
+    device connected twice is one row). A shared implementation would keep these in Redis."""
+
     def __init__(self, own: PresenceEntry | None = None, max_entries: int = 200,
                  ttl_ms: int = PRESENCE_TTL_MS, max_bytes: int = PRESENCE_BYTES_MAX) -> None:
         self.own = own
@@ -80,6 +84,7 @@ class PresenceTable:
         self.max_bytes = max_bytes
         self.ttl_ms = ttl_ms
         self._rows: dict[str, PresenceEntry] = {}
+        self._refs: dict[str, int] = {}   # open sockets per row key
         self._sizes: dict[str, int] = {}  # encoded size per row
         self._bytes = 0
         self.version = 1  # the reference's counter starts at 1 too
@@ -139,6 +144,21 @@ class PresenceTable:
         while len(rows) > self.max_entries or (self._bytes > self.max_bytes and len(rows) > 1):
             self._drop(min(rows, key=lambda k: rows[k].ts))
         self.version += 1
+
+    def join(self, key: str, entry: PresenceEntry) -> None:
+        """A socket opened with this presence row."""
+        self._refs[key] = self._refs.get(key, 0) + 1
+        self.upsert(key, entry)
+
+    def leave(self, key: str, now_ms: int) -> bool:
+        """A socket of this row closed; when it was the last, the row says "disconnect"
+        (it stays until it expires, as on the reference). True if the rows changed."""
+        left = self._refs.get(key, 1) - 1
+        if left > 0:
+            self._refs[key] = left
+            return False
+        self._refs.pop(key, None)
+        return self.update(key, reason="disconnect", ts=now_ms)
 
     def update(self, key: str, **changes) -> bool:
         entry = self._rows.get(key)

@@ -1,10 +1,19 @@
-"""Method handlers, grouped by family. Each family module exports `HANDLERS`:
-method name -> `handler(call, params)`; the specs live in `krabfast.protocol.methods`.
+"""Method handlers, grouped by family, each declared once next to its handler.
 
-A handler returns the result (a Struct, dict, list...) or an awaitable of it, or raises
-`GatewayError`. `call` is the calling `Connection` (role, scopes, client, hub).
+Each family module has a `table` (`protocol.methods.MethodTable`): `@table.method(name,
+params, result, scope, ...)` above a handler binds name, Structs, scope, idempotency and
+handler. `METHOD_SPECS` is every family's declarations; the gateway serves exactly these
+(plus plugins'), advertises them in `hello-ok.features`, and the schema exports them.
+
+A handler is `handler(call, params)`: `call` is the caller's `Call` (identity, role, scopes
+and the gateway services it may use), `params` the decoded params Struct. It returns the
+result (a Struct, dict, list...), a `Reply` (result + what to do once it is sent), or an
+awaitable of either; or it raises `GatewayError`.
 """
 
 from krabfast.methods import devices, nodes, system
+from krabfast.protocol.methods import MethodSpec, index
 
-HANDLERS = {**system.HANDLERS, **devices.HANDLERS, **nodes.HANDLERS}
+METHOD_SPECS: tuple[MethodSpec, ...] = (*system.table.specs, *devices.table.specs,
+                                        *nodes.table.specs)
+METHODS: dict[str, MethodSpec] = index(METHOD_SPECS)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from msgspec import UNSET
 
-from krabfast.gateway.pairing import CLOSE_DEVICE_REMOVED, covers, normalized
+from krabfast.protocol import devices as dev
 from krabfast.protocol.devices import (DevicePairApproveResult, DevicePairListResult,
                                        DevicePairRejectResult, DevicePairRemoveResult,
                                        DevicePairRenameResult, DeviceTokenRevokeResult,
                                        DeviceTokenRotateResult)
-from krabfast.protocol.errors import invalid_request
-from krabfast.protocol.scopes import ADMIN, ROLE_OPERATOR
+from krabfast.protocol.errors import CLOSE_DEVICE_REMOVED, invalid_request
+from krabfast.protocol.methods import MethodTable, Reply
+from krabfast.protocol.scopes import ADMIN, PAIRING, ROLE_OPERATOR, covers, normalized
+
+table = MethodTable()
 
 
 def _is_admin(call) -> bool:
@@ -30,8 +33,10 @@ def _own_device_only(call) -> str | None:
     return None
 
 
+@table.method("device.pair.list", dev.DevicePairListParams, DevicePairListResult, PAIRING,
+              summary="pending pairing requests and paired devices")
 def device_pair_list(call, params):
-    pairing = call.hub.pairing
+    pairing = call.services.pairing
     own = _own_device_only(call)
     pending = [r for r in pairing.pending() if own is None or r.device_id == own]
     paired = [d for d in pairing.store.list() if own is None or d.device_id == own]
@@ -41,8 +46,10 @@ def device_pair_list(call, params):
                                 paired=[pairing.paired_entry(d) for d in paired])
 
 
+@table.method("device.pair.approve", dev.DevicePairApproveParams, DevicePairApproveResult,
+              PAIRING, summary="approve a pending pairing request")
 def device_pair_approve(call, params):
-    pairing = call.hub.pairing
+    pairing = call.services.pairing
     request = next((r for r in pairing.pending() if r.request_id == params.request_id), None)
     if not _is_admin(call):
         own = _own_device_only(call)
@@ -58,8 +65,10 @@ def device_pair_approve(call, params):
                                    device=pairing.paired_entry(device, with_connected=False))
 
 
+@table.method("device.pair.reject", dev.DevicePairRejectParams, DevicePairRejectResult,
+              PAIRING, summary="reject a pending pairing request")
 def device_pair_reject(call, params):
-    pairing = call.hub.pairing
+    pairing = call.services.pairing
     own = _own_device_only(call)
     request = next((r for r in pairing.pending() if r.request_id == params.request_id), None)
     if request is not None and own and request.device_id != own:
@@ -69,20 +78,23 @@ def device_pair_reject(call, params):
     return DevicePairRejectResult(request_id=request.request_id, device_id=request.device_id)
 
 
+@table.method("device.pair.remove", dev.DevicePairRemoveParams, DevicePairRemoveResult,
+              PAIRING, summary="forget a paired device (its sockets close)")
 def device_pair_remove(call, params):
-    pairing = call.hub.pairing
+    pairing = call.services.pairing
     device = pairing.store.get(params.device_id)
     own = _own_device_only(call)
     if device is not None and own and (device.device_id != own or device.roles != [ROLE_OPERATOR]):
         raise invalid_request("device pairing removal denied")
     if device is None or not pairing.store.remove(params.device_id):
         raise invalid_request("unknown deviceId")
-    _close_after_reply(call, params.device_id, None)
-    return DevicePairRemoveResult(device_id=params.device_id)
+    return _then_close(call, DevicePairRemoveResult(device_id=params.device_id), params.device_id)
 
 
+@table.method("device.pair.rename", dev.DevicePairRenameParams, DevicePairRenameResult,
+              PAIRING, summary="set a paired device's operator label")
 def device_pair_rename(call, params):
-    pairing = call.hub.pairing
+    pairing = call.services.pairing
     label = params.label.strip()
     if not label:
         raise invalid_request("label required")
@@ -91,13 +103,13 @@ def device_pair_rename(call, params):
         raise invalid_request("device pairing rename denied")
     if pairing.store.rename(params.device_id, label) is None:
         raise invalid_request("unknown deviceId")
-    call.hub.broadcast("device.pair.changed", {})
+    call.services.bus.publish("device.pair.changed", {})
     return DevicePairRenameResult(device_id=params.device_id, label=label)
 
 
 def _token_target(call, device_id: str, role: str, what: str):
     """The paired device whose `role` token the caller may manage, or a denial."""
-    store = call.hub.pairing.store
+    store = call.services.pairing.store
     device = store.get(device_id)
     denied = invalid_request(f"device token {what} denied")
     if device is None or role not in device.roles:
@@ -110,28 +122,32 @@ def _token_target(call, device_id: str, role: str, what: str):
     return device
 
 
+@table.method("device.token.rotate", dev.DeviceTokenRotateParams, DeviceTokenRotateResult,
+              PAIRING, summary="replace a device token (its sockets for that role close)")
 def device_token_rotate(call, params):
     device = _token_target(call, params.device_id, params.role, "rotation")
-    store = call.hub.pairing.store
+    store = call.services.pairing.store
     current = store.token(params.device_id, params.role)
     scopes = list(params.scopes) if params.scopes is not UNSET else (current.scopes if current else [])
     if not covers(device.scopes, scopes):
         raise invalid_request("device token rotation denied")  # outside the approved baseline
     if params.role == ROLE_OPERATOR and not _is_admin(call) and not covers(call.scopes, scopes):
         raise invalid_request("device token rotation denied")  # the caller lacks those scopes
-    now = call.hub.clock_ms()
+    now = call.services.clock_ms()
     token = store.issue_token(params.device_id, params.role, normalized(scopes), now)
-    _close_after_reply(call, params.device_id, params.role)
     own = call.device is not None and call.device.id == params.device_id and \
         call.auth_method == "device-token"
-    return DeviceTokenRotateResult(
+    return _then_close(call, DeviceTokenRotateResult(
         device_id=params.device_id, role=params.role, scopes=normalized(scopes), rotated_at_ms=now,
-        token=token if own else UNSET, token_delivery="in-band" if own else "withheld-cross-device")
+        token=token if own else UNSET, token_delivery="in-band" if own else "withheld-cross-device"),
+        params.device_id, params.role)
 
 
+@table.method("device.token.revoke", dev.DeviceTokenRevokeParams, DeviceTokenRevokeResult,
+              PAIRING, summary="revoke a device token (its sockets for that role close)")
 def device_token_revoke(call, params):
     device = _token_target(call, params.device_id, params.role, "revocation")
-    store = call.hub.pairing.store
+    store = call.services.pairing.store
     current = store.token(params.device_id, params.role)
     if params.role == ROLE_OPERATOR and not _is_admin(call) and current is not None \
             and not covers(call.scopes, current.scopes):
@@ -140,28 +156,14 @@ def device_token_revoke(call, params):
     # The role is no longer approved: a later shared-secret connect asks again (role-upgrade).
     device.roles = [r for r in device.roles if r != params.role]
     store.save(device)
-    _close_after_reply(call, params.device_id, params.role)
-    return DeviceTokenRevokeResult(device_id=params.device_id, role=params.role,
-                                   revoked_at_ms=call.hub.clock_ms())
+    return _then_close(call, DeviceTokenRevokeResult(
+        device_id=params.device_id, role=params.role, revoked_at_ms=call.services.clock_ms()),
+        params.device_id, params.role)
 
 
-def _close_after_reply(call, device_id: str, role: str | None) -> None:
-    """Close the device's sockets; the caller's own one only after it has its answer."""
-    for conn in list(call.hub.connections.values()):
-        if conn.device is None or conn.device.id != device_id or (role and conn.role != role):
-            continue
-        if conn is call:
-            conn.close_after_reply = (CLOSE_DEVICE_REMOVED, "device removed")
-        else:
-            conn.close(CLOSE_DEVICE_REMOVED, "device removed")
-
-
-HANDLERS = {
-    "device.pair.list": device_pair_list,
-    "device.pair.approve": device_pair_approve,
-    "device.pair.reject": device_pair_reject,
-    "device.pair.remove": device_pair_remove,
-    "device.pair.rename": device_pair_rename,
-    "device.token.rotate": device_token_rotate,
-    "device.token.revoke": device_token_revoke,
-}
+def _then_close(call, result, device_id: str, role: str | None = None) -> Reply:
+    """Answer, then close the device's sockets (for `role`, or all): the caller's own
+    socket among them, once it has its answer."""
+    directory = call.services.directory
+    return Reply(result, lambda: directory.close_device(device_id, role, CLOSE_DEVICE_REMOVED,
+                                                        "device removed"))

@@ -6,17 +6,24 @@ import os
 
 from msgspec import UNSET
 
-from krabfast.protocol.handshake import PresenceEntry
+from krabfast.protocol import scopes as S
+from krabfast.protocol.handshake import HealthSnapshot, PresenceEntry
+from krabfast.protocol.methods import MethodTable
 from krabfast.protocol.system import (CliAgentRow, CliAgents, CliProjection, GatewayStatusInfo,
                                       MemoryPluginStatus, ProcessMemory, StatusAgentSessions,
                                       StatusHeartbeat, StatusResult, StatusSessionDefaults,
-                                      StatusSessions, SystemEchoResult, SystemEventParams,
-                                      SystemEventResult)
+                                      StatusParams, StatusSessions, SystemEchoParams,
+                                      SystemEchoResult, SystemEventParams, SystemEventResult,
+                                      SystemPresenceResult)
 from krabfast.protocol.version import PROTOCOL_VERSION
 
+table = MethodTable()
 
+
+@table.method("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot",
+              open_to_all=True)
 def health(call, params):
-    return call.hub.health_snapshot()
+    return call.services.health_snapshot()
 
 
 DEFAULT_AGENT_ID = "main"
@@ -30,15 +37,16 @@ _CLI_PROJECTION = CliProjection(
     memory_plugin=MemoryPluginStatus(enabled=False, slot=None, reason="no memory plugin in krabfast"))
 
 
+@table.method("status", StatusParams, StatusResult, S.READ, summary="gateway summary")
 def status(call, params):
-    hub = call.hub
-    cfg = hub.config
-    health = hub.health_snapshot()
+    services = call.services
+    cfg = services.config
+    health = services.health_snapshot()
     return StatusResult(
-        runtime_version=hub.server_version,
+        runtime_version=services.server_version,
         cli_projection=_CLI_PROJECTION if params.include_cli_projection is True else UNSET,
         heartbeat=_HEARTBEAT,
-        queued_system_events=list(hub.system_events),
+        queued_system_events=list(services.system_events),
         event_loop=health.event_loop,
         process_memory=ProcessMemory(rss_bytes=_rss_bytes()),
         pid=os.getpid(),
@@ -46,9 +54,9 @@ def status(call, params):
         sessions=StatusSessions(paths=[], count=0, recent=[], by_agent=_AGENT_SESSIONS,
                                 defaults=StatusSessionDefaults(model=None, context_tokens=None)),
         gateway=GatewayStatusInfo(
-            version=hub.server_version, protocol=PROTOCOL_VERSION, uptime_ms=hub.uptime_ms(),
+            version=services.server_version, protocol=PROTOCOL_VERSION, uptime_ms=services.uptime_ms(),
             auth_mode=cfg.auth_mode, bind=cfg.bind, port=cfg.port,
-            connections=len(hub.subscribers), state_version=hub.state_version()),
+            connections=services.directory.open_count(), state_version=services.state_version()),
     )
 
 
@@ -62,14 +70,18 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@table.method("system-presence", None, SystemPresenceResult, S.READ,
+              summary="current presence entries, newest first, the gateway's own row on top")
 def system_presence(call, params):
-    return call.hub.presence_json()
+    return call.services.presence_json()
 
 
 _EVENT_CONTEXT_FIELDS = ("device_id", "instance_id", "host", "ip", "mode", "version", "platform",
                          "device_family", "model_identifier", "reason", "roles", "scopes", "tags")
 
 
+@table.method("system-event", SystemEventParams, SystemEventResult, S.ADMIN, idempotent=True,
+              summary="append a system event to presence and broadcast it")
 def system_event(call, params: SystemEventParams):
     # Empty strings mean "not given" (the presence schema wants non-empty values).
     context = {f: v for f in _EVENT_CONTEXT_FIELDS if (v := getattr(params, f))}
@@ -78,18 +90,13 @@ def system_event(call, params: SystemEventParams):
     # One row per reporter: a device or instance updates its row; bare text is keyed by
     # its start, so repeating the same text refreshes one row.
     key = "event:" + (context.get("device_id") or context.get("instance_id") or params.text[:64]).lower()
-    call.hub.add_system_event(key, PresenceEntry(text=params.text, ts=call.hub.clock_ms(), **context))
+    services = call.services
+    services.add_system_event(key, PresenceEntry(text=params.text, ts=services.clock_ms(), **context))
     return SystemEventResult(ok=True)
 
 
+@table.method("system.echo", SystemEchoParams, SystemEchoResult, S.READ,
+              summary="echo text back (connectivity check)")
 def system_echo(call, params):
     return SystemEchoResult(ok=True, text=params.text)
 
-
-HANDLERS = {
-    "health": health,
-    "status": status,
-    "system-presence": system_presence,
-    "system-event": system_event,
-    "system.echo": system_echo,
-}

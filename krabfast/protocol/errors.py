@@ -10,6 +10,11 @@ import enum
 from typing import Any
 
 
+# Close codes the gateway sends besides the RFC 6455 ones.
+CLOSE_POLICY = 1008          # policy violation: bad handshake, auth failure, slow consumer
+CLOSE_DEVICE_REMOVED = 4001  # the device was removed or its token revoked/rotated
+
+
 class ErrorCode(str, enum.Enum):
     INVALID_REQUEST = "INVALID_REQUEST"
     FORBIDDEN = "FORBIDDEN"

@@ -1,6 +1,9 @@
 """Export the protocol as JSON Schema (draft-07), shaped like the reference's file:
 top-level `oneOf` over the frames, `definitions`, and a `methods` map giving each
-method's required scope (plus our params/result definition names)."""
+method's required scope (plus our params/result definition names).
+
+The method declarations are passed in (they live with their handlers, in
+`krabfast.methods`, a layer above this one): `build_schema(krabfast.methods.METHOD_SPECS)`."""
 
 from __future__ import annotations
 
@@ -8,24 +11,25 @@ import dataclasses
 import enum
 import inspect
 import json
+import re
 from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
 
 from krabfast.protocol import frames, handshake
-from krabfast.protocol.methods import EVENT_SPECS, METHOD_SPECS
+from krabfast.protocol.methods import EVENT_SPECS
 from krabfast.protocol.version import PROTOCOL_VERSION
 
 SCHEMA_ID = "https://krabfast.dev/protocol.schema.json"
 
 
-def _root_types() -> list[type]:
+def _root_types(method_specs) -> list[type]:
     roots: list[type] = [frames.RequestFrame, frames.ResponseFrame, frames.EventFrame,
                          frames.ErrorShape, frames.StateVersion, handshake.ConnectChallenge,
                          handshake.ConnectParams, handshake.HelloOk, handshake.PresenceEntry,
                          handshake.Snapshot]
-    for spec in METHOD_SPECS:
+    for spec in method_specs:
         roots += [t for t in (spec.params, spec.result) if t is not None]
     for spec in EVENT_SPECS:
         if spec.payload is not None:
@@ -102,18 +106,39 @@ def build_definitions(roots: list[type]) -> dict[str, Any]:
     return {name: _definition(components[name], classes[name]) for name in sorted(components)}
 
 
-def build_schema() -> dict[str, Any]:
-    definitions = build_definitions(_root_types())
+def _unnamed_result_name(method: str) -> str:
+    """`system-presence` -> `SystemPresenceResult`: the definition of a result that is not
+    a class of its own (a list of entries)."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-._]", method)) + "Result"
+
+
+def _result_name(spec, definitions: dict[str, Any]) -> str:
+    if isinstance(spec.result, type):
+        return spec.result.__name__
+    name = _unnamed_result_name(spec.name)
+    if name not in definitions:
+        definitions[name] = _inline_schema(spec.result, spec.name)
+    return name
+
+
+def _inline_schema(result_type, method: str) -> dict[str, Any]:
+    (schema,), _ = msgspec.json.schema_components([result_type], ref_template="#/definitions/{name}")
+    return {"description": f"The answer to `{method}`.", **schema}
+
+
+def build_schema(method_specs) -> dict[str, Any]:
+    definitions = build_definitions(_root_types(method_specs))
     methods = {}
-    for spec in sorted(METHOD_SPECS, key=lambda s: s.name):
+    for spec in sorted(method_specs, key=lambda s: s.name):
         entry: dict[str, Any] = {"scope": spec.scope}
         if spec.params is not None:
             entry["params"] = spec.params.__name__
         if spec.result is not None:
-            entry["result"] = spec.result.__name__
-        if spec.side_effect:
+            entry["result"] = _result_name(spec, definitions)
+        if spec.idempotent:
             entry["idempotent"] = True
         methods[spec.name] = entry
+    definitions = dict(sorted(definitions.items()))
     events = {}
     for espec in EVENT_SPECS:
         e: dict[str, Any] = {}
@@ -141,5 +166,5 @@ def build_schema() -> dict[str, Any]:
     }
 
 
-def render_schema() -> str:
-    return json.dumps(build_schema(), indent=2, sort_keys=False) + "\n"
+def render_schema(method_specs) -> str:
+    return json.dumps(build_schema(method_specs), indent=2, sort_keys=False) + "\n"

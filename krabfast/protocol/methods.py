@@ -1,7 +1,10 @@
-"""The method table: every method krabfast serves, its params/result Structs and scope.
+"""How a method and an event are declared (the declaration shape; the declarations
+themselves live next to their handlers, in `krabfast.methods.<family>`).
 
-This table is the single source for dispatch (validation + scope check), for
-`hello-ok.features.methods`, and for the `methods` map of the exported JSON Schema.
+A `MethodSpec` binds, once, everything about a method: name, params and result Structs,
+the scope it needs, its idempotency policy and its handler. It is the single source for
+dispatch (authorization, validation), for `hello-ok.features.methods` and for the
+`methods` map of the exported JSON Schema.
 """
 
 from __future__ import annotations
@@ -21,79 +24,68 @@ class MethodSpec:
     name: str
     params: type | None  # Struct decoded from params; None = params are ignored (as upstream)
     result: type | None
-    scope: str  # an operator scope, or scopes.NODE_ROLE_SCOPE
-    # Dedupe on params.idempotencyKey. The reference dedupes none of the methods krabfast
-    # serves today; krabfast keeps it for its own side effects, keyed by caller and params.
-    side_effect: bool = False
+    scope: str  # an operator scope, scopes.NODE_ROLE_SCOPE, or scopes.DYNAMIC_SCOPE
+    # handler(call, params) -> result | Reply | awaitable of either; raises GatewayError.
+    handler: Callable[[Any, Any], Any] | None = None
+    # Dedupe on params.idempotencyKey, keyed by caller and params. The reference dedupes
+    # none of the methods krabfast serves today; krabfast keeps it for its own side effects.
+    idempotent: bool = False
     summary: str = ""
     # Answered for every authenticated connection whatever its role and scopes; the
     # reference exempts `health` this way (its published scope is still operator.read).
     open_to_all: bool = False
-    # Always take the connection's general path (e.g. the handler may ask for the caller's
-    # socket to close once the reply is out).
-    general_path: bool = False
     # For scope == DYNAMIC_SCOPE: the scope a call needs given its decoded params (None:
-    # not decoded yet, the least scope any call needs). Checked before params are used,
-    # before idempotent replays too.
+    # the least scope any call needs, checked before the params are decoded). Checked
+    # before the params are used, before idempotent replays too.
     scope_for: Callable[[Any], str] | None = None
 
 
-METHOD_SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot",
-               open_to_all=True),
-    MethodSpec("status", sysp.StatusParams, sysp.StatusResult, S.READ, summary="gateway summary"),
-    MethodSpec("system-presence", None, sysp.SystemPresenceResult, S.READ,
-               summary="current presence entries, newest first, the gateway's own row on top"),
-    MethodSpec("system-event", sysp.SystemEventParams, sysp.SystemEventResult, S.ADMIN,
-               side_effect=True, summary="append a system event to presence and broadcast it"),
-    MethodSpec("system.echo", sysp.SystemEchoParams, sysp.SystemEchoResult, S.READ,
-               summary="echo text back (connectivity check)"),
-    MethodSpec("device.pair.list", dev.DevicePairListParams, dev.DevicePairListResult, S.PAIRING,
-               summary="pending pairing requests and paired devices"),
-    MethodSpec("device.pair.approve", dev.DevicePairApproveParams, dev.DevicePairApproveResult,
-               S.PAIRING, summary="approve a pending pairing request"),
-    MethodSpec("device.pair.reject", dev.DevicePairRejectParams, dev.DevicePairRejectResult,
-               S.PAIRING, summary="reject a pending pairing request"),
-    MethodSpec("device.pair.remove", dev.DevicePairRemoveParams, dev.DevicePairRemoveResult,
-               S.PAIRING, summary="forget a paired device (its sockets close)", general_path=True),
-    MethodSpec("device.pair.rename", dev.DevicePairRenameParams, dev.DevicePairRenameResult,
-               S.PAIRING, summary="set a paired device's operator label"),
-    MethodSpec("device.token.rotate", dev.DeviceTokenRotateParams, dev.DeviceTokenRotateResult,
-               S.PAIRING, summary="replace a device token (its sockets for that role close)",
-               general_path=True),
-    MethodSpec("device.token.revoke", dev.DeviceTokenRevokeParams, dev.DeviceTokenRevokeResult,
-               S.PAIRING, summary="revoke a device token (its sockets for that role close)",
-               general_path=True),
-    MethodSpec("node.list", nod.NodeListParams, None, S.READ,
-               summary="connected and paired nodes"),
-    MethodSpec("node.describe", nod.NodeDescribeParams, None, S.READ, summary="one node"),
-    MethodSpec("node.rename", nod.NodeRenameParams, None, S.PAIRING, summary="set a node's name"),
-    MethodSpec("node.pair.list", nod.NodePairListParams, None, S.PAIRING,
-               summary="pending node command-surface requests and approved nodes"),
-    MethodSpec("node.pair.approve", nod.NodePairApproveParams, None, S.PAIRING,
-               summary="approve a node's declared commands (plus write, or admin for host commands)"),
-    MethodSpec("node.pair.reject", nod.NodePairRejectParams, None, S.PAIRING,
-               summary="reject a node's command-surface request"),
-    MethodSpec("node.pair.remove", nod.NodePairRemoveParams, None, S.PAIRING,
-               summary="forget a node (its socket closes)"),
-    MethodSpec("node.invoke", nod.NodeInvokeParams, nod.NodeInvokeResult, S.DYNAMIC_SCOPE,
-               side_effect=True, summary="run an approved command on a connected node",
-               scope_for=nod.invoke_scope),
-    MethodSpec("node.invoke.result", nod.NodeInvokeResultParams, nod.OkResult, S.NODE_ROLE_SCOPE,
-               summary="a node answers an invoke"),
-    MethodSpec("node.invoke.progress", nod.NodeInvokeProgressParams, nod.OkResult,
-               S.NODE_ROLE_SCOPE, summary="a node reports progress on an invoke"),
-    MethodSpec("node.event", nod.NodeEventParams, nod.NodeEventResult, S.NODE_ROLE_SCOPE,
-               summary="a node reports an event (host stats, presence)"),
-    MethodSpec("node.skills.update", nod.NodeSkillsUpdateParams, None, S.NODE_ROLE_SCOPE,
-               summary="a node publishes its skills catalog"),
-    MethodSpec("node.pluginTools.update", nod.NodePluginToolsUpdateParams, None, S.NODE_ROLE_SCOPE,
-               summary="a node publishes its plugin tool descriptors"),
-    MethodSpec("node.runnerInventory.update", nod.NodeRunnerInventoryUpdateParams, None,
-               S.NODE_ROLE_SCOPE, summary="a node reports its worker-runner inventory"),
-)
+class Reply:
+    """What a handler returns when something must happen once its answer is out (close
+    the caller's socket, kick a device's sockets): `after()` runs once, right after the
+    answer is queued (an idempotent replay of the call answers without running it again)."""
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in METHOD_SPECS}
+    __slots__ = ("result", "after")
+
+    def __init__(self, result, after: Callable[[], None]) -> None:
+        self.result = result
+        self.after = after
+
+
+class MethodTable:
+    """A family's declarations, in order: `@table.method(name, params, result, scope, ...)`
+    above the handler declares it (the handler is the decorated function)."""
+
+    def __init__(self) -> None:
+        self.specs: list[MethodSpec] = []
+
+    def method(self, name: str, params: type | None, result: type | None, scope: str, *,
+               summary: str, idempotent: bool = False, open_to_all: bool = False,
+               scope_for: Callable[[Any], str] | None = None):
+        def declare(handler):
+            self.add(MethodSpec(name, params, result, scope, handler, idempotent, summary,
+                                open_to_all, scope_for))
+            return handler
+        return declare
+
+    def add(self, spec: MethodSpec) -> MethodSpec:
+        if spec.handler is None:
+            raise ValueError(f"{spec.name}: a served method needs a handler")
+        if any(s.name == spec.name for s in self.specs):
+            raise ValueError(f"{spec.name} declared twice")
+        self.specs.append(spec)
+        return spec
+
+
+def index(specs) -> dict[str, MethodSpec]:
+    """name -> spec, refusing duplicates (two families claiming one name)."""
+    table: dict[str, MethodSpec] = {}
+    for spec in specs:
+        if spec.name in table:
+            raise ValueError(f"{spec.name} declared twice")
+        table[spec.name] = spec
+    return table
+
 
 # Server-pushed events, with the scope a socket needs to receive them (None = every
 # authenticated socket) and whether a slow socket may miss them.
@@ -119,9 +111,9 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("device.pair.requested", dev.PendingDevice, scope=S.PAIRING, droppable=True),
     EventSpec("device.pair.resolved", dev.DevicePairResolvedEvent, scope=S.PAIRING, droppable=True),
     EventSpec("device.pair.changed", dev.DevicePairChangedEvent, scope=S.PAIRING, droppable=True),
-    EventSpec("node.pair.requested", None, scope=S.PAIRING, droppable=True),
-    EventSpec("node.pair.resolved", None, scope=S.PAIRING, droppable=True),
+    EventSpec("node.pair.requested", nod.PendingNodeRequest, scope=S.PAIRING, droppable=True),
+    EventSpec("node.pair.resolved", nod.NodePairResolvedEvent, scope=S.PAIRING, droppable=True),
     EventSpec("node.invoke.request", nod.NodeInvokeRequestEvent),
-    EventSpec("node.invoke.cancel", None),
+    EventSpec("node.invoke.cancel", nod.NodeInvokeCancelEvent),
 )
 EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

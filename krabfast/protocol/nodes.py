@@ -134,16 +134,22 @@ class NodeRunnerInventoryUpdateParams(msgspec.Struct, rename="camel", omit_defau
     worker_host: Any = UNSET
 
 
-class OkResult(Model):
-    ok: Literal[True]
-
-
 class NodeInvokeResultResult(Model):
     """The answer to `node.invoke.result`: `{"ok": true}` when an invoke was waiting for it,
-    `{"ok": true, "ignored": true}` when nothing waits (late, unknown id, or another node's)."""
+    `{"ok": true, "ignored": true}` when nothing waits (late, unknown id, or another node's).
+    Also the answer to `node.invoke.progress`, which (as on the reference without a plugin
+    stream consumer) is always `{"ok": true, "ignored": true}`."""
 
     ok: Literal[True]
     ignored: bool | Unset = UNSET
+
+
+class NodeInvokeCancelEvent(Model):
+    """`node.invoke.cancel`: the invoke timed out or its caller went away; the node may
+    stop working on it."""
+
+    invoke_id: NonEmptyStr
+    node_id: NonEmptyStr
 
 
 ApprovalState = Literal["approved", "pending-approval", "pending-reapproval", "unapproved"]

@@ -52,3 +52,28 @@ def satisfies(granted: frozenset[str] | set[str], mask: int, required: str) -> b
     if bit is not None:
         return bool(mask & bit)
     return required in granted or ADMIN in granted
+
+
+def covers(granted, requested) -> bool:
+    """Every requested operator scope is satisfied by the granted set (implications apply);
+    other scopes need an exact grant."""
+    mask = scope_mask(granted)
+    for scope in requested:
+        bit = SCOPE_BIT.get(scope)
+        if bit is not None:
+            if not mask & bit:
+                return False
+        elif scope not in granted and "operator.admin" not in granted:
+            return False
+    return True
+
+
+def normalized(scopes) -> list[str]:
+    """Sorted, de-duplicated, with admin/write expanded to what they imply (as token
+    summaries show them)."""
+    out = set(scopes)
+    if "operator.admin" in out:
+        out |= {"operator.read", "operator.write"}
+    if "operator.write" in out:
+        out.add("operator.read")
+    return sorted(out)

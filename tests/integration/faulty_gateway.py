@@ -4,7 +4,7 @@ clean answer and one rate-limited log line, never a traceback or a dead listener
 
 Injected faults (selected by the request id, so only the test's frames trip them):
 - `boom-dispatch*`: the request dispatcher raises (the listener's fast path).
-- `boom-rest*`: the general request path (`Connection._dispatch`) raises.
+- `boom-rest*`: the connection's general request path (`Connection.run`) raises.
 - `boom-connect`: `connect` raises while checking the request.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from krabfast.cli import main
 from krabfast.connection import Connection
-from krabfast.gateway.hub import Gateway
+from krabfast.gateway.hub import Hub
 
 
 class _FaultyDispatcher:
@@ -28,12 +28,12 @@ class _FaultyDispatcher:
 
 
 def _install() -> None:
-    rebuild = Gateway._rebuild_dispatcher
+    add_methods = Hub.add_methods
     connect = Connection._connect
-    dispatch = Connection._dispatch
+    run = Connection.run
 
-    def faulty_rebuild(self) -> None:
-        rebuild(self)
+    def faulty_add_methods(self, specs) -> None:
+        add_methods(self, specs)
         self.dispatcher = _FaultyDispatcher(self.dispatcher)
 
     def faulty_connect(self, frame):
@@ -41,14 +41,14 @@ def _install() -> None:
             raise RuntimeError("injected connect fault")
         return connect(self, frame)
 
-    def faulty_dispatch(self, frame, *args, **kw):
-        if frame.id.startswith("boom-rest"):
+    def faulty_run(self, req_id, *args, **kw):
+        if req_id.startswith("boom-rest"):
             raise LookupError("injected dispatch fault")
-        return dispatch(self, frame, *args, **kw)
+        return run(self, req_id, *args, **kw)
 
-    Gateway._rebuild_dispatcher = faulty_rebuild
+    Hub.add_methods = faulty_add_methods
     Connection._connect = faulty_connect
-    Connection._dispatch = faulty_dispatch
+    Connection.run = faulty_run
 
 
 if __name__ == "__main__":

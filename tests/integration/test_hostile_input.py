@@ -337,7 +337,7 @@ def test_failed_upgrades_leave_nothing_behind():
                     assert (await reader.read()).startswith(b"HTTP/1.1 400")
                     writer.close()
             await asyncio.sleep(0.1)
-            assert not srv.listeners and not srv.hub.preauth_by_ip
+            assert not srv.listeners and not srv.hub.directory.preauth_by_ip
         finally:
             await srv.stop()
     run(body())

@@ -5,7 +5,7 @@ its first approval, approved and connected (host stats, skills, plugin tools, ru
 inventory published), an invoke answered with progress, a late result that is `ignored`, a
 rejected request, a re-approval request, an offline approved node and a removed one; plus
 the system and device methods an admin can call on its own. Then each successful response is
-validated against `build_schema()["methods"][method]["result"]` (Draft 7, the schema's own
+validated against `build_schema(METHOD_SPECS)["methods"][method]["result"]` (Draft 7, the schema's own
 definitions with every object definition closed, so a key the Struct lacks fails), and the
 `node.pair.requested` / `node.pair.resolved` payloads against `events[name]["payload"]`.
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import inspect
 import json
 
 import jsonschema
 
+from krabfast.methods import METHOD_SPECS
 from krabfast.protocol.jsonschema import build_schema
 from tests.devicekeys import DeviceKey
 from tests.integration.helpers import TOKEN, RawWS, connect_params, run
@@ -32,11 +32,7 @@ EVENTS = ("node.pair.requested", "node.pair.resolved")
 
 
 def exported_schema() -> dict:
-    """`build_schema()`, given the served method declarations where it takes them."""
-    if not inspect.signature(build_schema).parameters:
-        return build_schema()
-    from krabfast.methods import METHOD_SPECS
-
+    """The schema `krabfast protocol gen` exports (from the served declarations)."""
     return build_schema(METHOD_SPECS)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from krabfast.connection import Connection
 from krabfast.gateway.config import GatewayConfig
-from krabfast.gateway.hub import Gateway
+from krabfast.gateway.hub import Hub
 from tests import refschema
 
 FRAMES = Path(__file__).parent / "frames"
@@ -45,6 +45,7 @@ class RecordingSink:
         self.closed: tuple[int, str] | None = None
         self.queued = 0
         self.deferred: list = []
+        self.cancelled: list = []
         self.methods: dict[str, str] = {}
 
     def send(self, data: bytes) -> None:
@@ -63,6 +64,9 @@ class RecordingSink:
 
     def defer(self, awaitable, done) -> None:
         self.deferred.append((awaitable, done))
+
+    def cancel_deferred(self) -> None:
+        self.cancelled = list(self.deferred)
 
     def frames(self) -> list[dict]:
         return [json.loads(b) for b in self.sent]
@@ -99,7 +103,7 @@ class Harness:
     def __init__(self, config: GatewayConfig | None = None) -> None:
         self.clock = FakeClock()
         self.config = config or GatewayConfig()
-        self.hub = Gateway(self.config, clock_ms=self.clock.clock_ms, monotonic=self.clock.monotonic)
+        self.hub = Hub(self.config, clock_ms=self.clock.clock_ms, monotonic=self.clock.monotonic)
 
     def open(self, *, peer_ip: str = "127.0.0.1", is_local: bool = True) -> tuple[Connection, RecordingSink]:
         sink = RecordingSink()

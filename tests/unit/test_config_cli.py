@@ -211,7 +211,7 @@ def test_call_list_needs_no_gateway(capsys):
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "operator.read" in rows["health"] and "operator.admin" in rows["system-event"]
     assert "node role" in rows["node.invoke.result"]
-    from krabfast.protocol.methods import METHODS
+    from krabfast.methods import METHODS
 
     assert set(rows) == set(METHODS)
     assert main(["call", "--list", "--json"]) == 0

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from krabfast.protocol.errors import GatewayError, ErrorCode
-from krabfast.protocol import methods as M
+from krabfast import methods as M
 from tests.unit.conftest import Harness
 
 

@@ -135,7 +135,7 @@ def test_slow_consumer_is_closed_on_non_droppable_event(harness):
     sink.queued = harness.config.max_buffered_bytes + 1
     harness.hub.shutdown("bye")
     assert sink.closed == (1008, "slow consumer")
-    assert conn.conn_id not in harness.hub.subscribers
+    assert not harness.hub.bus.attached(conn.conn_id)
 
 
 def test_system_event_text_and_fields_are_bounded(harness):
@@ -193,10 +193,10 @@ def test_presence_for_a_socket_behind_is_coalesced_and_responses_do_not_wait(har
     assert len(presence) == 1 and presence[0]["seq"] == seq_before + 1
     assert [r.get("text") for r in presence[0]["payload"]["presence"]].count("ev 4") == 1
     assert presence[0]["stateVersion"]["presence"] == harness.hub.presence.version
-    assert harness.hub.flush_held() == 0 and not harness.hub.holding
+    assert harness.hub.flush_held() == 0 and not harness.hub.bus.holding
     # A socket that closes while holding is forgotten.
     wsink.queued = harness.config.drop_if_slow_bytes + 1
     harness.request(admin, asink, "system-event", {"text": "late"}, req_id="e9")
-    assert watcher in harness.hub.holding
+    assert watcher in harness.hub.bus.holding
     watcher.transport_closed()
-    assert not harness.hub.holding
+    assert not harness.hub.bus.holding

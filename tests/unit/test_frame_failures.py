@@ -51,15 +51,15 @@ def test_dispatcher_bug_answers_unavailable_once_logged(harness, caplog):
     assert "RuntimeError: bug" in lines[0].getMessage()
 
 
-def test_general_path_bug_and_gateway_errors(harness, caplog, monkeypatch):
+def test_bug_in_a_dispatch_outcome_and_gateway_errors(harness, caplog, monkeypatch):
     conn, sink = harness.connected()
 
-    def broken(self, frame, params=None):
-        if frame.id == "boom-gw":
+    def broken(self, req_id, method):
+        if req_id == "boom-gw":
             raise GatewayError(ErrorCode.INVALID_REQUEST, "refused late")
         raise KeyError("bug")
 
-    monkeypatch.setattr(connection.Connection, "_dispatch", broken)
+    monkeypatch.setattr(connection.Connection, "unknown_method", broken)
     conn.receive(b'{"type":"req","id":"boom1","method":"no.such.method"}')
     assert sink.response("boom1")["error"] == UNAVAILABLE
     conn.receive(b'{"type":"req","id":"boom-gw","method":"no.such.method"}')
@@ -85,7 +85,7 @@ def test_connect_bug_answers_then_closes_1011(harness, caplog, monkeypatch):
     conn.receive(connect_frame())
     assert sink.response("c1")["error"] == UNAVAILABLE
     assert sink.closed == (1011, "internal error")
-    assert not harness.hub.handshakes and not harness.hub.preauth_by_ip
+    assert not harness.hub.directory.handshakes and not harness.hub.directory.preauth_by_ip
     lines = _lines(caplog)
     assert len(lines) == 1 and lines[0].exc_info is None
 

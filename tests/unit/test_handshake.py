@@ -43,7 +43,7 @@ def _first_frame_fails(raw: bytes, *, expect_error: bool, close_code: int = 1008
     assert sink.closed is not None and sink.closed[0] == close_code, sink.closed
     errors = [f for f in sink.frames() if f["type"] == "res"]
     assert bool(errors) == expect_error, errors
-    assert h.hub.subscribers == {} and h.hub.connections == {} and not h.hub.preauth_by_ip
+    assert h.hub.bus.count() == 0 and h.hub.directory.connections == {} and not h.hub.directory.preauth_by_ip
     return errors[0]["error"] if errors else None
 
 
@@ -129,7 +129,7 @@ def test_handshake_timeout_closes():
     conn, sink = h.open()
     conn.handshake_timed_out()
     assert sink.closed == (1000, "")  # the reference's plain close
-    assert not h.hub.preauth_by_ip
+    assert not h.hub.directory.preauth_by_ip
 
 
 def test_timeout_after_connect_is_a_no_op(harness):
@@ -142,11 +142,11 @@ def test_preauth_count_per_ip():
     h = Harness()
     a, _ = h.open(peer_ip="10.0.0.5", is_local=False)
     b, _ = h.open(peer_ip="10.0.0.5", is_local=False)
-    assert h.hub.preauth_by_ip["10.0.0.5"] == 2
+    assert h.hub.directory.preauth_by_ip["10.0.0.5"] == 2
     a.receive(connect_frame())
-    assert h.hub.preauth_by_ip["10.0.0.5"] == 1
+    assert h.hub.directory.preauth_by_ip["10.0.0.5"] == 1
     b.transport_closed()
-    assert "10.0.0.5" not in h.hub.preauth_by_ip
+    assert "10.0.0.5" not in h.hub.directory.preauth_by_ip
 
 
 # -- shared-secret auth -----------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_handshake_deadlines_are_swept_oldest_first():
     assert first_sink.closed == (1000, "") and second_sink.closed is None
     h.clock.advance(600)
     assert h.hub.expire_handshakes() == 1 and second_sink.closed is not None
-    assert h.hub.handshakes == {} and h.hub.expire_handshakes() == 0
+    assert h.hub.directory.handshakes == {} and h.hub.expire_handshakes() == 0
 
 
 @pytest.mark.parametrize("protocol,role,scopes,can_read", [

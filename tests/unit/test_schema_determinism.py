@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from krabfast.protocol import jsonschema
+from krabfast.methods import METHOD_SPECS
 from krabfast.protocol.jsonschema import build_definitions, build_schema, clean_doc, named_classes
 
 
@@ -104,10 +105,19 @@ def test_descriptions_do_not_come_from_msgspec(monkeypatch):
 
 
 def test_the_protocols_descriptions_are_its_cleaned_docstrings():
-    schema = build_schema()
-    classes = named_classes(jsonschema._root_types())
-    assert set(classes) == set(schema["definitions"])
+    schema = build_schema(METHOD_SPECS)
+    classes = named_classes(jsonschema._root_types(METHOD_SPECS))
+    # Results that are not classes of their own (a list of entries) are named after
+    # their method, with a description saying so.
+    unnamed = {jsonschema._unnamed_result_name(s.name): s.name for s in METHOD_SPECS
+               if s.result is not None and not isinstance(s.result, type)}
+    assert unnamed == {"SystemPresenceResult": "system-presence"}
+    assert set(classes) | set(unnamed) == set(schema["definitions"])
+    for name, method in unnamed.items():
+        assert schema["definitions"][name]["description"] == f"The answer to `{method}`."
     for name, definition in schema["definitions"].items():
+        if name in unnamed:
+            continue
         doc = classes[name].__doc__
         if doc:
             assert definition["description"] == inspect.cleandoc(doc), name

@@ -1,4 +1,5 @@
-"""Nodes: connected capability hosts, their approved command surface, and invocation.
+"""The node router: connected capability hosts, their approved command surface, and
+invocation (relay an invoke to the node's socket and its result back).
 
 A node is a device connected with role "node". It declares `commands` at connect; an
 operator approves that surface (node.pair.approve) once, and a node may then be invoked
@@ -15,40 +16,21 @@ import uuid
 import msgspec
 
 from krabfast.protocol.errors import ErrorCode, GatewayError, invalid_request
+from krabfast.protocol.node_commands import approve_scopes
 from krabfast.protocol.nodes import NodeInvokeRequestEvent, NodeInvokeResult
 from krabfast.store.nodes import NodeRecord, NodeStore
 
 UNSET = msgspec.UNSET
 DEFAULT_INVOKE_TIMEOUT_MS = 30_000
 
-# Approving a surface that declares these needs operator.admin (they run code or read the
-# host's files); invoking needs admin only for the proxy/upload/listing ones (as upstream).
-APPROVE_ADMIN_COMMANDS = frozenset(("system.run", "system.run.prepare", "system.which",
-                                    "browser.proxy", "browser.proxy.upload.v1", "fs.listDir",
-                                    "terminal.upload"))
-APPROVE_ADMIN_PREFIXES = ("system.execApprovals.",)
 # Privacy-heavy commands that stay off unless the gateway opts in (--node-commands-allow).
 OPT_IN_COMMANDS = frozenset(("camera.snap", "camera.clip", "camera.ptz.control", "screen.record",
                              "contacts.add", "calendar.add", "reminders.add", "health.summary",
                              "sms.send", "sms.search"))
 
 
-def approve_needs_admin(command: str) -> bool:
-    return command in APPROVE_ADMIN_COMMANDS or command.startswith(APPROVE_ADMIN_PREFIXES)
-
-
-def approve_scopes(commands) -> list[str]:
-    """Scopes an operator needs to approve a node surface declaring `commands`."""
-    commands = list(commands)
-    if any(approve_needs_admin(c) for c in commands):
-        return ["operator.pairing", "operator.admin"]
-    if commands:
-        return ["operator.pairing", "operator.write"]
-    return ["operator.pairing"]
-
-
 class PendingInvoke:
-    __slots__ = ("id", "node_id", "command", "future", "node_conn")
+    __slots__ = ("id", "node_id", "command", "future", "node_conn", "node_conn_id")
 
     def __init__(self, invoke_id: str, node_id: str, command: str, future, node_conn) -> None:
         self.id = invoke_id
@@ -56,6 +38,7 @@ class PendingInvoke:
         self.command = command
         self.future = future
         self.node_conn = node_conn
+        self.node_conn_id = node_conn.conn_id
 
 
 def node_error(node_code: str, message: str, dispatched: bool, *, code: str | None = None,
@@ -77,7 +60,7 @@ PAIRING_CHANGED = GatewayError(ErrorCode.UNAVAILABLE, "node pairing changed whil
                                details={"code": "PAIRING_CHANGED"}, retryable=True)
 
 
-class Nodes:
+class NodeRouter:
     def __init__(self, hub, store: NodeStore) -> None:
         self.hub = hub
         self.store = store
@@ -186,17 +169,20 @@ class Nodes:
             except asyncio.TimeoutError:
                 conn.send_event("node.invoke.cancel", {"invokeId": invoke_id, "nodeId": params.node_id})
                 raise node_error("TIMEOUT", "node invoke timed out", True) from None
+            except asyncio.CancelledError:  # the caller went away, or the gateway stops
+                conn.send_event("node.invoke.cancel", {"invokeId": invoke_id, "nodeId": params.node_id})
+                raise
         finally:
             self.invokes.pop(invoke_id, None)
         return outcome
 
-    def invoke_result(self, conn, params) -> dict:
-        if params.node_id != conn.device.id:
+    def invoke_result(self, call, params) -> dict:
+        if params.node_id != call.device.id:
             raise invalid_request("nodeId mismatch")
         pending = self.invokes.get(params.id)
         if pending is None or pending.future.done():
             return {"ok": True, "ignored": True}  # late (timed out) or unknown: nothing waits
-        if pending.node_conn is not conn:
+        if pending.node_conn_id != call.conn_id:
             return {"ok": True, "ignored": True}  # not this node's invoke: nothing waits on it
         if params.ok:
             payload = params.payload
@@ -225,14 +211,15 @@ class Nodes:
     # -- rendering -------------------------------------------------------------------------------
     def request_entry(self, request, record: NodeRecord | None = None) -> dict:
         record = record or self.store.get(request.node_id)
-        entry = {"requestId": request.request_id, "nodeId": request.node_id,
-                 "commands": request.commands, "caps": request.caps,
-                 "requiredApproveScopes": approve_scopes(request.commands), "ts": request.created_at}
+        # Keys in the reference's order.
+        entry = {"requestId": request.request_id, "nodeId": request.node_id}
         if record is not None:
             for key, value in (("displayName", record.display_name), ("platform", record.platform),
                                ("version", record.version)):
                 if value:
                     entry[key] = value
+        entry.update(caps=request.caps, commands=request.commands,
+                     requiredApproveScopes=approve_scopes(request.commands), ts=request.created_at)
         return entry
 
     @staticmethod
