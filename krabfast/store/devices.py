@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from krabfast.store.db import Database
+from krabfast.store.db import Database, sql_order
 
 
 KEY_BYTES = 32
@@ -142,56 +142,58 @@ def _request(row) -> PairingRequest:
 
 
 class DeviceStore:
+    """Reads are served from the database's in-memory mirror; writes update it at once and
+    reach the disk on the writer thread (`self.db.flush()` / `await self.db.flushed()` to
+    wait for that)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.conn = db.conn
+        self._devices = db.table("devices")
+        self._requests = db.table("pairing_requests")
+        self._tokens = db.table("device_tokens")
         self._token_key: bytes | None = None
 
     # -- devices ---------------------------------------------------------------------------------
     def get(self, device_id: str) -> PairedDevice | None:
-        row = self.conn.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        row = self._devices.get(device_id)
         return _device(row) if row else None
 
     def list(self) -> list[PairedDevice]:
-        rows = self.conn.execute("SELECT * FROM devices ORDER BY approved_at, created_at").fetchall()
+        rows = sorted(self._devices.values(),
+                      key=lambda r: (sql_order(r["approved_at"]), sql_order(r["created_at"])))
         return [_device(r) for r in rows]
 
     def save(self, device: PairedDevice) -> None:
         values = [getattr(device, c) for c in _DEVICE_COLS]
         values[_DEVICE_COLS.index("roles")] = json.dumps(sorted(set(device.roles)))
         values[_DEVICE_COLS.index("scopes")] = json.dumps(sorted(set(device.scopes)))
-        with self.db.transaction() as conn:
-            conn.execute(f"INSERT OR REPLACE INTO devices ({', '.join(_DEVICE_COLS)}) "
-                         f"VALUES ({', '.join('?' * len(_DEVICE_COLS))})", values)
+        self._devices.replace(dict(zip(_DEVICE_COLS, values)))
 
     def touch(self, device_id: str, now_ms: int, ip: str | None) -> None:
-        self.conn.execute("UPDATE devices SET last_seen_at = ?, last_ip = ? WHERE device_id = ?",
-                          (now_ms, ip, device_id))
+        self._devices.update((device_id,), {"last_seen_at": now_ms, "last_ip": ip})
 
     def rename(self, device_id: str, label: str) -> PairedDevice | None:
-        self.conn.execute("UPDATE devices SET label = ? WHERE device_id = ?", (label, device_id))
+        self._devices.update((device_id,), {"label": label})
         return self.get(device_id)
 
     def remove(self, device_id: str) -> bool:
-        with self.db.transaction() as conn:
-            gone = conn.execute("DELETE FROM devices WHERE device_id = ?", (device_id,)).rowcount
-            conn.execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,))
-            conn.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
-        return bool(gone)
+        with self.db.atomic():
+            gone = self._devices.delete(device_id)
+            self._tokens.delete_where(device_id=device_id)
+            self._requests.delete_where(device_id=device_id)
+        return gone
 
     # -- pairing requests ------------------------------------------------------------------------
     def requests(self) -> list[PairingRequest]:
-        rows = self.conn.execute("SELECT * FROM pairing_requests ORDER BY created_at").fetchall()
+        rows = sorted(self._requests.values(), key=lambda r: sql_order(r["created_at"]))
         return [_request(r) for r in rows]
 
     def get_request(self, request_id: str) -> PairingRequest | None:
-        row = self.conn.execute("SELECT * FROM pairing_requests WHERE request_id = ?",
-                                (request_id,)).fetchone()
+        row = self._requests.get(request_id)
         return _request(row) if row else None
 
     def request_for(self, device_id: str, role: str) -> PairingRequest | None:
-        row = self.conn.execute("SELECT * FROM pairing_requests WHERE device_id = ? AND role = ?",
-                                (device_id, role)).fetchone()
+        row = self._requests.find(device_id=device_id, role=role)
         return _request(row) if row else None
 
     def add_request(self, device_id: str, public_key: str, role: str, scopes: list[str],
@@ -203,27 +205,27 @@ class DeviceStore:
         existing = self.request_for(device_id, role)
         if existing is not None and set(scopes) <= set(existing.scopes) \
                 and existing.public_key == public_key:
-            self.conn.execute("UPDATE pairing_requests SET refreshed_at = ?, meta = ? "
-                              "WHERE request_id = ?", (now_ms, json.dumps(meta), existing.request_id))
+            self._requests.update((existing.request_id,), {"refreshed_at": now_ms,
+                                                           "meta": json.dumps(meta)})
             existing.meta = meta
             existing.refreshed_at = now_ms
             return existing, None
         merged = sorted(set(scopes) | (set(existing.scopes) if existing else set()))
         request = PairingRequest(str(uuid.uuid4()), device_id, public_key, role, merged, now_ms, meta,
                                  now_ms)
-        with self.db.transaction() as conn:
+        row = {"request_id": request.request_id, "device_id": device_id, "public_key": public_key,
+               "role": role, "scopes": json.dumps(merged), "meta": json.dumps(meta),
+               "created_at": now_ms, "refreshed_at": now_ms}
+        with self.db.atomic():
             if existing is not None:
-                conn.execute("DELETE FROM pairing_requests WHERE request_id = ?", (existing.request_id,))
-            conn.execute("INSERT INTO pairing_requests (request_id, device_id, public_key, role, "
-                         "scopes, meta, created_at, refreshed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (request.request_id, device_id, public_key, role, json.dumps(merged),
-                          json.dumps(meta), now_ms, now_ms))
+                self._requests.delete(existing.request_id)
+            self._requests.insert(row)
         return request, existing
 
     def drop_request(self, request_id: str) -> PairingRequest | None:
         request = self.get_request(request_id)
         if request is not None:
-            self.conn.execute("DELETE FROM pairing_requests WHERE request_id = ?", (request_id,))
+            self._requests.delete(request_id)
         return request
 
     # -- device tokens ---------------------------------------------------------------------------
@@ -247,34 +249,30 @@ class DeviceStore:
 
     def issue_token(self, device_id: str, role: str, scopes: list[str], now_ms: int) -> str:
         """A new token for (device, role) with `scopes`; any earlier token stops working."""
-        row = self.conn.execute("SELECT generation FROM device_tokens WHERE device_id = ? AND role = ?",
-                                (device_id, role)).fetchone()
+        row = self._tokens.get(device_id, role)
         generation = (row["generation"] + 1) if row else 1
         token = self._derive(device_id, role, generation)
-        self.conn.execute("INSERT OR REPLACE INTO device_tokens VALUES (?, ?, ?, ?, ?, ?)",
-                          (device_id, role, hash_token(token), json.dumps(sorted(set(scopes))), now_ms,
-                           generation))
+        self._tokens.replace({"device_id": device_id, "role": role, "token_hash": hash_token(token),
+                              "scopes": json.dumps(sorted(set(scopes))), "issued_at": now_ms,
+                              "generation": generation})
         return token
 
     def current_token(self, device_id: str, role: str) -> str | None:
         """The token (device, role) holds now, re-derived; None if it has none."""
-        row = self.conn.execute("SELECT generation, token_hash FROM device_tokens "
-                                "WHERE device_id = ? AND role = ?", (device_id, role)).fetchone()
+        row = self._tokens.get(device_id, role)
         if row is None or not row["token_hash"]:
             return None
         return self._derive(device_id, role, row["generation"])
 
     def token(self, device_id: str, role: str) -> DeviceToken | None:
         """The live (not revoked) token's record, if any."""
-        row = self.conn.execute("SELECT * FROM device_tokens WHERE device_id = ? AND role = ?",
-                                (device_id, role)).fetchone()
+        row = self._tokens.get(device_id, role)
         if row is None or not row["token_hash"]:
             return None
         return DeviceToken(row["device_id"], row["role"], json.loads(row["scopes"]), row["issued_at"])
 
     def check_token(self, device_id: str, role: str, token: str) -> DeviceToken | None:
-        row = self.conn.execute("SELECT * FROM device_tokens WHERE device_id = ? AND role = ?",
-                                (device_id, role)).fetchone()
+        row = self._tokens.get(device_id, role)
         if row is None or not hmac.compare_digest(row["token_hash"], hash_token(token)):
             return None
         return DeviceToken(row["device_id"], row["role"], json.loads(row["scopes"]), row["issued_at"])
@@ -282,6 +280,4 @@ class DeviceStore:
     def revoke_token(self, device_id: str, role: str) -> bool:
         """Revoked: the row stays with an impossible hash, so the generation keeps counting
         and a later token for this (device, role) is a new one."""
-        return bool(self.conn.execute(
-            "UPDATE device_tokens SET token_hash = '' WHERE device_id = ? AND role = ?",
-            (device_id, role)).rowcount)
+        return self._tokens.update((device_id, role), {"token_hash": ""})

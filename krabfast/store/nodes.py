@@ -6,7 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from krabfast.store.db import Database
+from krabfast.store.db import Database, sql_order
 
 
 @dataclass
@@ -46,12 +46,16 @@ def _surface_request(row) -> NodeSurfaceRequest:
 
 
 class NodeStore:
+    """Reads are served from the database's in-memory mirror; writes update it at once and
+    reach the disk on the writer thread (`self.db.flush()` / `await self.db.flushed()`)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.conn = db.conn
+        self._nodes = db.table("nodes")
+        self._requests = db.table("node_pairing_requests")
 
     def get(self, node_id: str) -> NodeRecord | None:
-        row = self.conn.execute("SELECT * FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+        row = self._nodes.get(node_id)
         if row is None:
             return None
         data = {c: row[c] for c in _COLS}
@@ -60,29 +64,27 @@ class NodeStore:
         return NodeRecord(**data)
 
     def list(self) -> list[NodeRecord]:
-        ids = [r["node_id"] for r in self.conn.execute("SELECT node_id FROM nodes ORDER BY node_id")]
+        ids = sorted((r["node_id"] for r in self._nodes.values()), key=sql_order)
         return [self.get(i) for i in ids]
 
     def save(self, node: NodeRecord) -> None:
         values = [json.dumps(getattr(node, c)) if c in _JSON and getattr(node, c) is not None
                   else getattr(node, c) for c in _COLS]
-        self.conn.execute(f"INSERT OR REPLACE INTO nodes ({', '.join(_COLS)}) "
-                          f"VALUES ({', '.join('?' * len(_COLS))})", values)
+        self._nodes.replace(dict(zip(_COLS, values)))
 
     def remove(self, node_id: str) -> bool:
-        with self.db.transaction() as conn:
-            gone = conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount
-            conn.execute("DELETE FROM node_pairing_requests WHERE node_id = ?", (node_id,))
-        return bool(gone)
+        with self.db.atomic():
+            gone = self._nodes.delete(node_id)
+            self._requests.delete_where(node_id=node_id)
+        return gone
 
     # -- surface requests ------------------------------------------------------------------------
     def requests(self) -> list[NodeSurfaceRequest]:
-        rows = self.conn.execute("SELECT * FROM node_pairing_requests ORDER BY created_at").fetchall()
+        rows = sorted(self._requests.values(), key=lambda r: sql_order(r["created_at"]))
         return [_surface_request(r) for r in rows]
 
     def request_for(self, node_id: str) -> NodeSurfaceRequest | None:
-        row = self.conn.execute("SELECT * FROM node_pairing_requests WHERE node_id = ?",
-                                (node_id,)).fetchone()
+        row = self._requests.find(node_id=node_id)
         return _surface_request(row) if row else None
 
     def add_request(self, node_id: str, commands: list[str], caps: list[str],
@@ -93,15 +95,16 @@ class NodeStore:
             return existing, False
         request = NodeSurfaceRequest(str(uuid.uuid4()), node_id, sorted(set(commands)),
                                      sorted(set(caps)), now_ms)
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM node_pairing_requests WHERE node_id = ?", (node_id,))
-            conn.execute("INSERT INTO node_pairing_requests VALUES (?, ?, ?, ?, ?)",
-                         (request.request_id, node_id, json.dumps(request.commands),
-                          json.dumps(request.caps), now_ms))
+        row = {"request_id": request.request_id, "node_id": node_id,
+               "commands": json.dumps(request.commands), "caps": json.dumps(request.caps),
+               "created_at": now_ms}
+        with self.db.atomic():
+            self._requests.delete_where(node_id=node_id)
+            self._requests.insert(row)
         return request, True
 
     def drop_request(self, request_id: str) -> NodeSurfaceRequest | None:
         request = next((r for r in self.requests() if r.request_id == request_id), None)
         if request is not None:
-            self.conn.execute("DELETE FROM node_pairing_requests WHERE request_id = ?", (request_id,))
+            self._requests.delete(request_id)
         return request
