@@ -66,10 +66,26 @@ def _common() -> argparse.ArgumentParser:
     v.add_argument("--vs-reference", action="store_true",
                    help="start the reference gateway, a krabfast gateway and the bare echo "
                         "server, run the scenario against each, print a table with ratios")
-    v.add_argument("--targets", default="reference,krabfast,echo",
-                   help="with --vs-reference: which of reference,krabfast,echo (default all)")
+    v.add_argument("--targets", default=None,
+                   help="with --vs-reference: which of reference,krabfast,echo (default all; "
+                        "with --core alone: krabfast)")
     v.add_argument("--target-tick-interval-ms", type=_positive_int, default=None,
                    help="with --vs-reference: tick interval for the krabfast and echo servers")
+    v.add_argument("--core", choices=("compiled", "pure", "both"), default=None,
+                   help="core of the krabfast (and echo) servers the harness starts: compiled "
+                        "(fails when it is not built), pure (KRABFAST_NO_EXTENSIONS=1), or "
+                        "both side by side, interleaved (echo stays compiled). Default: "
+                        "whatever is built. Without --vs-reference it starts krabfast only; "
+                        "it cannot be combined with --url")
+    return p
+
+
+def _repeatable() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--repeat", type=_positive_int, default=3, metavar="N",
+                   help="run the scenario N times (each target: a fresh server each time, "
+                        "targets interleaved); figures are the median, with min-max "
+                        "(default %(default)s)")
     return p
 
 
@@ -81,29 +97,31 @@ def _method_args(p: argparse.ArgumentParser) -> None:
 def add_parser(sub) -> None:
     """Register `bench` on the `krabfast` subparsers."""
     common = _common()
+    rep = _repeatable()
     bench = sub.add_parser("bench", help="load benchmarks against any OpenClaw-compatible gateway",
                            description="Load benchmarks: handshake, rpc, fanout, idle, soak.")
     scen = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
 
-    p = scen.add_parser("handshake", parents=[common], help="connect -> hello-ok -> close, N times")
+    p = scen.add_parser("handshake", parents=[common, rep], help="connect -> hello-ok -> close, N times")
     p.add_argument("--connects", "-n", type=_positive_int, default=2000)
     p.add_argument("--concurrency", "-c", type=_positive_int, default=10)
 
-    p = scen.add_parser("rpc", parents=[common], help="C sockets x W requests in flight for S seconds")
+    p = scen.add_parser("rpc", parents=[common, rep], help="C sockets x W requests in flight for S seconds")
     p.add_argument("--conns", "-c", type=_positive_int, default=20)
     p.add_argument("--inflight", "-w", type=_positive_int, default=4)
     p.add_argument("--duration", "-d", type=_positive_float, default=10.0, help="seconds measured")
     p.add_argument("--warmup", type=_nonneg_float, default=1.0, help="seconds before measuring")
     _method_args(p)
 
-    p = scen.add_parser("fanout", parents=[common], help="system-event broadcast to N idle receivers")
+    p = scen.add_parser("fanout", parents=[common, rep], help="system-event broadcast to N idle receivers")
     p.add_argument("--receivers", "-n", type=_positive_int, default=4000)
-    p.add_argument("--repeat", "-r", type=_positive_int, default=5)
+    p.add_argument("--broadcasts", "-b", type=_positive_int, default=5,
+                   help="broadcasts per run (default %(default)s)")
     p.add_argument("--open-concurrency", type=_positive_int, default=30)
     p.add_argument("--pause", type=_nonneg_float, default=0.5, help="seconds between broadcasts")
     p.add_argument("--timeout", type=_positive_float, default=30.0, help="per broadcast, seconds")
 
-    p = scen.add_parser("idle", parents=[common], help="memory of N authenticated idle sockets")
+    p = scen.add_parser("idle", parents=[common, rep], help="memory of N authenticated idle sockets")
     p.add_argument("--sockets", "-n", type=_positive_int, default=2000)
     p.add_argument("--hold", type=_nonneg_float, default=0.0, help="keep them open S seconds")
     p.add_argument("--expect-ticks", action="store_true",
@@ -165,32 +183,84 @@ async def run_one(args, url: str, token: str | None, pid: int | None, progress,
     return result
 
 
-async def run_vs_reference(args, progress) -> dict[str, dict]:
-    from krabfast.bench.targets import TARGET_NAMES, start_target
+def target_plan(names: list[str], core: str | None) -> list[tuple[str, str, str | None]]:
+    """(label, kind, core) per target server: with --core both, krabfast twice (compiled as
+    "krabfast", pure as "krabfast-pure") and the echo server compiled; otherwise krabfast and
+    echo on the core asked for (None: whatever is built)."""
+    from krabfast.bench.report import PURE
 
-    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    plan = []
+    for name in names:
+        if name == "reference":
+            plan.append((name, name, None))
+        elif core == "both":
+            plan.append((name, name, "compiled"))
+            if name == "krabfast":
+                plan.append((PURE, "krabfast", "pure"))
+        else:
+            plan.append((name, name, core))
+    return plan
+
+
+def _target_names(args) -> list[str]:
+    from krabfast.bench.targets import TARGET_NAMES
+
+    names = [n.strip() for n in (args.targets or "reference,krabfast,echo").split(",")
+             if n.strip()]
     unknown = [n for n in names if n not in TARGET_NAMES]
     if unknown or not names:
         raise ValueError(f"--targets: unknown {unknown or 'empty'} (use {','.join(TARGET_NAMES)})")
+    return names
+
+
+async def run_vs_reference(args, progress) -> dict[str, dict]:
+    """Every target, `--repeat` times: each repetition starts a fresh server per target and
+    runs them one after the other, the order rotated by one each repetition (so no target
+    always runs first); results are aggregated per target (median, min-max)."""
+    from krabfast.bench.repeat import aggregate
+    from krabfast.bench.targets import start_target
+
+    plan = target_plan(_target_names(args), args.core)
     reference = None
-    if "reference" in names:
+    if any(kind == "reference" for _, kind, _ in plan):
         from krabfast.reference import ensure_installed
 
         progress.note("locating the reference packages (installs them on first use)")
         reference = ensure_installed(quiet=args.quiet)
-    results: dict[str, dict] = {}
-    for name in names:
-        progress.note(f"starting the {name} server")
-        target = await start_target(name, VS_TOKEN, reference=reference,
-                                    tick_interval_ms=args.target_tick_interval_ms)
-        try:
-            progress.note(f"{args.scenario} against {name} ({target.url}, pid {target.pid})")
-            result = await run_one(args, target.url, VS_TOKEN, target.pid, progress, name)
-            result["target"] = name
-            results[name] = result
-        finally:
-            target.stop()
-    return results
+    repeat = getattr(args, "repeat", 1)
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in plan}
+    envs: dict[str, dict] = {}
+    for r in range(repeat):
+        shift = r % len(plan)
+        for label, kind, core in plan[shift:] + plan[:shift]:
+            tag = f"{label} {r + 1}/{repeat}" if repeat > 1 else label
+            progress.note(f"starting the {tag} server" + (f" ({core} core)" if core else ""))
+            target = await start_target(label, VS_TOKEN, reference=reference, core=core,
+                                        kind=kind, tick_interval_ms=args.target_tick_interval_ms)
+            try:
+                progress.note(f"{args.scenario} against {tag} ({target.url}, pid {target.pid})")
+                result = await run_one(args, target.url, VS_TOKEN, target.pid, progress, tag)
+            finally:
+                target.stop()
+            seen = envs.setdefault(label, target.info)
+            if seen.get("core") != target.info.get("core"):
+                raise RuntimeError(f"{label}: core changed between runs ({seen.get('core')} -> "
+                                   f"{target.info.get('core')})")
+            result["target"] = label
+            runs[label].append(result)
+    return {label: {**aggregate(runs[label]), "target": label, "env": dict(envs[label])}
+            for label, _, _ in plan}
+
+
+async def run_repeated(args, url: str, token: str | None, pid: int | None, progress) -> dict:
+    from krabfast.bench.repeat import aggregate
+
+    repeat = getattr(args, "repeat", 1)
+    runs = []
+    for r in range(repeat):
+        label = f"{args.scenario} {r + 1}/{repeat}" if repeat > 1 else ""
+        runs.append(await run_one(args, url, token, pid, progress, label))
+    return aggregate(runs)
 
 
 def _threshold_metrics(results: dict[str, dict], primary: dict) -> dict:
@@ -239,6 +309,18 @@ def cmd_bench(args) -> int:
     if args.scenario == "idle" and args.expect_ticks and not args.hold:
         print("krabfast bench: --expect-ticks needs --hold SECONDS", file=sys.stderr)
         return 2
+    if args.core is not None and not args.vs_reference:
+        if args.url:
+            print("krabfast bench: --core applies to the gateways krabfast bench starts "
+                  "(--vs-reference, or no --url); it cannot set the core of --url", file=sys.stderr)
+            return 2
+        args.vs_reference = True  # start krabfast (compiled and/or pure) here
+        args.targets = args.targets or "krabfast"
+    if args.vs_reference:
+        problem = _core_problem(args)
+        if problem:
+            print(f"krabfast bench: {problem}", file=sys.stderr)
+            return 2
     url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     if not args.vs_reference:
         from krabfast.client import GatewayConnectError, check_url
@@ -256,22 +338,73 @@ def cmd_bench(args) -> int:
     return _run_and_report(args, url, token, under, over)
 
 
+def _core_problem(args) -> str | None:
+    """Why the servers cannot run on the core asked for (checked before anything starts),
+    or None. The started targets report their core again (and are checked) themselves."""
+    try:
+        names = _target_names(args)
+    except ValueError as exc:
+        return str(exc)
+    if args.core not in ("compiled", "both") or not ({"krabfast", "echo"} & set(names)):
+        return None
+    from krabfast.bench.targets import TargetError, probe_core
+
+    try:
+        info = probe_core("compiled")
+    except TargetError as exc:
+        return str(exc)
+    if info.get("core") != "compiled":
+        return (f"--core {args.core}: krabfast's compiled core is not built (or does not "
+                f"import) for {info.get('executable')}; build it with `python setup.py "
+                "build_ext --inplace`, or use --core pure")
+    return None
+
+
+def _url_env(pid: int | None) -> dict:
+    """What can be told of a server not started by the harness: its core from the
+    compiled modules mapped into it (only for a local, readable pid)."""
+    from krabfast.bench.procstat import mapped_core_modules
+    from krabfast.bench.targets import CORE_MODULES
+
+    mapped = mapped_core_modules(pid)
+    if mapped is None:
+        core = None
+    else:
+        core = "compiled" if set(CORE_MODULES) <= mapped else "not compiled (or not krabfast)"
+    return {"core": core, "core_source": "/proc/PID/maps", "core_modules_mapped":
+            None if mapped is None else sorted(mapped),
+            "python": None, "picows": None, "uvloop": None, "msgspec": None,
+            "note": "not started by krabfast bench: versions unknown"}
+
+
 def _run_and_report(args, url, token, under, over) -> int:
     import uvloop
 
     from krabfast.bench import report
     from krabfast.bench.progress import Progress
+    from krabfast.bench.repeat import paired_ratio_spread, provenance
 
     progress = Progress(enabled=not args.quiet)
     try:
+        run_info = provenance()
+        shared = {k: run_info[k] for k in ("krabfast_commit", "krabfast_dirty", "cpu_count",
+                                           "command")}
         if args.vs_reference:
             results = uvloop.run(run_vs_reference(args, progress))
+            for result in results.values():
+                result["env"].update(shared)
             primary = results.get("krabfast") or next(iter(results.values()))
-            output = {"scenario": args.scenario, "targets": results,
-                      "ratios": report.comparison_ratios(results)}
+            output = {"scenario": args.scenario, "repeat": getattr(args, "repeat", 1),
+                      "run": run_info, "targets": results,
+                      "ratios": report.comparison_ratios(results),
+                      "ratio_spread": {f"{a}/{b}": paired_ratio_spread(results[a], results[b])
+                                       for a, b in report.RATIOS
+                                       if a in results and b in results}}
         else:
             pid = server_pid_for(url, args.server_pid)
-            primary = uvloop.run(run_one(args, url, token, pid, progress))
+            primary = uvloop.run(run_repeated(args, url, token, pid, progress))
+            primary["env"] = {**_url_env(pid), **shared}
+            primary["run"] = run_info
             results = {urlsplit(url).netloc or url: primary}
             output = primary
     except KeyboardInterrupt:

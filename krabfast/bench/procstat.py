@@ -179,3 +179,27 @@ class ServerProbe:
     def rss_mb(self) -> float | None:
         kib = read_rss_kib(self.pid) if self.pid is not None else None
         return None if kib is None else kib / 1024.0
+
+
+# -- which krabfast core a process runs ----------------------------------------------------------
+
+def parse_core_modules(maps_text: str) -> set[str]:
+    """Names of krabfast's compiled core modules (`krabfast/_core/<name>.*.so`) mapped in
+    the text of /proc/PID/maps."""
+    found: set[str] = set()
+    for line in maps_text.splitlines():
+        path = line.rsplit(None, 1)[-1] if line else ""
+        if "/krabfast/_core/" not in path or not path.endswith(".so"):
+            continue
+        found.add(path.rsplit("/", 1)[1].split(".", 1)[0])
+    return found
+
+
+def mapped_core_modules(pid: int | None, proc: Path = PROC) -> set[str] | None:
+    """The compiled krabfast core modules loaded into `pid`, or None when unreadable."""
+    if pid is None:
+        return None
+    try:
+        return parse_core_modules((proc / str(pid) / "maps").read_text())
+    except OSError:
+        return None

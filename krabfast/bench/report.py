@@ -35,8 +35,17 @@ ROWS: dict[str, list[tuple[str, str]]] = {
 }
 
 #: The order targets appear in with --vs-reference, and the ratios printed.
-TARGET_ORDER = ("reference", "krabfast", "echo")
-RATIOS = (("krabfast", "reference"), ("krabfast", "echo"))
+PURE = "krabfast-pure"  # the pure-Python-core krabfast of `--core both`
+TARGET_ORDER = ("reference", "krabfast", PURE, "echo")
+RATIOS = (("krabfast", "reference"), ("krabfast", "echo"), ("krabfast", PURE))
+
+#: Rows of the compiled-vs-pure table (`--core both`): server CPU per operation, then wall.
+CORE_ROWS: dict[str, list[str]] = {
+    "handshake": ["cpu_us_per_op", "connects_per_s", "p50_ms", "p99_ms"],
+    "rpc": ["cpu_us_per_op", "req_per_s", "p50_ms", "p99_ms"],
+    "fanout": ["cpu_us_per_delivery", "broadcast_p50_ms", "broadcast_max_ms", "delivery_p99_ms"],
+    "idle": ["rss_per_socket_kib", "base_rss_mb", "hold_cpu_us_per_socket"],
+}
 
 
 class ThresholdError(ValueError):
@@ -133,14 +142,30 @@ def rows_for(scenario: str, metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def format_cell(result: dict, key: str) -> str:
+    """A metric of a result: the value, or `median (min-max)` over several runs."""
+    value = result["metrics"].get(key)
+    spread = (result.get("spread") or {}).get(key)
+    if (result.get("repeat") or 1) > 1 and spread is not None and _is_number(value):
+        return f"{format_value(value)} ({format_value(spread[0])}-{format_value(spread[1])})"
+    return format_value(value)
+
+
+def _repeat_note(results: list[dict]) -> str:
+    n = max((r.get("repeat") or 1) for r in results)
+    return f"median (min-max) of {n} runs" if n > 1 else "one run"
+
+
 def render_single(result: dict) -> str:
     metrics = result["metrics"]
     head = f"{result['scenario']} against {result.get('url', '?')}"
     pid = (result.get("server") or {}).get("pid")
     head += f" (server pid {pid}, CPU via {result['server']['cpu_source']})" if pid else \
         " (server pid not found: CPU n/a)"
-    rows = [[label, format_value(metrics.get(k))] for k, label in rows_for(result["scenario"],
-                                                                          metrics)]
+    core = (result.get("env") or {}).get("core")
+    head += f", {_repeat_note([result])}" + (f", core {core}" if core else "")
+    rows = [[label, format_cell(result, k)] for k, label in rows_for(result["scenario"],
+                                                                      metrics)]
     text = head + "\n" + _table(["metric", "value"], rows)
     return text + _extras(result)
 
@@ -170,7 +195,7 @@ def comparison_ratios(results: dict[str, dict]) -> dict[str, dict[str, float | N
 def render_comparison(scenario: str, results: dict[str, dict]) -> str:
     names = [n for n in TARGET_ORDER if n in results] + [n for n in results if n not in TARGET_ORDER]
     pairs = [(a, b) for a, b in RATIOS if a in results and b in results]
-    short = {"reference": "ref"}
+    short = {"reference": "ref", PURE: "pure"}
     header = ["metric", *names, *(f"{a}/{short.get(b, b)}" for a, b in pairs)]
     keys: list[tuple[str, str]] = []
     for n in names:
@@ -179,19 +204,47 @@ def render_comparison(scenario: str, results: dict[str, dict]) -> str:
                 keys.append((k, label))
     rows = []
     for k, label in keys:
-        values = [results[n]["metrics"].get(k) for n in names]
-        cells = [label, *(format_value(v) for v in values)]
+        cells = [label, *(format_cell(results[n], k) for n in names)]
         for a, b in pairs:
             cells.append(format_ratio(ratio(results[a]["metrics"].get(k),
                                             results[b]["metrics"].get(k))))
         rows.append(cells)
-    lines = [f"{scenario}: side by side (ratios are krabfast ÷ other; for ms, CPU and RSS "
-             "lower is better)", _table(header, rows)]
+    lines = [f"{scenario}: side by side, {_repeat_note(list(results.values()))} (ratios are "
+             "krabfast ÷ other, of the medians; for ms, CPU and RSS lower is better)",
+             _table(header, rows)]
+    cores = [f"{n} {results[n]['env']['core']}" for n in names
+             if (results[n].get("env") or {}).get("core")]
+    if cores:
+        lines.append("cores: " + ", ".join(cores))
     for n in names:
         shown = _error_kinds(results[n])
         if shown:
             lines.append(f"{n} errors by kind: {shown}")
+    if "krabfast" in results and PURE in results:
+        lines += ["", render_cores(scenario, results["krabfast"], results[PURE])]
     return "\n".join(lines)
+
+
+def render_cores(scenario: str, compiled: dict, pure: dict) -> str:
+    """The compiled-vs-pure table of `--core both`: medians (min-max), the ratio of the
+    medians and the range of the per-repetition ratios (runs of one repetition are paired)."""
+    from krabfast.bench.repeat import paired_ratio_spread
+
+    labels = dict(ROWS.get(scenario, []))
+    keys = [k for k in CORE_ROWS.get(scenario, [k for k, _ in ROWS.get(scenario, [])])
+            if k in compiled["metrics"]]
+    paired = paired_ratio_spread(compiled, pure)
+    rows = []
+    for k in keys:
+        spread = paired.get(k)
+        rows.append([labels.get(k, k), format_cell(compiled, k), format_cell(pure, k),
+                     format_ratio(ratio(compiled["metrics"].get(k), pure["metrics"].get(k))),
+                     f"{format_ratio(spread[0])}-{format_ratio(spread[1])}" if spread else "n/a"])
+    head = (f"{scenario}: compiled vs pure-Python core, {_repeat_note([compiled, pure])}, "
+            "interleaved (ratio compiled ÷ pure; server CPU is utime+stime of the gateway "
+            "process per operation)")
+    return head + "\n" + _table(["metric", "compiled", "pure", "compiled/pure",
+                                 "per-run ratio"], rows)
 
 
 def render_series(result: dict, limit: int = 0) -> str:
@@ -206,3 +259,23 @@ def render_series(result: dict, limit: int = 0) -> str:
             for s in series[step - 1::step]]
     return _table(["t s", "RSS MB", "CPU %", "rpc", "p50 ms", "p99 ms", "rpc err", "connects"],
                   rows)
+
+
+def render_saved(output: dict) -> str:
+    """The text report of a saved `krabfast bench ... --json` result."""
+    if "targets" in output:
+        return render_comparison(output["scenario"], output["targets"])
+    text = render_single(output)
+    if output.get("scenario") == "soak":
+        text += "\n" + render_series(output, limit=30)
+    return text
+
+
+if __name__ == "__main__":  # python -m krabfast.bench.report RESULT.json...
+    import json
+    import sys
+
+    for path in sys.argv[1:]:
+        with open(path, encoding="utf-8") as fh:
+            print(render_saved(json.load(fh)))
+        print()

@@ -176,7 +176,7 @@ async def run_fanout(ctx: RunContext, a) -> dict:
         trigger = Trigger(await ctx.connect())
         await asyncio.sleep(a.pause)
         rss0 = probe.rss_mb()
-        for r in range(a.repeat):
+        for r in range(a.broadcasts):
             marker = f"bench-{uuid.uuid4().hex[:16]}-{r}"
             armed = sum(x["armed"] for x in await pool.each("arm", marker=marker))
             cpu0 = probe.cpu()
@@ -193,7 +193,7 @@ async def run_fanout(ctx: RunContext, a) -> dict:
             broadcasts.append({"wall_ms": rounded((max(stamps) - t_send) * 1000) if stamps else None,
                                "received": len(stamps), "expected": armed, "res_ok": ok,
                                "server_cpu_s": rounded(cpu_s, 4)})
-            ctx.progress.update(f"broadcast {r + 1}/{a.repeat}: {len(stamps):,}/{armed:,} in "
+            ctx.progress.update(f"broadcast {r + 1}/{a.broadcasts}: {len(stamps):,}/{armed:,} in "
                                 f"{broadcasts[-1]['wall_ms']} ms")
             await asyncio.sleep(a.pause)
         rss1 = probe.rss_mb()
@@ -211,7 +211,7 @@ async def run_fanout(ctx: RunContext, a) -> dict:
                "errors": sum(open_errors.values()) + sum(not b["res_ok"] for b in broadcasts),
                "server_cpu_s": rounded(cpu_total, 4),
                "cpu_us_per_delivery": rounded(per_delivery, 2), **rss_metrics(rss0, rss1)}
-    return {"scenario": "fanout", "params": {"receivers": n, "repeat": a.repeat,
+    return {"scenario": "fanout", "params": {"receivers": n, "broadcasts": a.broadcasts,
                                              "processes": k},
             "metrics": metrics, "broadcasts": broadcasts, "error_kinds": open_errors,
             "server": server_block(probe)}

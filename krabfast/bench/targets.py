@@ -1,12 +1,19 @@
 """Servers started by `krabfast bench --vs-reference`: the reference gateway (Node 24, fresh
-HOME), a krabfast gateway, and the bare picows+orjson echo server (benchmarks/echo_server.py).
-Each runs in its own session on a free loopback port and is stopped (its process group)
-when the benchmark is done with it."""
+HOME), krabfast gateways (compiled and/or pure-Python core, `--core`), and the echo server
+(`krabfast.bench.echo`: krabfast's transport without the gateway). Each runs in its own
+session on a free loopback port and is stopped (its process group) when the benchmark is
+done with it.
+
+krabfast and echo targets start through `python -m krabfast.bench.launch`, which writes
+what the process actually runs (core, versions, pid) to a file before it becomes the
+server; `start_target` reads it, cross-checks the core against the compiled modules mapped
+into the listening process (/proc/PID/maps) and fails when it is not the core asked for."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -18,11 +25,13 @@ import time
 from pathlib import Path
 
 from krabfast.bench.loadclient import BenchError, close_conn, connect_frame, open_conn
-from krabfast.bench.procstat import find_listening_pid
+from krabfast.bench.procstat import find_listening_pid, mapped_core_modules
 
 REPO = Path(__file__).resolve().parents[2]
-ECHO_SERVER = REPO / "benchmarks" / "echo_server.py"
 TARGET_NAMES = ("reference", "krabfast", "echo")
+CORES = ("compiled", "pure", "both")
+CORE_MODULES = ("wire", "sink", "dispatch", "fanout", "listener")
+NO_EXTENSIONS = "KRABFAST_NO_EXTENSIONS"
 
 
 class TargetError(RuntimeError):
@@ -46,6 +55,9 @@ class Target:
     home: Path | None = None
     pid: int | None = None
     """The pid listening on the port (may differ from process.pid for a wrapper)."""
+    info: dict = dataclasses.field(default_factory=dict)
+    """What the process runs (core, versions): see krabfast.bench.launch."""
+    info_path: Path | None = None
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -59,6 +71,8 @@ class Target:
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
         self.log_path.unlink(missing_ok=True)
+        if self.info_path is not None:
+            self.info_path.unlink(missing_ok=True)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -108,23 +122,34 @@ def stop_process_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
             pass
 
 
+def core_env(env: dict[str, str], core: str | None) -> dict[str, str]:
+    """`env` for a krabfast process on `core`: "pure" sets KRABFAST_NO_EXTENSIONS=1;
+    "compiled" and None (whatever is built) clear it."""
+    env = dict(env)
+    env.pop(NO_EXTENSIONS, None)
+    if core == "pure":
+        env[NO_EXTENSIONS] = "1"
+    return env
+
+
 def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | None = None,
-                reference=None) -> tuple[list[str], dict[str, str], Path | None]:
-    """(argv, env, temp HOME or None) to run target `name` on `port`."""
+                reference=None, core: str | None = None,
+                info_path: Path | None = None) -> tuple[list[str], dict[str, str], Path | None]:
+    """(argv, env, temp HOME or None) to run target kind `name` on `port`; krabfast and echo
+    on `core` (compiled, pure, or None for whatever is built), reporting to `info_path`."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    launch = [sys.executable, "-m", "krabfast.bench.launch", "--info", str(info_path)]
     if name == "krabfast":
-        argv = [sys.executable, "-m", "krabfast", "gateway", "--port", str(port),
-                "--bind", "127.0.0.1", "--token", token, "--log-level", "warning"]
+        argv = [*launch, "gateway", "--port", str(port), "--bind", "127.0.0.1", "--token", token,
+                "--log-level", "warning"]
         if tick_interval_ms:
             argv += ["--tick-interval-ms", str(tick_interval_ms)]
-        return argv, env, None
+        return argv, core_env(env, core), None
     if name == "echo":
-        if not ECHO_SERVER.is_file():
-            raise TargetError(f"{ECHO_SERVER} not found (run from a krabfast checkout)")
-        argv = [sys.executable, str(ECHO_SERVER), "--port", str(port)]
+        argv = [*launch, "echo", "--port", str(port)]
         if tick_interval_ms:
             argv += ["--tick-interval-ms", str(tick_interval_ms)]
-        return argv, env, None
+        return argv, core_env(env, core), None
     if name == "reference":
         if reference is None:
             raise TargetError("reference packages not located")
@@ -134,6 +159,50 @@ def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | Non
                 "--auth", "token", "--token", token]
         return argv, reference.env(env, HOME=str(home)), home
     raise TargetError(f"unknown target {name!r}")
+
+
+def probe_core(core: str | None) -> dict:
+    """The environment a krabfast target on `core` would run in (`launch --probe`, same
+    interpreter and environment as start_target uses)."""
+    env = core_env(dict(os.environ), core)
+    proc = subprocess.run([sys.executable, "-m", "krabfast.bench.launch", "--probe"], env=env,
+                          cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise TargetError(f"cannot import krabfast for the target: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout)
+
+
+def check_core(name: str, wanted: str | None, info: dict, mapped: set[str] | None) -> None:
+    """Fail when a target does not run the core asked for, by its own report and (when
+    /proc/PID/maps is readable) by the compiled modules mapped into it."""
+    got = info.get("core")
+    if got not in ("compiled", "pure"):
+        raise TargetError(f"{name}: no core reported ({info or 'no info file'})")
+    if mapped is not None:
+        compiled_mapped = set(CORE_MODULES) <= mapped
+        if compiled_mapped != (got == "compiled"):
+            raise TargetError(f"{name}: reports core {got!r} but has compiled modules "
+                              f"{sorted(mapped) or 'none'} mapped")
+    if wanted is not None and got != wanted:
+        hint = (" (the Cython core is not built or does not import in this environment: "
+                "python setup.py build_ext --inplace)" if wanted == "compiled" else "")
+        raise TargetError(f"{name}: asked for the {wanted} core, the process runs {got}{hint}")
+
+
+def reference_info(reference) -> dict:
+    info: dict = {"core": None}
+    try:
+        out = subprocess.run([str(reference.node), "--version"], capture_output=True, text=True,
+                             timeout=30)
+        info["node"] = out.stdout.strip().lstrip("v") or None
+    except (OSError, subprocess.SubprocessError):
+        info["node"] = None
+    try:
+        pkg = json.loads((Path(reference.openclaw_mjs).parent / "package.json").read_text())
+        info["openclaw"] = pkg.get("version")
+    except (OSError, ValueError):
+        info["openclaw"] = None
+    return info
 
 
 async def wait_ready(url: str, token: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -156,23 +225,45 @@ async def wait_ready(url: str, token: str, proc: subprocess.Popen, timeout: floa
 
 
 async def start_target(name: str, token: str, *, tick_interval_ms: int | None = None,
-                       reference=None, ready_timeout: float = 90.0) -> Target:
+                       reference=None, ready_timeout: float = 90.0, core: str | None = None,
+                       kind: str | None = None) -> Target:
+    """Start target `name` (of kind `kind`, default the name: reference, krabfast, echo);
+    krabfast and echo on `core` ("compiled", "pure", or None for whatever is built)."""
+    kind = kind or name
     port = free_port()
-    argv, env, home = command_for(name, port, token, tick_interval_ms=tick_interval_ms,
-                                  reference=reference)
+    info_path = None
+    if kind in ("krabfast", "echo"):
+        info_path = Path(tempfile.mkstemp(prefix=f"krabfast-bench-{name}-", suffix=".json")[1])
+        info_path.unlink()  # written by the target itself
+    argv, env, home = command_for(kind, port, token, tick_interval_ms=tick_interval_ms,
+                                  reference=reference, core=core, info_path=info_path)
     log = Path(tempfile.mkstemp(prefix=f"krabfast-bench-{name}-", suffix=".log")[1])
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(home or REPO))
-    target = Target(name, f"ws://127.0.0.1:{port}", port, token, proc, log, home)
+    target = Target(name, f"ws://127.0.0.1:{port}", port, token, proc, log, home,
+                    info_path=info_path)
     try:
         await wait_ready(target.url, token, proc, ready_timeout)
+        target.pid = find_listening_pid(port) or proc.pid
+        if info_path is not None:
+            try:
+                target.info = json.loads(info_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise TargetError(f"no report of what it runs ({info_path}: {exc})") from None
+            mapped = mapped_core_modules(target.pid)
+            target.info["core_modules_mapped"] = None if mapped is None else sorted(mapped)
+            check_core(name, core, target.info, mapped)
+        elif kind == "reference":
+            target.info = reference_info(reference)
     except TargetError as exc:
         tail = target.log_tail()
         target.stop()
         raise TargetError(f"{name} gateway: {exc}\n{tail}") from None
-    target.pid = find_listening_pid(port) or proc.pid
+    except BaseException:
+        target.stop()
+        raise
     await wait_idle(target.pid)
     return target
 

@@ -34,12 +34,95 @@ def test_defaults_per_scenario():
     assert (a.conns, a.inflight, a.duration, a.warmup, a.method, a.params) == \
         (20, 4, 10.0, 1.0, "system-presence", {})
     a = parse("fanout")
-    assert (a.receivers, a.repeat, a.open_concurrency) == (4000, 5, 30)
+    assert (a.receivers, a.broadcasts, a.repeat, a.open_concurrency) == (4000, 5, 3, 30)
     a = parse("idle")
     assert (a.sockets, a.hold, a.expect_ticks) == (2000, 0.0, False)
     a = parse("soak")
     assert (a.duration, a.receivers) == (60.0, 200)
+    assert not hasattr(a, "repeat")  # one time series; not repeated
     assert 1 <= a.processes <= 2
+    assert parse("rpc").repeat == 3 and parse("rpc").core is None
+
+
+def test_core_and_repeat_flags():
+    a = parse("rpc", "--core", "both", "--repeat", "2")
+    assert (a.core, a.repeat) == ("both", 2)
+    assert parse("handshake", "--core", "pure").core == "pure"
+    for bad in (["rpc", "--core", "cython"], ["rpc", "--repeat", "0"]):
+        with pytest.raises(SystemExit):
+            parse(*bad)
+
+
+def test_core_cannot_apply_to_a_url(capsys):
+    from krabfast.cli import main
+
+    assert main(["bench", "rpc", "--url", "ws://127.0.0.1:1", "--core", "pure"]) == 2
+    assert "cannot set the core of --url" in capsys.readouterr().err
+
+
+def test_core_compiled_fails_loudly_when_not_built(monkeypatch, capsys):
+    from krabfast.bench import targets
+    from krabfast.cli import main
+
+    asked = []
+    monkeypatch.setattr(targets, "probe_core", lambda core: asked.append(core) or
+                        {"core": "pure", "executable": "/x/python"})
+    for core in ("compiled", "both"):
+        assert main(["bench", "rpc", "--core", core, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"--core {core}: krabfast's compiled core is not built" in err, err
+        assert "build_ext --inplace" in err
+    assert asked == ["compiled", "compiled"]
+
+
+def test_target_plan_per_core():
+    from krabfast.bench.cli import target_plan
+
+    names = ["reference", "krabfast", "echo"]
+    assert target_plan(names, None) == [("reference", "reference", None),
+                                        ("krabfast", "krabfast", None), ("echo", "echo", None)]
+    assert target_plan(names, "pure") == [("reference", "reference", None),
+                                          ("krabfast", "krabfast", "pure"), ("echo", "echo", "pure")]
+    assert target_plan(names, "both") == [("reference", "reference", None),
+                                          ("krabfast", "krabfast", "compiled"),
+                                          ("krabfast-pure", "krabfast", "pure"),
+                                          ("echo", "echo", "compiled")]
+
+
+def test_core_env_and_check_core():
+    from krabfast.bench.targets import TargetError, check_core, core_env
+
+    base = {"KRABFAST_NO_EXTENSIONS": "1", "X": "y"}
+    assert core_env(base, "pure")["KRABFAST_NO_EXTENSIONS"] == "1"
+    assert "KRABFAST_NO_EXTENSIONS" not in core_env(base, "compiled")
+    assert "KRABFAST_NO_EXTENSIONS" not in core_env(base, None) and core_env(base, None)["X"] == "y"
+    all5 = {"wire", "sink", "dispatch", "fanout", "listener"}
+    check_core("k", "compiled", {"core": "compiled"}, all5)
+    check_core("k", "pure", {"core": "pure"}, set())
+    check_core("k", None, {"core": "pure"}, None)  # maps unreadable: the report alone
+    with pytest.raises(TargetError, match="asked for the compiled core, the process runs pure"):
+        check_core("k", "compiled", {"core": "pure"}, set())
+    with pytest.raises(TargetError, match="asked for the pure core"):
+        check_core("k", "pure", {"core": "compiled"}, all5)
+    with pytest.raises(TargetError, match="mapped"):  # the report contradicts the process
+        check_core("k", None, {"core": "compiled"}, {"wire"})
+    with pytest.raises(TargetError, match="no core reported"):
+        check_core("k", None, {}, None)
+
+
+def test_parse_core_modules_from_maps():
+    from krabfast.bench.procstat import mapped_core_modules, parse_core_modules
+
+    maps = ("7f00-7f01 r-xp 00000000 08:01 42 /w/krabfast/_core/listener.cpython-311-x86_64-linux-gnu.so\n"
+            "7f02-7f03 r--p 00000000 08:01 43 /w/krabfast/_core/wire.cpython-311-x86_64-linux-gnu.so\n"
+            "7f04-7f05 r--p 00000000 08:01 44 /usr/lib/libc.so.6\n"
+            "7f06-7f07 rw-p 00000000 00:00 0\n")
+    assert parse_core_modules(maps) == {"listener", "wire"}
+    import krabfast._core as core
+
+    mine = mapped_core_modules(os.getpid())
+    assert mine is not None and (len(mine) == 5) == core.COMPILED
+    assert mapped_core_modules(2**22 + 12345) is None
 
 
 def test_common_flags_repeatable_and_typed():
@@ -392,3 +475,170 @@ def test_progress_sums_workers_and_resets_per_command():
     quiet.start("x")
     quiet.update("not yet")
     assert quiet.stream.getvalue() == ""
+
+
+# -- repetitions, provenance ---------------------------------------------------------------------
+
+def _run(req, cpu, errors=0, **extra):
+    return {"scenario": "rpc", "params": {}, "server": {"pid": 1, "cpu_source": "schedstat"},
+            "metrics": {"req_per_s": req, "cpu_us_per_op": cpu, "errors": errors, "p99_ms": None},
+            "error_kinds": {"x": errors} if errors else {}, **extra}
+
+
+def test_aggregate_median_min_max():
+    from krabfast.bench.repeat import aggregate, median_min_max
+
+    assert median_min_max([3, 1, 2]) == (2, 1, 3)
+    assert median_min_max([1, 2]) == (1.5, 1, 2)
+    assert median_min_max([2, 2]) == (2, 2, 2) and isinstance(median_min_max([2, 2])[0], int)
+    assert median_min_max([None, None]) is None
+    runs = [_run(100.0, 12.0), _run(300.0, 10.0, errors=2), _run(200.0, 11.0)]
+    runs[1]["server"]["cpu_source"] = "stat"
+    out = aggregate(runs)
+    m = out["metrics"]
+    assert (m["req_per_s"], m["cpu_us_per_op"], m["errors"], m["p99_ms"]) == (200.0, 11.0, 0, None)
+    assert out["spread"]["req_per_s"] == [100.0, 300.0] and out["spread"]["errors"] == [0, 2]
+    assert "p99_ms" not in out["spread"]
+    assert out["repeat"] == 3 and [r["metrics"]["req_per_s"] for r in out["runs"]] == \
+        [100.0, 300.0, 200.0]
+    assert out["error_kinds"] == {"x": 2} and out["server"]["cpu_source"] == "stat"
+    single = aggregate([_run(5.0, 1.0)])
+    assert single["metrics"]["req_per_s"] == 5.0 and single["repeat"] == 1
+    ok = aggregate([_run(1.0, 1.0, ok=True), _run(1.0, 1.0, ok=False)])
+    assert ok["ok"] is False
+
+
+def test_paired_ratio_spread_pairs_runs_of_one_repetition():
+    from krabfast.bench.repeat import aggregate, paired_ratio_spread
+
+    compiled = aggregate([_run(100.0, 10.0), _run(120.0, 8.0)])
+    pure = aggregate([_run(80.0, 20.0), _run(100.0, 10.0)])
+    spread = paired_ratio_spread(compiled, pure)
+    assert spread["cpu_us_per_op"] == [0.5, 0.8]  # 10/20 and 8/10, not 8/20 or 10/10
+    assert spread["req_per_s"] == [1.2, 1.25]
+    assert "p99_ms" not in spread
+
+
+def test_render_with_spread_and_core_table():
+    from krabfast.bench.repeat import aggregate
+
+    compiled = aggregate([_run(100.0, 10.0), _run(120.0, 8.0), _run(110.0, 9.0)])
+    pure = aggregate([_run(80.0, 20.0), _run(100.0, 10.0), _run(90.0, 15.0)])
+    echo = aggregate([_run(130.0, 7.0), _run(140.0, 6.0), _run(150.0, 5.0)])
+    for r, core in ((compiled, "compiled"), (pure, "pure"), (echo, "compiled")):
+        r["env"] = {"core": core}
+    results = {"krabfast": compiled, "krabfast-pure": pure, "echo": echo}
+    assert report.format_cell(compiled, "req_per_s") == "110.0 (100.0-120.0)"
+    text = report.render_comparison("rpc", results)
+    lines = text.splitlines()
+    assert "median (min-max) of 3 runs" in lines[0]
+    assert lines[1].split()[:4] == ["metric", "krabfast", "krabfast-pure", "echo"]
+    assert "krabfast/pure" in lines[1] and "krabfast/echo" in lines[1]
+    assert "cores: krabfast compiled, krabfast-pure pure, echo compiled" in text
+    head = next(i for i, l in enumerate(lines) if "compiled vs pure-Python core" in l)
+    rows = lines[head + 3:]
+    cpu = next(l for l in rows if l.startswith("CPU us/req"))
+    # median 9 vs 15: 0.60x; per repetition 10/20, 8/10, 9/15
+    assert "9 (8-10.00)" in cpu and "15.00 (10.00-20.00)" in cpu
+    assert "0.60x" in cpu and "0.50x-0.80x" in cpu
+    assert any(l.startswith("req/s") for l in rows)
+    ratios = report.comparison_ratios(results)
+    assert ratios["krabfast/krabfast-pure"]["cpu_us_per_op"] == 0.6
+    single = report.render_single(dict(compiled, url="ws://x"))
+    assert "median (min-max) of 3 runs" in single and "core compiled" in single
+    assert "110.0 (100.0-120.0)" in single
+
+
+def test_provenance_records_commit_machine_and_command():
+    from krabfast.bench.repeat import command_line, provenance
+
+    p = provenance(["/x/bin/krabfast", "bench", "rpc", "--params", '{"a": 1}'])
+    assert p["command"] == "krabfast bench rpc --params '{\"a\": 1}'"
+    assert p["cpu_count"] == os.cpu_count() and p["argv"][1:3] == ["bench", "rpc"]
+    assert "krabfast_commit" in p and "krabfast_dirty" in p
+    if p["krabfast_commit"] is not None:  # a git checkout
+        assert len(p["krabfast_commit"]) == 40 and isinstance(p["krabfast_dirty"], bool)
+    assert command_line(["/r/krabfast/__main__.py", "bench"]) == "krabfast bench"
+    assert command_line(["python", "x.py"]) == "python x.py"
+
+
+# -- the echo server ------------------------------------------------------------------------------
+
+class _FakeSink:
+    def __init__(self):
+        self.sent, self.closed = [], None
+
+    def send(self, data):
+        self.sent.append(bytes(data))
+
+    def buffered(self):
+        return 0
+
+    def close(self, code, reason):
+        self.closed = (code, reason)
+
+
+def test_echo_answers_with_krabfasts_sizes():
+    from krabfast.bench import echo
+    from krabfast.gateway.server import GatewayServer
+
+    cfg = echo.config_for("127.0.0.1", 0, 30_000)
+    from krabfast.gateway.loopmon import LoopMonitor
+
+    krab_hub = GatewayServer(cfg).hub  # what krabfast would answer with the same settings
+    krab_hub.refresh_health(LoopMonitor(None).snapshot())  # as the started gateway
+    hub = echo.EchoHub(cfg, echo.Answers(GatewayServer(cfg).hub))
+    a, b = _FakeSink(), _FakeSink()
+    conns = [echo.EchoConn(hub, a), echo.EchoConn(hub, b)]
+    for conn in conns:
+        conn.start()
+    challenge = orjson.loads(a.sent[0])
+    assert challenge["event"] == "connect.challenge" and len(challenge["payload"]["nonce"]) == 32
+    for conn in conns:
+        conn.receive_text(connect_frame("any"), False)
+        assert conn.state == echo.OPEN
+    res = orjson.loads(a.sent[1])
+    assert res["type"] == "res" and res["id"] == "c1" and res["ok"] is True
+    hello = res["payload"]
+    assert hello["type"] == "hello-ok" and hello["policy"]["tickIntervalMs"] == 30_000
+    expected = krab_hub.hello.encode("0123456789abcdef-1", 4, "operator", echo.SCOPES, True)
+    assert abs(len(a.sent[1]) - len(expected) - 45) < 40, (len(a.sent[1]), len(expected))
+    assert orjson.loads(b.sent[1])["payload"]["server"]["connId"] != hello["server"]["connId"]
+
+    prefix, suffix = request_parts("system-presence", {})
+    hub.receive(conns[0], prefix + b"7" + suffix)
+    rows = orjson.loads(a.sent[-1])["payload"]
+    assert orjson.loads(a.sent[-1])["id"] == "7"
+    assert len(orjson.dumps(rows)) == len(bytes(krab_hub.presence_json()))
+    prefix, suffix = request_parts("system-event", {"text": "bench-x"})
+    hub.receive(conns[0], prefix + b"8" + suffix)
+    for sink in (a, b):  # the presence event to every socket, each with its own seq
+        event = orjson.loads(sink.sent[-2] if sink is a else sink.sent[-1])
+        assert event["event"] == "presence" and event["seq"] == 1
+        assert [r.get("text") for r in event["payload"]["presence"]][1:] == ["bench-x"]
+        assert event["stateVersion"]["presence"] == 2
+    assert orjson.loads(a.sent[-1]) == {"type": "res", "id": "8", "ok": True,
+                                        "payload": {"ok": True}}
+    prefix, suffix = request_parts("system.echo", {"text": "hi"})
+    hub.receive(conns[1], prefix + b"9" + suffix)
+    assert orjson.loads(b.sent[-1])["payload"] == {"ok": True, "text": "hi"}
+    hub.tick()
+    assert orjson.loads(a.sent[-1])["event"] == "tick" and orjson.loads(a.sent[-1])["seq"] == 2
+    conns[1].transport_closed()
+    assert hub.tick() == 1  # closed sockets leave the fan-out
+
+
+def test_echo_refuses_a_first_request_other_than_connect():
+    from krabfast.bench import echo
+    from krabfast.gateway.server import GatewayServer
+
+    cfg = echo.config_for("127.0.0.1", 0, 30_000)
+    hub = echo.EchoHub(cfg, echo.Answers(GatewayServer(cfg).hub))
+    sink = _FakeSink()
+    conn = echo.EchoConn(hub, sink)
+    prefix, suffix = request_parts("health", {})
+    conn.receive_text(prefix + b"1" + suffix, False)
+    assert sink.closed[0] == 1008 and conn.state == echo.CLOSED
+    sink2 = _FakeSink()
+    echo.EchoConn(hub, sink2).receive_text(b"{nope", False)
+    assert sink2.closed[0] == 1008
