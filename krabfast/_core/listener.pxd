@@ -17,15 +17,15 @@
 #   left unflushed when a ping is the last frame of a read).
 # - The sink batches from the first frame of a read buffer and is flushed at the frame
 #   picows marks last_in_buffer, so each read costs at most one write.
-# - After the upgrade, the transport's copies of the HTTP request/response are released
-#   (the adapter has read what it needs) and its send staging buffer shrunk: together they
-#   were a third of an idle socket's memory.
+# - After the upgrade, the adapter empties the transport's copies of the HTTP request and
+#   response (it has read what it needs), and the compiled listener shrinks picows' send
+#   staging buffer when the adapter says this picows allows it: together they were a third
+#   of an idle socket's memory (krabfast/gateway/picows_adapter.py).
 #
-# Compiled vs plain Python: the same source, with one intended difference. Compiled,
-# on_ws_connected writes WSTransport fields that are read-only from Python (`request`,
-# `response`, `_write_buffer`) under `if cython.compiled:`; plain Python skips those writes
-# and only empties the request's and response's headers (and the response body).
-
+# Compiled vs plain Python: the same source, with one intended difference that is never
+# visible on the wire: compiled, on_ws_connected replaces WSTransport._write_buffer (a
+# private field, which Python cannot set) under `if cython.compiled`, when
+# `server.shrink_write_buffer` (picows_adapter.check_write_buffer) allows it.
 
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
@@ -36,9 +36,11 @@ cdef tuple _FRAME_ERRORS
 cdef int _TEXT, _BINARY, _CONT, _CLOSE, _PING, _PONG  # picows.WSMsgType values
 
 cpdef bint valid_utf8(bytes data)
+cpdef Py_ssize_t built_transport_size()
 
 cdef class FrameListener(WSListener):
-    cdef public object server         # adapter: attach(listener, transport), forget(listener)
+    cdef public object server         # attach(listener, transport), forget(listener),
+                                      # shrink_write_buffer
     cdef public object hub
     cdef public str peer_ip
     cdef public bint is_local

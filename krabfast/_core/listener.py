@@ -33,6 +33,13 @@ def valid_utf8(data):
     return True
 
 
+def built_transport_size():
+    """Compiled: the size of picows' WSTransport struct this module was compiled against
+    (its layout is baked in; picows_adapter compares it with the running picows'). 0 in
+    plain Python."""
+    return cython.sizeof(WSTransport) if cython.compiled else 0  # noqa: F821 (cimported)
+
+
 class FrameListener(WSListener):
     __slots__ = ("server", "hub", "peer_ip", "is_local", "browser", "conn", "sink", "frag",
                  "frag_binary", "frag_size", "preauth_limit", "open_limit", "alive", "pinged")
@@ -54,22 +61,13 @@ class FrameListener(WSListener):
         self.pinged = False
 
     def on_ws_connected(self, transport):
-        self.server.attach(self, transport)
-        # The one intended difference between the compiled and the plain build (see
-        # listener.pxd): these transport fields are read-only from Python.
-        if cython.compiled:
-            transport.request = None
-            transport.response = None
-            # Our frames go out through the sink, not picows' send(); its 1 KiB staging
-            # buffer only ever carries pings and closes.
+        self.server.attach(self, transport)  # which also releases the upgrade request/response
+        if cython.compiled and self.server.shrink_write_buffer:
+            # The one write past picows' public API (a private field; only compiled code can
+            # set it): our frames go out through the sink, not picows' send(), so its 1 KiB
+            # staging buffer only ever carries pings, pongs and closes. When and why it is
+            # safe: krabfast/gateway/picows_adapter.py (3.).
             transport._write_buffer = MemoryBuffer(64)  # noqa: F821 (cimported)
-        else:
-            # Release what the upgrade request/response hold instead.
-            request, response = transport.request, transport.response
-            if request is not None:
-                request.headers = None
-            if response is not None:
-                response.headers = response.body = None
 
     def on_ws_disconnected(self, transport):
         conn = self.conn

@@ -22,8 +22,13 @@ _CLOSE_TOO_BIG = b"\x88\x02\x03\xf1"
 
 
 class PreauthGate(asyncio.BufferedProtocol):
+    # The gate whose socket picows is parsing right now: picows calls the listener factory
+    # (with the upgrade request only) from inside the protocol's buffer_updated, so this is
+    # how the factory learns whose socket, hence which peer, it is for.
+    parsing: PreauthGate | None = None
+
     __slots__ = ("inner", "limit", "transport", "listener", "_view", "_head", "_hdr", "_skip",
-                 "_refused", "_open", "_inner_get_buffer", "_inner_buffer_updated")
+                 "_refused", "_open")
 
     def __init__(self, inner, limit: int) -> None:
         self.inner = inner
@@ -36,8 +41,8 @@ class PreauthGate(asyncio.BufferedProtocol):
         self._skip = 0
         self._refused = False
         self._open = False
-        self._inner_get_buffer = inner.get_buffer
-        self._inner_buffer_updated = inner.buffer_updated
+        # No cached bound methods of `inner`: 128 bytes per socket for its whole life, and
+        # `self.inner.get_buffer(...)` creates none (a method call, not an attribute).
 
     # -- asyncio.BufferedProtocol, forwarded ---------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -58,25 +63,29 @@ class PreauthGate(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int):
         if self._open:
-            return self._inner_get_buffer(sizehint)
-        view = self._view = self._inner_get_buffer(sizehint)
+            return self.inner.get_buffer(sizehint)
+        view = self._view = self.inner.get_buffer(sizehint)
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._open:
-            return self._inner_buffer_updated(nbytes)
+            return self.inner.buffer_updated(nbytes)
         if self._refused:
             return
         if not self._scan(bytes(self._view[:nbytes])):
             self._refuse()
             return
         self._view = None
-        self._inner_buffer_updated(nbytes)
+        PreauthGate.parsing = self
+        try:
+            self.inner.buffer_updated(nbytes)
+        finally:
+            PreauthGate.parsing = None
         listener = self.listener
         conn = listener.conn if listener is not None else None
         if conn is not None and conn.state == 1:  # OPEN: the large limit applies from now on
             self._open = True
-            self._head = self._hdr = None
+            self._head = self._hdr = self.listener = None
 
     # -- the stream ----------------------------------------------------------------------------
     def _scan(self, data: bytes) -> bool:

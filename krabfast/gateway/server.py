@@ -13,14 +13,15 @@ import signal
 import sys
 import time
 
-from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
-from picows.picows import WSAutoPingStrategy, WSProtocol
+from picows import (WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse,
+                    WSUpgradeResponseWithListener)
 
 from krabfast._core import listener as _listener
 from krabfast._core import sink as _sink_impl
 from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Gateway
+from krabfast.gateway import picows_adapter
 from krabfast.gateway.loopmon import LoopMonitor
 from krabfast.gateway.preauth_gate import PreauthGate
 from krabfast.logutil import ThrottledLog
@@ -108,6 +109,9 @@ def _drop_socket(transport, queued: int = 0, deadline: float = 0.0) -> None:
 
 
 class GatewayServer:
+    # Read by the compiled listener after each upgrade (see picows_adapter, 3.).
+    shrink_write_buffer = False
+
     def __init__(self, config: GatewayConfig, hub: Gateway | None = None) -> None:
         self.config = config
         self.hub = hub or Gateway(config)
@@ -118,30 +122,46 @@ class GatewayServer:
         self._timers: list[asyncio.Task] = []
         self._stopped: asyncio.Event | None = None
         self.port = config.port
+        self.gated = False  # the pre-connect gate is in front of picows (picows_adapter, 1.)
 
     # -- upgrade -------------------------------------------------------------------------------
-    def _listener_for(self, request: WSUpgradeRequest, proto: WSProtocol, gate: PreauthGate):
-        peer = proto.transport.underlying_transport.get_extra_info("peername") or ("", 0)
-        peer_ip = str(peer[0])
+    def _listener_for(self, request: WSUpgradeRequest):
         hub = self.hub
         if hub.closing:
             return _reject(503, b"gateway is shutting down")
-        if hub.preauth_by_ip.get(peer_ip, 0) >= hub.config.max_preauth_per_ip:
-            return _reject(503, b"too many unauthenticated connections from this address")
+        gate = PreauthGate.parsing  # None without the gate: the peer is learnt in `attach`
+        peer_ip = None
+        if gate is not None and gate.transport is not None:
+            peer_ip = _peer_ip(gate.transport)
+            if self._too_many_preauth(peer_ip):
+                return _reject(503, _TOO_MANY_PREAUTH)
         origin = request.headers.get("Origin")
         browser = (origin, request.headers.get("Host", "")) if origin else None
         cfg = hub.config
         # Tracked in `listeners` from `attach` on: picows asks for the listener before it
         # validates the upgrade, and never reports a socket whose upgrade then failed.
-        listener = _listener.FrameListener(self, hub, peer_ip, is_loopback(peer_ip), browser,
+        listener = _listener.FrameListener(self, hub, peer_ip, peer_ip is not None and
+                                           is_loopback(peer_ip), browser,
                                            cfg.preauth_max_payload, cfg.max_payload)
-        gate.listener = listener
+        if gate is not None:
+            gate.listener = listener
         return listener
+
+    def _too_many_preauth(self, peer_ip: str) -> bool:
+        hub = self.hub
+        return hub.preauth_by_ip.get(peer_ip, 0) >= hub.config.max_preauth_per_ip
 
     def attach(self, listener, transport) -> None:
         """The upgrade completed: give the socket its sink and connection, send the challenge."""
         self.listeners.add(listener)
+        picows_adapter.release_upgrade(transport)
         listener.sink = sink = _Sink(transport)
+        if listener.peer_ip is None:  # not gated (picows_adapter, 1.): checked after the 101
+            listener.peer_ip = peer_ip = _peer_ip(transport.underlying_transport)
+            listener.is_local = is_loopback(peer_ip)
+            if self._too_many_preauth(peer_ip):
+                sink.close(1013, _TOO_MANY_PREAUTH.decode())
+                return
         listener.conn = conn = Connection(self.hub, sink, peer_ip=listener.peer_ip,
                                           is_local=listener.is_local, browser=listener.browser)
         conn.start()
@@ -149,37 +169,36 @@ class GatewayServer:
     def forget(self, listener) -> None:
         self.listeners.discard(listener)
 
-    def _protocol_factory(self):
+    def _picows_options(self) -> dict:
+        """ws_create_server's options, by name (picows_adapter.create_server uses them)."""
         cfg = self.config
-        logger = _PicowsLog(logging.getLogger("picows.krabfast"))
-        server = self
-
-        def factory():
-            holder = []
-
-            def listener_factory(request):
-                return server._listener_for(request, holder[0], holder[1])
-
+        return {
+            "disconnect_on_exception": True,
+            "websocket_handshake_timeout": 10.0,
+            "logger_name": _PicowsLog(logging.getLogger("picows.krabfast")),
             # picows' own auto-ping would run one task per socket; `_keepalive` sweeps
             # all sockets from one timer instead.
+            "enable_auto_ping": False,
+            "auto_ping_idle_timeout": cfg.ping_interval_s,
+            "auto_ping_reply_timeout": cfg.ping_timeout_s,
+            "auto_ping_strategy": WSAutoPingStrategy.PING_WHEN_IDLE,
             # Pings are answered by our listener (auto-pong off): see listener.pxd.
-            proto = WSProtocol(None, None, False, listener_factory, logger, True, 10.0,
-                               False, cfg.ping_interval_s, cfg.ping_timeout_s,
-                               WSAutoPingStrategy.PING_WHEN_IDLE, False, cfg.max_payload,
-                               None, 2048)
-            gate = PreauthGate(proto, cfg.preauth_max_payload)
-            holder += (proto, gate)
-            return gate
-
-        return factory
+            "enable_auto_pong": False,
+            "max_frame_size": cfg.max_payload,
+            "read_buffer_init_size": 2048,  # picows' minimum; it grows with the frames
+        }
 
     # -- run -----------------------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self.server = await self.loop.create_server(self._protocol_factory(), self.config.bind,
-                                                    self.config.port, reuse_address=True,
-                                                    backlog=4096)
+        built = _listener.built_transport_size()  # 0: the plain-Python listener
+        self.shrink_write_buffer = picows_adapter.check_write_buffer(built != 0, built)
+        preauth_limit = self.config.preauth_max_payload
+        self.server, self.gated = await picows_adapter.create_server(
+            self._listener_for, self.config.bind, self.config.port,
+            gate_factory=lambda inner: PreauthGate(inner, preauth_limit),
+            options=self._picows_options(), reuse_address=True, backlog=4096)
         self.port = self.server.sockets[0].getsockname()[1]
         self.monitor = LoopMonitor(self.loop)
         self.monitor.start()
@@ -260,6 +279,14 @@ class GatewayServer:
                 pass
         await self._stopped.wait()
         log.info("krabfast gateway stopped")
+
+
+_TOO_MANY_PREAUTH = b"too many unauthenticated connections from this address"
+
+
+def _peer_ip(transport) -> str:
+    peer = transport.get_extra_info("peername") or ("", 0)
+    return str(peer[0])
 
 
 def _reject(status: int, body: bytes) -> WSUpgradeResponseWithListener:
