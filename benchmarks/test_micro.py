@@ -13,7 +13,7 @@ import msgspec
 from krabfast._core import fanout, wire
 from krabfast.connection import Connection
 from krabfast.gateway.config import GatewayConfig
-from krabfast.gateway.hub import Gateway
+from krabfast.gateway.hub import Hub
 from krabfast.protocol.handshake import ConnectParams
 
 CONNECT = (Path(__file__).resolve().parents[1] / "tests/unit/frames/cli_connect_health.json").read_bytes().strip()

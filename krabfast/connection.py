@@ -35,6 +35,9 @@ from krabfast.protocol.scopes import (OPERATOR_SCOPES, ROLE_NODE, ROLE_OPERATOR,
 from krabfast.protocol.version import MIN_NODE_PROTOCOL, accepted_range
 
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
+# Refused, the refusal waiting for the durable store (a pairing request it names must
+# survive a crash); frames meanwhile are ignored.
+REFUSING = 3
 
 # Sentinel: _role_error already answered (and closed); the caller sends nothing more.
 _ALREADY_ANSWERED = GatewayError(ErrorCode.INVALID_REQUEST, "already answered")
@@ -217,8 +220,12 @@ class Connection:
             hello = self._connect(frame)
         except GatewayError as err:
             self.hub.client_log.refused(self, frame, err)
-            self.sink.send(wire.response_error(frame.id, _encode(err.to_shape())))
-            self.close(err.close_code or CLOSE_POLICY, _close_reason(err.close_reason or err.message))
+            barrier = self.hub.write_barrier()
+            if barrier is None:
+                return self._refuse(frame.id, err)
+            self.state = REFUSING
+            self.sink.defer(barrier, lambda _v, _exc, req_id=frame.id, err=err:
+                            self._refuse(req_id, err))
             return
         except Exception as exc:  # a bug, not the client's input: one rate-limited line, 1011
             self.sink.send(wire.response_error(frame.id, _internal_error(self, exc)))
@@ -227,6 +234,12 @@ class Connection:
         self.sink.send(wire.response_ok(frame.id, hello))
         self._after_open()
         self.hub.client_log.connected(self)
+
+    def _refuse(self, req_id: str, err: GatewayError) -> None:
+        if self.state == CLOSED:
+            return
+        self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
+        self.close(err.close_code or CLOSE_POLICY, _close_reason(err.close_reason or err.message))
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
         # Binary frames are read as UTF-8 JSON text, as the reference does. (The compiled
@@ -528,12 +541,16 @@ class Connection:
         except Exception as exc:  # a handler bug must not take the socket down
             return self._complete(req_id, key, (False, _internal_error(self, exc)))
         if not inspect.isawaitable(result):
+            if entry.durable:
+                return self._after_writes(req_id, key, result)
             return self._finish(req_id, key, result)
         self.inflight += 1
 
         def done(value, exc, req_id=req_id, key=key):
             self.inflight -= 1
             if exc is None:
+                if entry.durable:
+                    return self._after_writes(req_id, key, value)
                 self._finish(req_id, key, value)
             elif isinstance(exc, GatewayError):
                 self._complete(req_id, key, (False, _encode(exc.to_shape())))
@@ -542,6 +559,27 @@ class Connection:
             else:
                 self._complete(req_id, key, (False, _internal_error(self, exc)))
         self.sink.defer(result, done)
+
+    def _after_writes(self, req_id: str, key, result) -> None:
+        """Answer a durable method once its writes are on disk (at once when nothing is
+        pending); a write the store could not save answers UNAVAILABLE."""
+        try:
+            barrier = self.hub.write_barrier()
+        except Exception as exc:
+            return self._complete(req_id, key, (False, _write_failed(exc)))
+        if barrier is None:
+            return self._finish(req_id, key, result)
+        self.inflight += 1
+
+        def written(_value, exc, req_id=req_id, key=key, result=result):
+            self.inflight -= 1
+            if exc is None:
+                self._finish(req_id, key, result)
+            elif isinstance(exc, asyncio.CancelledError):
+                self._complete(req_id, key, (False, _CANCELLED))
+            else:
+                self._complete(req_id, key, (False, _write_failed(exc)))
+        self.sink.defer(barrier, written)
 
     def send_reply(self, req_id: str, reply: Reply, key) -> None:
         """Answer with `reply.result`, then run `reply.after` (once, after the answer)."""
@@ -613,6 +651,14 @@ error_log = ThrottledLog(log, 10.0)
 def log_client_error(conn, exc: BaseException) -> None:
     error_log.log("request failed", logging.ERROR, "request from %s (%s) failed",
                   conn.peer_ip or "?", conn.conn_id, exc=exc)
+
+
+def _write_failed(exc: BaseException) -> bytes:
+    """The durable store could not save a change (logged by the store): the change holds
+    in memory only, and the caller is told so."""
+    log.error("a durable write failed: %s", exc)
+    return _encode(GatewayError(ErrorCode.UNAVAILABLE, "the change could not be saved to the "
+                                "gateway's state directory", retryable=True).to_shape())
 
 
 def _internal_error(conn, exc: BaseException) -> bytes:

@@ -54,7 +54,9 @@ def _load_compiled() -> dict | None:
         return None
     try:
         return {n: importlib.import_module(f"{__name__}.{n}") for n in _NAMES}
-    except ImportError:  # e.g. built against another picows
+    except (ImportError, ValueError):
+        # e.g. built against another picows: Cython refuses a changed binary layout of a
+        # cimported type with ValueError ("size changed, may indicate binary incompatibility")
         return None
 
 

@@ -5,7 +5,7 @@
 # - Authorization is one rule (`access`, then the params-dependent scope via `holds`),
 #   decided from the method's declaration, for every request: there is no second path.
 # - receive() answers each request exactly once: itself for the plain case (sync handler,
-#   no idempotency key), else through exactly one `conn` method (not_a_request,
+#   no idempotency key, not durable), else through exactly one `conn` method (not_a_request,
 #   unknown_method, denied, bad_params, run_idempotent, run, send_reply), which owns it.
 
 cimport cython
@@ -31,6 +31,7 @@ cdef class MethodEntry:
     cdef readonly object scope_for    # params -> scope, or None
     cdef readonly bint is_async
     cdef readonly bint idempotent
+    cdef readonly bint durable
 
 @cython.locals(bit=cython.longlong)
 cpdef bint holds(long long mask, object scopes, str scope)

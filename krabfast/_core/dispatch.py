@@ -38,7 +38,7 @@ class MethodEntry:
     """A MethodSpec compiled for dispatch: its access rule as role kind + scope bit."""
 
     __slots__ = ("spec", "handler", "decoder", "kind", "scope_bit", "scope_name", "scope_for",
-                 "is_async", "idempotent")
+                 "is_async", "idempotent", "durable")
 
     def __init__(self, spec, decoder, is_async):
         self.spec = spec
@@ -47,6 +47,7 @@ class MethodEntry:
         self.scope_for = spec.scope_for
         self.is_async = is_async
         self.idempotent = spec.idempotent
+        self.durable = spec.durable
         self.scope_bit = 0
         self.scope_name = None
         if spec.open_to_all:
@@ -106,7 +107,7 @@ class Dispatcher:
 
     def receive(self, conn, data):
         """Serve one text frame of an open connection. The plain case (a sync handler,
-        no idempotency key) is answered here; every other outcome is handed to one
+        no idempotency key, not durable) is answered here; every other outcome is handed to one
         `conn` method that owns it. Decode errors of the frame itself propagate."""
         frame = decode_frame(data)
         if type(frame) is not _RequestFrame:
@@ -145,7 +146,7 @@ class Dispatcher:
             if e.idempotent and getattr(params, "idempotency_key", _UNSET) is not _UNSET:
                 conn.run_idempotent(frame.id, e, params)
                 return
-        if e.is_async:
+        if e.is_async or e.durable:
             conn.run(frame.id, e, params, None)
             return
         try:

@@ -7,8 +7,8 @@
 # - Complete text (or binary) messages reach the connection exactly once, in order;
 #   fragmented messages are reassembled and capped (pre-connect cap before `connect`,
 #   maxPayload after); a data frame interleaved with a fragmented message closes 1002.
-# - Once the connection is open, plain requests go straight to the hub's compiled
-#   dispatcher (same calls as Connection._receive_open, minus the Python frames).
+# - Once the connection is open, every request goes straight to the hub's dispatcher
+#   (the same call as Connection._receive_open, minus the Python frames).
 # - No exception from serving a frame reaches picows (which would log a traceback per frame
 #   and close 1011): it goes to Connection.frame_failed (an answer, one rate-limited line).
 # - A peer CLOSE is answered once (empty if it carried no code) and the socket dropped.

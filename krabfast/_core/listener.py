@@ -114,12 +114,9 @@ class FrameListener(WSListener):
                 conn.receive_text(data, binary)
                 return
             try:
-                rest = self.hub.dispatcher.receive(conn, data)
+                self.hub.dispatcher.receive(conn, data)
             except _FRAME_ERRORS as exc:
                 conn.frame_failed(data, exc)
-                return
-            if rest is not None:
-                conn.dispatch_rest(rest)
         except Exception as exc:
             # A bug while serving this frame: a clean answer (or 1011) and one rate-limited
             # log line, never a traceback per frame from picows.

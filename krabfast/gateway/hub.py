@@ -11,6 +11,7 @@ owns the method table and the health snapshot, and is fed time (`tick`, `refresh
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import logging
@@ -109,6 +110,24 @@ class Hub:
             state = self.config.state_dir
             self._database = Database(":memory:") if state == ":memory:" else Database.in_state_dir(state)
         return self._database
+
+    def write_barrier(self):
+        """An awaitable that completes once every durable write made so far is on disk, or
+        None when there is nothing to wait for (no database yet, an in-memory one, nothing
+        pending). Raises WriteError when a write failed since the last report."""
+        db = self._database
+        if db is None or str(db.path) == ":memory:":
+            return None
+        future = db.flush()
+        if future.done():
+            future.result()
+            return None
+        return _until_done(future)
+
+    async def close_database(self) -> None:
+        """At shutdown: everything queued reaches the disk, the writer thread stops."""
+        if self._database is not None:
+            await self._database.aclose()
 
     # -- the method table ------------------------------------------------------------------------
     def add_methods(self, specs) -> None:
@@ -241,6 +260,10 @@ class Hub:
         self.closing = True
         self.bus.closed = True  # nothing follows `shutdown`: sockets are being closed
         return delivered
+
+
+async def _until_done(future) -> None:
+    await asyncio.wrap_future(future)
 
 
 def _health_signature(h: HealthSnapshot) -> tuple:

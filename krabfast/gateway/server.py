@@ -20,7 +20,7 @@ from krabfast._core import listener as _listener
 from krabfast._core import sink as _sink_impl
 from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
-from krabfast.gateway.hub import Gateway
+from krabfast.gateway.hub import Hub
 from krabfast.gateway import picows_adapter
 from krabfast.gateway.loopmon import LoopMonitor
 from krabfast.gateway.preauth_gate import PreauthGate
@@ -34,7 +34,11 @@ class _Sink(_sink_impl.WireSink):
     """The `Sink` a Connection writes to: the compiled batching writer plus the two
     operations that need the event loop."""
 
-    __slots__ = ()
+    __slots__ = ("tasks",)
+
+    def __init__(self, transport) -> None:
+        super().__init__(transport)
+        self.tasks: set[asyncio.Task] | None = None  # this socket's running request tasks
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -48,9 +52,18 @@ class _Sink(_sink_impl.WireSink):
                         loop.time() + _CLOSE_DRAIN_MAX_S)
 
     def defer(self, awaitable, done) -> None:
+        """Run a request's awaitable as a task tracked by this socket (cancelled when it
+        closes: see cancel_deferred) and by the server (cancelled at shutdown)."""
         task = asyncio.ensure_future(awaitable)
+        tasks = self.tasks
+        if tasks is None:
+            tasks = self.tasks = set()
+        tasks.add(task)
+        _ALL_TASKS.add(task)
 
         def finished(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            _ALL_TASKS.discard(t)
             if t.cancelled():
                 done(None, asyncio.CancelledError())
             elif t.exception() is not None:
@@ -59,6 +72,11 @@ class _Sink(_sink_impl.WireSink):
                 done(t.result(), None)
 
         task.add_done_callback(finished)
+
+    def cancel_deferred(self) -> None:
+        tasks, self.tasks = self.tasks, None
+        for task in tasks or ():
+            task.cancel()
 
 
 class _PicowsLog:
@@ -90,6 +108,10 @@ class _PicowsLog:
         self._throttle.log(str(msg), logging.ERROR, str(msg), *args, exc=sys.exc_info()[1])
 
 
+# Every request task of every socket (a module-level set: a task must be referenced while it
+# runs, and shutdown cancels what is left).
+_ALL_TASKS: set[asyncio.Task] = set()
+
 _CLOSE_GRACE_S = 0.5      # a closed socket's peer gets this long to read, per look
 _CLOSE_DRAIN_MAX_S = 5.0  # and this long in all while it keeps reading its backlog
 
@@ -114,7 +136,7 @@ class GatewayServer:
 
     def __init__(self, config: GatewayConfig, hub: Gateway | None = None) -> None:
         self.config = config
-        self.hub = hub or Gateway(config)
+        self.hub = hub or Hub(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: asyncio.AbstractServer | None = None
         self.listeners: set = set()
@@ -149,7 +171,7 @@ class GatewayServer:
 
     def _too_many_preauth(self, peer_ip: str) -> bool:
         hub = self.hub
-        return hub.preauth_by_ip.get(peer_ip, 0) >= hub.config.max_preauth_per_ip
+        return hub.directory.preauth_count(peer_ip) >= hub.config.max_preauth_per_ip
 
     def attach(self, listener, transport) -> None:
         """The upgrade completed: give the socket its sink and connection, send the challenge."""
@@ -257,14 +279,20 @@ class GatewayServer:
             self.monitor.stop()
         if self.server is not None:
             self.server.close()
-        for conn in list(hub.connections.values()):
+        for conn in hub.directory.all():
             conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        for task in list(_ALL_TASKS):  # closing cancelled each socket's; anything left goes
+            task.cancel()
         deadline = time.monotonic() + 2.0
         while self.listeners and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for listener in list(self.listeners):
             if listener.sink is not None:
                 listener.sink.transport.disconnect(graceful=False)
+        try:
+            await hub.close_database()  # every queued durable write reaches the disk
+        except Exception:
+            log.exception("closing the state database failed")
         if self._stopped is not None:
             self._stopped.set()
 

@@ -47,7 +47,8 @@ def device_pair_list(call, params):
 
 
 @table.method("device.pair.approve", dev.DevicePairApproveParams, DevicePairApproveResult,
-              PAIRING, summary="approve a pending pairing request")
+              PAIRING, durable=True,
+              summary="approve a pending pairing request")
 def device_pair_approve(call, params):
     pairing = call.services.pairing
     request = next((r for r in pairing.pending() if r.request_id == params.request_id), None)
@@ -66,7 +67,8 @@ def device_pair_approve(call, params):
 
 
 @table.method("device.pair.reject", dev.DevicePairRejectParams, DevicePairRejectResult,
-              PAIRING, summary="reject a pending pairing request")
+              PAIRING, durable=True,
+              summary="reject a pending pairing request")
 def device_pair_reject(call, params):
     pairing = call.services.pairing
     own = _own_device_only(call)
@@ -79,7 +81,8 @@ def device_pair_reject(call, params):
 
 
 @table.method("device.pair.remove", dev.DevicePairRemoveParams, DevicePairRemoveResult,
-              PAIRING, summary="forget a paired device (its sockets close)")
+              PAIRING, durable=True,
+              summary="forget a paired device (its sockets close)")
 def device_pair_remove(call, params):
     pairing = call.services.pairing
     device = pairing.store.get(params.device_id)
@@ -92,7 +95,8 @@ def device_pair_remove(call, params):
 
 
 @table.method("device.pair.rename", dev.DevicePairRenameParams, DevicePairRenameResult,
-              PAIRING, summary="set a paired device's operator label")
+              PAIRING, durable=True,
+              summary="set a paired device's operator label")
 def device_pair_rename(call, params):
     pairing = call.services.pairing
     label = params.label.strip()
@@ -123,7 +127,8 @@ def _token_target(call, device_id: str, role: str, what: str):
 
 
 @table.method("device.token.rotate", dev.DeviceTokenRotateParams, DeviceTokenRotateResult,
-              PAIRING, summary="replace a device token (its sockets for that role close)")
+              PAIRING, durable=True,
+              summary="replace a device token (its sockets for that role close)")
 def device_token_rotate(call, params):
     device = _token_target(call, params.device_id, params.role, "rotation")
     store = call.services.pairing.store
@@ -144,7 +149,8 @@ def device_token_rotate(call, params):
 
 
 @table.method("device.token.revoke", dev.DeviceTokenRevokeParams, DeviceTokenRevokeResult,
-              PAIRING, summary="revoke a device token (its sockets for that role close)")
+              PAIRING, durable=True,
+              summary="revoke a device token (its sockets for that role close)")
 def device_token_revoke(call, params):
     device = _token_target(call, params.device_id, params.role, "revocation")
     store = call.services.pairing.store

@@ -41,7 +41,8 @@ def node_describe(call, params):
     return {"ts": call.services.clock_ms(), **nodes.node_entry(record)}
 
 
-@table.method("node.rename", nod.NodeRenameParams, nod.NodeRenameResult, PAIRING, summary="set a node's name")
+@table.method("node.rename", nod.NodeRenameParams, nod.NodeRenameResult, PAIRING, durable=True,
+              summary="set a node's name")
 def node_rename(call, params):
     nodes = _nodes(call)
     record = nodes.store.get(params.node_id)
@@ -71,6 +72,7 @@ def _request(call, request_id: str):
 
 
 @table.method("node.pair.approve", nod.NodePairApproveParams, nod.NodePairApproveResult, PAIRING,
+              durable=True,
               summary="approve a node's declared commands (plus write, or admin for host commands)")
 def node_pair_approve(call, params):
     nodes = _nodes(call)
@@ -92,6 +94,7 @@ def node_pair_approve(call, params):
 
 
 @table.method("node.pair.reject", nod.NodePairRejectParams, nod.NodePairRejectResult, PAIRING,
+              durable=True,
               summary="reject a node's command-surface request")
 def node_pair_reject(call, params):
     nodes = _nodes(call)
@@ -104,6 +107,7 @@ def node_pair_reject(call, params):
 
 
 @table.method("node.pair.remove", nod.NodePairRemoveParams, nod.NodePairRemoveResult, PAIRING,
+              durable=True,
               summary="forget a node (its socket closes)")
 def node_pair_remove(call, params):
     nodes = _nodes(call)

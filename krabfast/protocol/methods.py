@@ -30,6 +30,9 @@ class MethodSpec:
     # Dedupe on params.idempotencyKey, keyed by caller and params. The reference dedupes
     # none of the methods krabfast serves today; krabfast keeps it for its own side effects.
     idempotent: bool = False
+    # The answer reports a durable change (pairing, tokens, node approval): it is sent once
+    # the durable store has the change on disk, never before (the loop does not block).
+    durable: bool = False
     summary: str = ""
     # Answered for every authenticated connection whatever its role and scopes; the
     # reference exempts `health` this way (its published scope is still operator.read).
@@ -60,11 +63,11 @@ class MethodTable:
         self.specs: list[MethodSpec] = []
 
     def method(self, name: str, params: type | None, result: type | None, scope: str, *,
-               summary: str, idempotent: bool = False, open_to_all: bool = False,
-               scope_for: Callable[[Any], str] | None = None):
+               summary: str, idempotent: bool = False, durable: bool = False,
+               open_to_all: bool = False, scope_for: Callable[[Any], str] | None = None):
         def declare(handler):
-            self.add(MethodSpec(name, params, result, scope, handler, idempotent, summary,
-                                open_to_all, scope_for))
+            self.add(MethodSpec(name, params, result, scope, handler, idempotent, durable,
+                                summary, open_to_all, scope_for))
             return handler
         return declare
 

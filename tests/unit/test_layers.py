@@ -44,14 +44,20 @@ ROOT = Path(krabfast.__file__).resolve().parent
 # The layer may import ONLY from these units (and the standard library / third parties).
 ONLY_FROM: dict[str, tuple[str, ...]] = {
     "krabfast.protocol":   ("krabfast.protocol", "krabfast"),
-    "krabfast._core":      ("krabfast._core", "krabfast.protocol"),
+    "krabfast._core":      ("krabfast._core", "krabfast.protocol", "krabfast.wsutil"),
     "krabfast.connection": ("krabfast.connection", "krabfast.protocol", "krabfast._core",
                             "krabfast.logutil"),
+    # Leaf helpers (WebSocket close echo over picows; throttled logging) build on nothing.
+    "krabfast.wsutil":     ("krabfast.wsutil",),
+    "krabfast.logutil":    ("krabfast.logutil",),
 }
 
 # The layer may import NOTHING from these units.
 NEVER_FROM: dict[str, tuple[str, ...]] = {
-    "krabfast.methods": ("krabfast.gateway", "krabfast.cli", "krabfast.bench"),
+    # Handlers reach state through their call context's services, never the store itself.
+    "krabfast.methods": ("krabfast.gateway", "krabfast.store", "krabfast.connection",
+                         "krabfast.cli", "krabfast.bench"),
+    "krabfast.gateway": ("krabfast.cli", "krabfast.bench"),
     "krabfast.store":   ("krabfast.gateway", "krabfast.methods", "krabfast.cli"),
     "krabfast.client":  ("krabfast.gateway", "krabfast.cli", "krabfast.bench"),
     "krabfast.node":    ("krabfast.gateway", "krabfast.cli", "krabfast.bench"),

@@ -236,3 +236,45 @@ def test_without_plugins_the_served_set_is_the_declared_one():
     assert hub.features.methods == sorted(M.METHODS) and set(hub.methods) == set(M.METHODS)
     assert all(spec.handler is not None for spec in M.METHOD_SPECS)
     assert sys.modules["krabfast.methods"].METHODS is M.METHODS
+
+
+# -- durable answers --------------------------------------------------------------------------
+def test_a_durable_answer_waits_for_the_disk(tmp_path):
+    import asyncio
+    import dataclasses
+
+    h = Harness(GatewayConfig(state_dir=str(tmp_path)))
+    db = h.hub.database
+    saved = []
+
+    def rename(call, params):
+        # Any durable change: a node record, through the store the hub opened.
+        from krabfast.store.nodes import NodeRecord
+        h.hub.nodes.store.save(NodeRecord("n1", display_name=params.text))
+        saved.append(db.flush())
+        return {"ok": True, "text": params.text}
+
+    spec = dataclasses.replace(M.METHODS["system.echo"], name="test.durable", handler=rename,
+                               durable=True)
+    h.hub.add_methods([spec])
+    conn, sink = h.connected(scopes=["operator.read"])
+    _req(conn, sink, "test.durable", {"text": "x"}, req_id="d1")
+    answered = [f for f in sink.frames() if f.get("id") == "d1"]
+    if answered:  # the writer thread was faster than this test: nothing left to wait for
+        assert saved[0].done()
+    else:
+        (barrier, done), = sink.deferred
+        asyncio.run(barrier)
+        assert saved[0].done()  # on disk before the answer
+        done(None, None)
+    assert sink.response("d1")["payload"] == {"ok": True, "text": "x"}
+
+
+def test_an_in_memory_gateway_answers_durable_methods_at_once(harness):
+    import dataclasses
+
+    spec = dataclasses.replace(M.METHODS["system.echo"], name="test.durable", durable=True)
+    harness.hub.add_methods([spec])
+    conn, sink = harness.connected(scopes=["operator.read"])
+    _req(conn, sink, "test.durable", {"text": "x"})
+    assert sink.response("r1")["ok"] and not sink.deferred
