@@ -20,6 +20,7 @@ if os.environ.get("KRABFAST_NO_EXTENSIONS", "") in ("", "0"):
             Extension("krabfast._core.dispatch", ["krabfast/_core/dispatch.py"]),
             Extension("krabfast._core.sink", ["krabfast/_core/sink.py"]),
             Extension("krabfast._core.listener", ["krabfast/_core/listener.py"]),
+            Extension("krabfast._core.gate", ["krabfast/_core/gate.py"]),
         ],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )

@@ -23,6 +23,7 @@ import msgspec
 
 from krabfast._core import dispatch as _dispatch
 from krabfast._core import fanout as _fanout
+from krabfast._core.dispatch import Call
 from krabfast._core import wire
 from krabfast.logutil import ThrottledLog
 from krabfast.protocol.errors import (CLOSE_POLICY, DetailCode, ErrorCode, GatewayError,
@@ -66,26 +67,6 @@ class Sink(Protocol):
         """Run `awaitable` (tracked by the transport), then call `done(result, exc)`."""
     def cancel_deferred(self) -> None:
         """Cancel what `defer` still runs for this socket (it is closing)."""
-
-
-class Call:
-    """What a handler gets about its caller: identity, role, scopes, and the gateway
-    services it may use (`services`). One per open connection, immutable."""
-
-    __slots__ = ("conn_id", "role", "scopes", "client", "device", "auth_method", "is_local",
-                 "peer_ip", "principal", "services")
-
-    def __init__(self, conn, principal: str, services) -> None:
-        self.conn_id = conn.conn_id
-        self.role = conn.role
-        self.scopes = conn.scopes
-        self.client = conn.client
-        self.device = conn.device
-        self.auth_method = conn.auth_method
-        self.is_local = conn.is_local
-        self.peer_ip = conn.peer_ip
-        self.principal = principal  # names the caller in keys no other caller may share
-        self.services = services
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -245,7 +226,7 @@ class Connection:
         # Binary frames are read as UTF-8 JSON text, as the reference does. (The compiled
         # socket listener calls the dispatcher the same way, without this frame.)
         try:
-            self.hub.dispatcher.receive(self, data)
+            self.hub.dispatcher.receive(self.call, data)
         except Exception as exc:
             self.frame_failed(data, exc)
 
@@ -391,7 +372,8 @@ class Connection:
         hub = self.hub
         self.state = OPEN
         hub.directory.opened(self)
-        self.call = Call(self, self.principal(), hub.services)
+        self.call = Call(self, self.role, self.scopes, self.scope_mask, self.principal(),
+                         hub.services)
         self.sub = _fanout.Subscriber(self.sink, self, self.scope_mask)
         hub.bus.attach(self.conn_id, self.sub)
         entry = self._presence_entry()

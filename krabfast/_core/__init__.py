@@ -5,8 +5,8 @@ Each module (`wire`, `dispatch`, `sink`, `listener`, `fanout`) has one source, `
 that runs as plain Python and that Cython compiles (pure-Python mode) with the declarations
 of the `<name>.pxd` beside it. When the extensions are built, the import system picks the
 compiled `<name>.*.so` over `<name>.py`; `KRABFAST_NO_EXTENSIONS=1` loads the `.py` sources
-instead, under the same module names. `COMPILED` says which ran: True only when all five
-are compiled extensions (a partial or broken build falls back to the sources, all five).
+instead, under the same module names. `COMPILED` says which ran: True only when all six
+are compiled extensions (a partial or broken build falls back to the sources, all six).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import types
 
 NO_EXTENSIONS = os.environ.get("KRABFAST_NO_EXTENSIONS", "") not in ("", "0")
 
-_NAMES = ("wire", "sink", "dispatch", "fanout", "listener")  # dependency order
+MODULES = ("wire", "sink", "dispatch", "fanout", "listener", "gate")  # dependency order
+_NAMES = MODULES
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -70,14 +71,15 @@ sink = _mods["sink"]
 dispatch = _mods["dispatch"]
 fanout = _mods["fanout"]
 listener = _mods["listener"]
+gate = _mods["gate"]
 del _mods
 
-__all__ = ["wire", "dispatch", "sink", "listener", "fanout", "COMPILED", "NO_EXTENSIONS",
-           "load_sources"]
+__all__ = ["wire", "dispatch", "sink", "listener", "fanout", "gate", "MODULES", "COMPILED",
+           "NO_EXTENSIONS", "load_sources"]
 
 
 def load_sources() -> types.SimpleNamespace:
-    """A fresh, uncompiled set of the five modules, run from the same `.py` sources, that
+    """A fresh, uncompiled set of the six modules, run from the same `.py` sources, that
     import each other and not the loaded core (which stays in place): what tests compare
     the compiled modules with."""
     saved = {n: sys.modules.get(f"{__name__}.{n}") for n in _NAMES}

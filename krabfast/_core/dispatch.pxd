@@ -10,6 +10,7 @@
 
 cimport cython
 
+from krabfast._core.sink cimport WireSink
 from krabfast._core.wire cimport decode_frame, encode_json, response_error, response_ok
 
 cdef object _UNSET
@@ -20,6 +21,23 @@ cdef object _Reply
 cdef dict _SCOPE_BIT
 cdef str _ADMIN, _ROLE_NODE, _ROLE_OPERATOR
 cdef bytes _NULL, _EMPTY
+
+cdef class Call:
+    cdef readonly str conn_id
+    cdef readonly str role
+    cdef readonly frozenset scopes
+    cdef readonly object client
+    cdef readonly object device
+    cdef readonly str auth_method
+    cdef readonly bint is_local
+    cdef readonly str peer_ip
+    cdef readonly str principal
+    cdef readonly object services
+    cdef readonly long long scope_mask
+    cdef int _role_kind               # KIND_NODE / KIND_OPERATOR (KIND_OPEN: neither)
+    cdef object _owner                # the Connection: owns the outcomes not answered here
+    cdef object _sink
+    cdef WireSink _wire_sink          # _sink when it is a WireSink, else None
 
 cdef class MethodEntry:
     cdef readonly object spec
@@ -37,9 +55,9 @@ cdef class MethodEntry:
 cpdef bint holds(long long mask, object scopes, str scope)
 
 @cython.locals(kind=cython.int)
-cpdef int access(MethodEntry e, object conn)
+cpdef int access(MethodEntry e, Call call)
 
 cdef class Dispatcher:
     cdef dict entries
-    @cython.locals(e=MethodEntry, verdict=cython.int)
-    cpdef object receive(self, object conn, object data)
+    @cython.locals(e=MethodEntry, verdict=cython.int, ok=bint, wire_sink=WireSink)
+    cpdef object receive(self, Call call, object data)

@@ -4,6 +4,7 @@ with KRABFAST_NO_EXTENSIONS=1)."""
 
 import msgspec
 
+from krabfast._core.sink import WireSink
 from krabfast._core.wire import decode_frame, encode_json, response_error, response_ok
 from krabfast.protocol.errors import GatewayError
 from krabfast.protocol.frames import RequestFrame
@@ -32,6 +33,39 @@ _ROLE_NODE = ROLE_NODE
 _ROLE_OPERATOR = ROLE_OPERATOR
 _NULL = b"null"
 _EMPTY = b"{}"
+
+
+class Call:
+    """What a handler gets about its caller: identity, role, scopes, and the gateway
+    services it may use (`services`); one per open connection, made when it opens.
+
+    Also the typed state the dispatcher reads on every request (role kind, scope bits,
+    the socket's sink) and the connection that owns the outcomes it does not answer
+    itself (`_owner`); compiled, those are C fields handlers cannot see."""
+
+    __slots__ = ("conn_id", "role", "scopes", "client", "device", "auth_method", "is_local",
+                 "peer_ip", "principal", "services", "scope_mask", "_role_kind", "_owner",
+                 "_sink", "_wire_sink")
+
+    def __init__(self, owner, role, scopes, scope_mask, principal, services):
+        self._owner = owner
+        self.conn_id = owner.conn_id
+        self.role = role
+        self._role_kind = (KIND_NODE if role == ROLE_NODE else
+                          KIND_OPERATOR if role == ROLE_OPERATOR else KIND_OPEN)
+        self.scopes = scopes
+        self.scope_mask = scope_mask
+        self.client = owner.client
+        self.device = owner.device
+        self.auth_method = owner.auth_method
+        self.is_local = owner.is_local
+        self.peer_ip = owner.peer_ip
+        self.principal = principal  # names the caller in keys no other caller may share
+        self.services = services
+        sink = owner.sink
+        self._sink = sink
+        # Compiled, a WireSink is written through its C methods.
+        self._wire_sink = sink if isinstance(sink, WireSink) else None
 
 
 class MethodEntry:
@@ -79,22 +113,21 @@ def holds(mask, scopes, scope):
     return scope in scopes or _ADMIN in scopes
 
 
-def access(e, conn):
-    """The one authorization rule for a request to method entry `e`: ALLOWED,
+def access(e, call):
+    """The one authorization rule for a request to method entry `e` by `call`: ALLOWED,
     WRONG_ROLE or MISSING_SCOPE (before params; a params-dependent scope is checked
     again on the decoded params)."""
     # Literals, not the names above: compiled, these are C ints (no global lookups).
     kind = e.kind
     if kind == 0:  # KIND_OPEN
         return 0  # ALLOWED
-    role = conn.role
-    if kind == 1:  # KIND_NODE
-        return 0 if role == _ROLE_NODE else 1  # ALLOWED / WRONG_ROLE
-    if role != _ROLE_OPERATOR:
+    if kind != call._role_kind:  # KIND_NODE or KIND_OPERATOR
         return 1  # WRONG_ROLE
+    if kind == 1:  # the node role: nothing more
+        return 0
     if e.scope_bit:
-        return 0 if (conn.scope_mask & e.scope_bit) else 2  # ALLOWED / MISSING_SCOPE
-    if e.scope_name is not None and not holds(conn.scope_mask, conn.scopes, e.scope_name):
+        return 0 if (call.scope_mask & e.scope_bit) else 2  # ALLOWED / MISSING_SCOPE
+    if e.scope_name is not None and not holds(call.scope_mask, call.scopes, e.scope_name):
         return 2  # MISSING_SCOPE
     return 0
 
@@ -105,23 +138,26 @@ class Dispatcher:
     def __init__(self, entries):
         self.entries = entries
 
-    def receive(self, conn, data):
-        """Serve one text frame of an open connection. The plain case (a sync handler,
-        no idempotency key, not durable) is answered here; every other outcome is handed to one
-        `conn` method that owns it. Decode errors of the frame itself propagate."""
+    def receive(self, call, data):
+        """Serve one text frame of the open connection `call` is for. The plain case (a
+        sync handler, no idempotency key, not durable) is answered here; every other
+        outcome is handed to one method of the connection (`call._owner`) that owns it.
+        Decode errors of the frame itself propagate."""
         frame = decode_frame(data)
         if type(frame) is not _RequestFrame:
-            conn.not_a_request(frame)
+            call._owner.not_a_request(frame)
             return
         e = self.entries.get(frame.method)
         if e is None:
-            conn.unknown_method(frame.id, frame.method)
+            call._owner.unknown_method(frame.id, frame.method)
             return
-        verdict = access(e, conn)
+        verdict = access(e, call)
+        conn = call._owner
         if verdict != 0:  # not ALLOWED
             conn.denied(frame.id, e, verdict, e.needed_scope())
             return
-        conn.unauthorized_calls = 0
+        if conn.unauthorized_calls:
+            conn.unauthorized_calls = 0
         params = None
         if e.decoder is not None:
             raw = frame.params
@@ -140,7 +176,7 @@ class Dispatcher:
                     return
             if e.scope_for is not None:
                 needed = e.scope_for(params)
-                if not holds(conn.scope_mask, conn.scopes, needed):
+                if not holds(call.scope_mask, call.scopes, needed):
                     conn.denied(frame.id, e, 2, needed)  # MISSING_SCOPE
                     return
             if e.idempotent and getattr(params, "idempotency_key", _UNSET) is not _UNSET:
@@ -149,16 +185,23 @@ class Dispatcher:
         if e.is_async or e.durable:
             conn.run(frame.id, e, params, None)
             return
+        ok = True
         try:
-            result = e.handler(conn.call, params)
+            result = e.handler(call, params)
             if type(result) is _Reply:
                 conn.send_reply(frame.id, result, None)
                 return
             body = encode_json(result)
         except _GatewayError as err:
-            conn.sink.send(response_error(frame.id, encode_json(err.to_shape())))
-            return
+            ok = False
+            body = encode_json(err.to_shape())
         except Exception as exc:  # a handler bug: a clean answer, not a dead socket
-            conn.sink.send(response_error(frame.id, conn.internal_error(exc)))
-            return
-        conn.sink.send(response_ok(frame.id, body))
+            ok = False
+            body = conn.internal_error(exc)
+        wire_sink = call._wire_sink
+        if wire_sink is not None:
+            wire_sink.send_response(frame.id, ok, body)
+        elif ok:
+            call._sink.send(response_ok(frame.id, body))
+        else:
+            call._sink.send(response_error(frame.id, body))

@@ -29,6 +29,7 @@
 
 from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
+from krabfast._core.dispatch cimport Call
 from krabfast._core.sink cimport WireSink
 
 cdef int OPEN
@@ -54,6 +55,7 @@ cdef class FrameListener(WSListener):
     cdef Py_ssize_t open_limit
     cdef public bint alive            # a frame arrived since the last keepalive sweep
     cdef public bint pinged           # the last sweep sent a ping
+    cdef Call call                    # the connection's Call once it is open
 
     cpdef on_ws_connected(self, WSTransport transport)
     cpdef on_ws_disconnected(self, WSTransport transport)

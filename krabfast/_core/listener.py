@@ -42,7 +42,8 @@ def built_transport_size():
 
 class FrameListener(WSListener):
     __slots__ = ("server", "hub", "peer_ip", "is_local", "browser", "conn", "sink", "frag",
-                 "frag_binary", "frag_size", "preauth_limit", "open_limit", "alive", "pinged")
+                 "frag_binary", "frag_size", "preauth_limit", "open_limit", "alive", "pinged",
+                 "call")
 
     def __init__(self, server, hub, peer_ip, is_local, browser, preauth_limit, open_limit):
         self.server = server
@@ -59,6 +60,7 @@ class FrameListener(WSListener):
         self.open_limit = open_limit
         self.alive = True
         self.pinged = False
+        self.call = None  # the connection's Call once it is open (what dispatch reads)
 
     def on_ws_connected(self, transport):
         self.server.attach(self, transport)  # which also releases the upgrade request/response
@@ -71,6 +73,7 @@ class FrameListener(WSListener):
 
     def on_ws_disconnected(self, transport):
         conn = self.conn
+        self.call = None
         if conn is not None:
             self.conn = None
             conn.transport_closed()
@@ -110,11 +113,16 @@ class FrameListener(WSListener):
             conn.close(1007, "invalid UTF-8")
             return
         try:
-            if conn.state != OPEN:
-                conn.receive_text(data, binary)
-                return
+            call = self.call
+            if call is None:
+                if conn.state != OPEN:
+                    conn.receive_text(data, binary)
+                    return
+                self.call = call = conn.call
+            if self.sink.closed:
+                return  # closed by the gateway: nothing more is served
             try:
-                self.hub.dispatcher.receive(conn, data)
+                self.hub.dispatcher.receive(call, data)
             except _FRAME_ERRORS as exc:
                 conn.frame_failed(data, exc)
         except Exception as exc:

@@ -49,6 +49,7 @@ import time
 
 import msgspec
 
+from krabfast._core import dispatch as _dispatch
 from krabfast._core import fanout as _fanout
 from krabfast._core import listener as _listener
 from krabfast._core import wire
@@ -99,16 +100,25 @@ class Answers:
 
 class EchoConn:
     """What krabfast's FrameListener needs of a connection (`state`, `receive_text`,
-    `close`, `transport_closed`, `frame_failed`, `dispatch_rest`) and what fan-out needs of
+    `close`, `transport_closed`, `frame_failed`, `call` once open) and what fan-out needs of
     a subscriber's owner (`hold`, `slow_consumer`)."""
 
-    __slots__ = ("hub", "sink", "state", "sub")
+    __slots__ = ("hub", "sink", "state", "sub", "call", "conn_id", "client", "device",
+                 "auth_method", "is_local", "peer_ip")
 
-    def __init__(self, hub: "EchoHub", sink) -> None:
+    def __init__(self, hub: "EchoHub", sink, peer_ip: str = "", is_local: bool = False) -> None:
         self.hub = hub
         self.sink = sink
         self.state = CONNECTING
         self.sub = None
+        # What the listener hands the dispatcher once open (a krabfast Call: it is typed).
+        self.call = None
+        hub.serial += 1
+        self.conn_id = str(hub.serial)
+        self.client = self.device = None
+        self.auth_method = ""
+        self.is_local = is_local
+        self.peer_ip = peer_ip
 
     def start(self) -> None:
         challenge = b'{"nonce":"%b","ts":%d}' % (os.urandom(16).hex().encode(), _now_ms())
@@ -129,6 +139,8 @@ class EchoConn:
         hub.connected += 1
         self.sub = sub = _fanout.Subscriber(self.sink, self)
         hub.subscribers[self] = sub
+        self.call = _dispatch.Call(self, "operator", frozenset(SCOPES), 0, self.conn_id, None)
+        hub.by_id[self.conn_id] = self
         self.sink.send(b'{"type":"res","id":%b,"ok":true,"payload":%b}'
                        % (req.id, hub.answers.hello(hub.connected)))
 
@@ -141,12 +153,10 @@ class EchoConn:
     def transport_closed(self) -> None:
         self.state = CLOSED
         self.hub.subscribers.pop(self, None)
+        self.hub.by_id.pop(self.conn_id, None)
 
     def frame_failed(self, data: bytes, exc: BaseException) -> None:
         self.close(1008, "invalid frame")
-
-    def dispatch_rest(self, rest) -> None:  # EchoHub.receive never leaves a rest
-        pass
 
     def hold(self, key, prefix: bytes, suffix: bytes) -> None:  # a droppable event skipped
         pass
@@ -164,13 +174,16 @@ class EchoHub:
         self.dispatcher = self
         self.closing = False
         self.subscribers: dict[EchoConn, object] = {}
+        self.by_id: dict[str, EchoConn] = {}  # open connections by conn id
+        self.serial = 0
         self.connected = 0
         self.rows: dict[str, bytes] = {}  # system-event rows by text, oldest first
         self.presence_version = 1
         self.health_version = 1
         self.fixed = {"health": answers.health}
 
-    def receive(self, conn: EchoConn, data: bytes):
+    def receive(self, call, data: bytes):
+        conn = self.by_id[call.conn_id]
         req = _decode_request(data)  # errors go to conn.frame_failed (FrameListener)
         method = req.method
         if method == "system-presence":
@@ -238,8 +251,9 @@ class EchoServer(GatewayServer):
             listener.hub = self.echo  # frames go to EchoHub.receive / EchoConn
         return listener
 
-    def _connection(self, hub, sink, **_kw) -> EchoConn:
-        return EchoConn(self.echo, sink)
+    def _connection(self, hub, sink, peer_ip: str = "", is_local: bool = False,
+                    **_kw) -> EchoConn:
+        return EchoConn(self.echo, sink, peer_ip, is_local)
 
     async def start(self) -> None:
         await super().start()

@@ -30,7 +30,8 @@ from krabfast.bench.procstat import find_listening_pid, mapped_core_modules
 REPO = Path(__file__).resolve().parents[2]
 TARGET_NAMES = ("reference", "krabfast", "echo")
 CORES = ("compiled", "pure", "both")
-CORE_MODULES = ("wire", "sink", "dispatch", "fanout", "listener")
+# The compiled modules, by name (krabfast._core.MODULES, without importing the core here).
+CORE_MODULES = ("wire", "sink", "dispatch", "fanout", "listener", "gate")
 NO_EXTENSIONS = "KRABFAST_NO_EXTENSIONS"
 
 

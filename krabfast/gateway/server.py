@@ -16,6 +16,7 @@ import time
 from picows import (WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse,
                     WSUpgradeResponseWithListener)
 
+from krabfast._core import gate as _gate
 from krabfast._core import listener as _listener
 from krabfast._core import sink as _sink_impl
 from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
@@ -23,7 +24,6 @@ from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Hub
 from krabfast.gateway import picows_adapter
 from krabfast.gateway.loopmon import LoopMonitor
-from krabfast.gateway.preauth_gate import PreauthGate
 from krabfast.logutil import ThrottledLog
 from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
 
@@ -151,7 +151,7 @@ class GatewayServer:
         hub = self.hub
         if hub.closing:
             return _reject(503, b"gateway is shutting down")
-        gate = PreauthGate.parsing  # None without the gate: the peer is learnt in `attach`
+        gate = _gate.parsing()  # None without the gate: the peer is learnt in `attach`
         peer_ip = None
         if gate is not None and gate.transport is not None:
             peer_ip = _peer_ip(gate.transport)
@@ -219,7 +219,7 @@ class GatewayServer:
         preauth_limit = self.config.preauth_max_payload
         self.server, self.gated = await picows_adapter.create_server(
             self._listener_for, self.config.bind, self.config.port,
-            gate_factory=lambda inner: PreauthGate(inner, preauth_limit),
+            gate_factory=lambda inner: _gate.PreauthGate(inner, preauth_limit),
             options=self._picows_options(), reuse_address=True, backlog=4096)
         self.port = self.server.sockets[0].getsockname()[1]
         self.monitor = LoopMonitor(self.loop)

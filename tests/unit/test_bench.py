@@ -90,13 +90,13 @@ def test_target_plan_per_core():
 
 
 def test_core_env_and_check_core():
-    from krabfast.bench.targets import TargetError, check_core, core_env
+    from krabfast.bench.targets import CORE_MODULES, TargetError, check_core, core_env
 
     base = {"KRABFAST_NO_EXTENSIONS": "1", "X": "y"}
     assert core_env(base, "pure")["KRABFAST_NO_EXTENSIONS"] == "1"
     assert "KRABFAST_NO_EXTENSIONS" not in core_env(base, "compiled")
     assert "KRABFAST_NO_EXTENSIONS" not in core_env(base, None) and core_env(base, None)["X"] == "y"
-    all5 = {"wire", "sink", "dispatch", "fanout", "listener"}
+    all5 = set(CORE_MODULES)
     check_core("k", "compiled", {"core": "compiled"}, all5)
     check_core("k", "pure", {"core": "pure"}, set())
     check_core("k", None, {"core": "pure"}, None)  # maps unreadable: the report alone
@@ -121,7 +121,7 @@ def test_parse_core_modules_from_maps():
     import krabfast._core as core
 
     mine = mapped_core_modules(os.getpid())
-    assert mine is not None and (len(mine) == 5) == core.COMPILED
+    assert mine is not None and (len(mine) == len(core.MODULES)) == core.COMPILED
     assert mapped_core_modules(2**22 + 12345) is None
 
 
@@ -642,3 +642,10 @@ def test_echo_refuses_a_first_request_other_than_connect():
     sink2 = _FakeSink()
     echo.EchoConn(hub, sink2).receive_text(b"{nope", False)
     assert sink2.closed[0] == 1008
+
+
+def test_the_harness_knows_every_compiled_module():
+    import krabfast._core as core
+    from krabfast.bench.targets import CORE_MODULES
+
+    assert set(CORE_MODULES) == set(core.MODULES)

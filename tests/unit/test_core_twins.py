@@ -9,7 +9,7 @@ import pytest
 
 import krabfast._core as core
 
-NAMES = ("wire", "dispatch", "sink", "listener", "fanout")
+NAMES = core.MODULES
 SOURCES = core.load_sources()
 
 CORPUS_EVENTS = [("tick", b'{"ts":1}', None), ("presence", b'{"presence":[]}', (3, 4)),
@@ -94,3 +94,44 @@ def test_fanout_identical():
         f.fanout(w.event_prefix("tick", b'{"ts":6}'), w.event_suffix(None), subs, 0, True, 10, 10)
         results.append((out, [s.seq for s in subs]))
     assert all(r == results[0] for r in results)
+
+
+class _Raw:
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def get_write_buffer_size(self):
+        return 0
+
+
+class _Transport:
+    def __init__(self):
+        self.underlying_transport = _Raw()
+
+
+@pytest.mark.parametrize("size", [0, 80, 125 - 40, 126, 65535 - 40, 65536, 70000])
+@pytest.mark.parametrize("req_id", IDS)
+def test_assembled_responses_are_the_frames_of_response_ok(size, req_id):
+    """send_response assembles in place exactly the frame send(response_ok(...)) writes,
+    in a batch and alone, on both cores (header lengths around 125/126 and 65535/65536)."""
+    body = b'"' + b"x" * size + b'"'
+    sink_mods = [SOURCES.sink] + ([core.sink] if core.COMPILED else [])
+    outs = set()
+    for wire_mod, sink_mod in zip([SOURCES.wire] + ([core.wire] if core.COMPILED else []),
+                                  sink_mods):
+        for ok, build in ((True, wire_mod.response_ok), (False, wire_mod.response_error)):
+            expected = sink_mod.frame_text(build(req_id, body))
+            alone = sink_mod.WireSink(_Transport())
+            alone.send_response(req_id, ok, body)
+            batched = sink_mod.WireSink(_Transport())
+            batched.begin()
+            batched.send(b"{}")
+            batched.send_response(req_id, ok, body)
+            batched.flush()
+            assert alone.raw.writes == [expected]
+            assert batched.raw.writes == [sink_mod.frame_text(b"{}") + expected]
+            outs.add(expected)
+    assert len(outs) == 2  # ok and error, identical across cores

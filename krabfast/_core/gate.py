@@ -1,4 +1,5 @@
-"""Refuse an oversized pre-connect frame from its header, before picows buffers it.
+"""Refuse an oversized pre-connect frame from its header, before picows buffers it (one
+source: compiled with gate.pxd, or plain Python with KRABFAST_NO_EXTENSIONS=1).
 
 picows takes one frame-size limit per protocol, fixed at construction, and krabfast needs
 two: 64 KiB before `connect` (as the reference), `maxPayload` (25 MiB) after. With only the
@@ -6,12 +7,10 @@ large limit, a socket that never authenticates could make picows buffer 25 MiB b
 pre-connect cap is checked. This gate sits in front of picows' protocol while a socket is
 unauthenticated: it follows the byte stream (the HTTP upgrade request, then WebSocket
 frame headers) and closes with 1009 as soon as a data frame header announces more than the
-pre-connect cap. Once the connection is open it only forwards (two Python calls per read;
-`transport.set_protocol(inner)` would remove even those, but measured ~140 µs per socket on
-uvloop, half the cost of a whole handshake).
+pre-connect cap. Once the connection is open it only forwards (compiled: two C calls per
+read; `transport.set_protocol(inner)` would remove even those, but measured ~140 µs per
+socket on uvloop, half the cost of a whole handshake).
 """
-
-from __future__ import annotations
 
 import asyncio
 
@@ -19,78 +18,89 @@ _HEAD_END = b"\r\n\r\n"
 _HEAD_MAX = 64 * 1024  # picows refuses larger upgrade requests itself
 # A close frame with code 1009 (message too big) and no reason.
 _CLOSE_TOO_BIG = b"\x88\x02\x03\xf1"
+# The gate whose socket picows is parsing right now: picows calls the listener factory
+# (with the upgrade request only) from inside the protocol's buffer_updated, so this is
+# how the factory learns whose socket, hence which peer, it is for.
+_parsing = None
 
 
-class PreauthGate(asyncio.BufferedProtocol):
-    # The gate whose socket picows is parsing right now: picows calls the listener factory
-    # (with the upgrade request only) from inside the protocol's buffer_updated, so this is
-    # how the factory learns whose socket, hence which peer, it is for.
-    parsing: PreauthGate | None = None
+def parsing():
+    """The gate whose bytes picows is parsing right now (inside its listener factory)."""
+    return _parsing
 
+
+class _GateBase:
+    """Compiled, the extension-type base (an extension type cannot have a Python class as
+    its first base); asyncio.BufferedProtocol comes second, as asyncio requires."""
+
+
+class PreauthGate(_GateBase, asyncio.BufferedProtocol):
     __slots__ = ("inner", "limit", "transport", "listener", "_view", "_head", "_hdr", "_skip",
                  "_refused", "_open")
 
-    def __init__(self, inner, limit: int) -> None:
+    def __init__(self, inner, limit):
         self.inner = inner
         self.limit = limit
         self.transport = None
         self.listener = None  # set once picows has asked for a listener
         self._view = None
-        self._head: bytearray | None = bytearray()  # None once the upgrade request is past
+        self._head = bytearray()  # None once the upgrade request is past
         self._hdr = bytearray()
         self._skip = 0
         self._refused = False
         self._open = False
-        # No cached bound methods of `inner`: 128 bytes per socket for its whole life, and
-        # `self.inner.get_buffer(...)` creates none (a method call, not an attribute).
 
     # -- asyncio.BufferedProtocol, forwarded ---------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport):
         self.transport = transport
         self.inner.connection_made(transport)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc):
         self.inner.connection_lost(exc)
 
-    def pause_writing(self) -> None:
+    def pause_writing(self):
         self.inner.pause_writing()
 
-    def resume_writing(self) -> None:
+    def resume_writing(self):
         self.inner.resume_writing()
 
     def eof_received(self):
         return self.inner.eof_received()
 
-    def get_buffer(self, sizehint: int):
+    def get_buffer(self, sizehint):
         if self._open:
             return self.inner.get_buffer(sizehint)
         view = self._view = self.inner.get_buffer(sizehint)
         return view
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def buffer_updated(self, nbytes):
+        global _parsing
         if self._open:
-            return self.inner.buffer_updated(nbytes)
+            self.inner.buffer_updated(nbytes)
+            return
         if self._refused:
             return
         if not self._scan(bytes(self._view[:nbytes])):
             self._refuse()
             return
         self._view = None
-        PreauthGate.parsing = self
+        _parsing = self
         try:
             self.inner.buffer_updated(nbytes)
         finally:
-            PreauthGate.parsing = None
+            _parsing = None
         listener = self.listener
         conn = listener.conn if listener is not None else None
         if conn is not None and conn.state == 1:  # OPEN: the large limit applies from now on
             self._open = True
-            self._head = self._hdr = self.listener = None
+            self._head = self._hdr = None
+            self.listener = None
 
     # -- the stream ----------------------------------------------------------------------------
-    def _scan(self, data: bytes) -> bool:
+    def _scan(self, data):
         """Follow the stream; False when a data frame is announced over the limit."""
-        i, n = 0, len(data)
+        i = 0
+        n = len(data)
         if self._head is not None:
             head = self._head
             start = max(0, len(head) - 3)
@@ -129,11 +139,11 @@ class PreauthGate(asyncio.BufferedProtocol):
                 length = l7
             if (hdr[0] & 0x0F) < 8 and length > self.limit:  # data or continuation frame
                 return False
-            hdr.clear()
+            del hdr[:]
             self._skip = length
         return True
 
-    def _refuse(self) -> None:
+    def _refuse(self):
         self._refused = True
         transport = self.transport
         if transport is None or transport.is_closing():
