@@ -64,6 +64,8 @@ class Hub:
         self.boot_id = secrets.token_hex(8)
         self.presence = PresenceStore(self_entry(server_version, str(uuid.uuid4())),
                                       config.max_presence_entries)
+        self._presence_cache: tuple = (None, None, None)  # (ms, version, Raw)
+        self._health_cache: tuple = (None, None)  # (snapshot, Raw)
         # Texts of recent system events, oldest first (`status.queuedSystemEvents`).
         self.system_events: deque[str] = deque(maxlen=config.max_queued_system_events)
         self.health_version = 0
@@ -190,15 +192,30 @@ class Hub:
         return self.presence.entries(self.clock_ms())
 
     def presence_json(self) -> msgspec.Raw:
-        """The presence list, encoded (cheap: see PresenceTable.entries_json)."""
+        """The presence list, encoded. A hot read (clients poll `system-presence`): the
+        same list is handed out again within one millisecond of one presence version (only
+        the gateway's own row changes with time, its `ts`)."""
         now = self.clock_ms()
-        oldest = self.presence.oldest_ts()
-        if oldest is not None and oldest <= now - self.presence.ttl_ms:
+        presence = self.presence
+        cached = self._presence_cache
+        if cached[0] == now and cached[1] == presence.version:
+            return cached[2]
+        oldest = presence.oldest_ts()
+        if oldest is not None and oldest <= now - presence.ttl_ms:
             self.maintain()  # expire (and announce) stale rows before listing them
-        return msgspec.Raw(self.presence.entries_json(now))
+        raw = msgspec.Raw(presence.entries_json(now))
+        self._presence_cache = (now, presence.version, raw)
+        return raw
 
     def health_snapshot(self) -> HealthSnapshot:
         return self._health
+
+    def health_json(self) -> msgspec.Raw:
+        """The health snapshot, encoded once per snapshot (`health` is polled)."""
+        cached = self._health_cache
+        if cached[0] is not self._health:
+            cached = self._health_cache = (self._health, msgspec.Raw(msgspec.json.encode(self._health)))
+        return cached[1]
 
     def snapshot(self, can_read: bool) -> Snapshot:
         # Presence is operator.read data: others get an empty list, as on the reference.

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 
 class Services:
-    __slots__ = ("_hub", "config", "clock_ms", "server_version", "bus", "directory")
+    __slots__ = ("_hub", "config", "clock_ms", "server_version", "bus", "directory",
+                 "health_snapshot", "health_json", "presence_json")
 
     def __init__(self, hub) -> None:
         self._hub = hub
@@ -15,6 +16,10 @@ class Services:
         self.server_version = hub.server_version
         self.bus = hub.bus
         self.directory = hub.directory
+        # The hot reads, bound once (no extra call per request).
+        self.health_snapshot = hub.health_snapshot
+        self.health_json = hub.health_json
+        self.presence_json = hub.presence_json
 
     # Opened on first use (they touch the durable store).
     @property
@@ -28,12 +33,6 @@ class Services:
     @property
     def system_events(self):
         return self._hub.system_events
-
-    def health_snapshot(self):
-        return self._hub.health_snapshot()
-
-    def presence_json(self):
-        return self._hub.presence_json()
 
     def add_system_event(self, key: str, entry) -> None:
         self._hub.add_system_event(key, entry)

@@ -23,7 +23,7 @@ table = MethodTable()
 @table.method("health", None, HealthSnapshot, S.READ, summary="gateway health snapshot",
               open_to_all=True)
 def health(call, params):
-    return call.services.health_snapshot()
+    return call.services.health_json()  # a HealthSnapshot, encoded once per snapshot
 
 
 DEFAULT_AGENT_ID = "main"
