@@ -584,6 +584,14 @@ public struct ServerInfo: Codable, Sendable {
     public let connId: String
 }
 
+public struct SessionDefaults: Codable, Sendable {
+    public let defaultAgentId: String
+    public let modelConfigured: Bool?
+    public let mainKey: String
+    public let mainSessionKey: String
+    public let scope: String?
+}
+
 public struct ShutdownEvent: Codable, Sendable {
     public let reason: String
     public let restartExpectedMs: Int?
@@ -596,6 +604,7 @@ public struct Snapshot: Codable, Sendable {
     public let uptimeMs: Int
     public let authMode: String?
     public let stateDir: String?
+    public let sessionDefaults: SessionDefaults?
 }
 
 public struct StateVersion: Codable, Sendable {
