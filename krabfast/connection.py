@@ -564,13 +564,31 @@ class Connection:
         self.sink.defer(barrier, written)
 
     def send_reply(self, req_id: str, reply: Reply, key) -> None:
-        """Answer with `reply.result`, then run `reply.after` (once, after the answer)."""
+        """Answer with `reply.result`, then run `reply.after` (once, after the answer); with
+        `reply.final`, that answer is interim and the final one follows on the same id."""
         try:
-            outcome = (True, _encode(reply.result))
+            body = _encode(reply.result)
         except Exception as exc:
             return self._complete(req_id, key, (False, _internal_error(self, exc)))
-        self._complete(req_id, key, outcome)
-        reply.after()
+        if reply.final is None:
+            self._complete(req_id, key, (True, body))
+        else:
+            self._send_outcome(req_id, (True, body))
+            self.inflight += 1
+
+            def finished(value, exc, req_id=req_id, key=key):
+                self.inflight -= 1
+                if exc is None:
+                    self._finish(req_id, key, value)
+                elif isinstance(exc, GatewayError):
+                    self._complete(req_id, key, (False, _encode(exc.to_shape())))
+                elif isinstance(exc, asyncio.CancelledError):
+                    self._complete(req_id, key, (False, _CANCELLED))
+                else:
+                    self._complete(req_id, key, (False, _internal_error(self, exc)))
+            self.sink.defer(reply.final, finished)
+        if reply.after is not None:
+            reply.after()
 
     def _finish(self, req_id: str, key, result) -> None:
         if type(result) is Reply:

@@ -79,9 +79,12 @@ class EventBus:
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, event: str, payload, *, topic: str = ALL,
-                state_version: tuple[int, int] | None = None) -> int:
+                state_version: tuple[int, int] | None = None,
+                droppable: bool | None = None) -> int:
         """Serialize once, deliver to the topic's subscribers allowed to see the event
-        (its declared scope); returns how many got it."""
+        (its declared scope); returns how many got it. `droppable` overrides the event's
+        declaration for this one (a chat delta may be skipped by a socket that is behind,
+        its final never)."""
         if self.closed:
             return 0
         subs = self._all if topic == ALL else self._topics.get(topic)
@@ -91,7 +94,8 @@ class EventBus:
         prefix = wire.event_prefix(event, None if payload is None else _encode(payload))
         suffix = wire.event_suffix(state_version)
         need = SCOPE_BIT[spec.scope] if spec.scope else 0
-        return _fanout.fanout(prefix, suffix, list(subs.values()), need, spec.droppable,
+        return _fanout.fanout(prefix, suffix, list(subs.values()), need,
+                              spec.droppable if droppable is None else droppable,
                               self.drop_if_slow_bytes, self.max_buffered_bytes,
                               event if spec.coalesce else None)
 

@@ -28,6 +28,7 @@ class HelloEncoder:
         self._features_of = None
         self._tail = b',"policy":' + _encode(self.policy) + b"}"
         self._auth_mode = _encode(cfg.auth_mode)
+        self._session_defaults = _encode(hub.session_defaults)
         self._health_json = b""
         self._health_of = None
 
@@ -72,8 +73,8 @@ class HelloEncoder:
                     self._auth[key] = auth
         presence = bytes(hub.presence_json()) if can_read else b"[]"
         snapshot = (b'{"presence":%b,"health":%b,"stateVersion":{"presence":%d,"health":%d},'
-                    b'"uptimeMs":%d,"authMode":%b}'
+                    b'"uptimeMs":%d,"authMode":%b,"sessionDefaults":%b}'
                     % (presence, self._health_json, hub.presence.version, hub.health_version,
-                       hub.uptime_ms(), self._auth_mode))
+                       hub.uptime_ms(), self._auth_mode, self._session_defaults))
         return b"".join((prefix, _encode(conn_id), self._features, snapshot, b',"auth":', auth,
                          self._tail))

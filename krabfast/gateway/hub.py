@@ -42,7 +42,7 @@ from krabfast.store import Database, DeviceStore
 from krabfast.store.nodes import NodeStore
 from krabfast.protocol.frames import StateVersion
 from krabfast.protocol.handshake import (EventLoopHealth, Features, HealthSnapshot, PresenceEntry,
-                                         Snapshot, empty_health)
+                                         SessionDefaults, Snapshot, empty_health)
 from krabfast.protocol.system import PresenceEvent, ShutdownEvent, TickEvent
 
 log = logging.getLogger("krabfast.gateway")
@@ -83,6 +83,11 @@ class Hub:
         self._pairing: Pairing | None = None
         self._nodes: NodeRouter | None = None
         self._database: Database | None = None
+        self._conversations = None
+        # hello-ok.snapshot.sessionDefaults: the main session of the default agent.
+        self.session_defaults = SessionDefaults(
+            default_agent_id="main", main_key="main", main_session_key="agent:main:main",
+            model_configured=_model_configured(config), scope="per-sender")
         self.services = Services(self)
         self.methods: dict[str, M.MethodSpec] = {}
         self.features = Features(methods=[], events=[spec.name for spec in M.EVENT_SPECS])
@@ -107,6 +112,15 @@ class Hub:
         return self._nodes
 
     @property
+    def conversations(self):
+        """Sessions, models and runs (opened on first use: see gateway/conversations.py)."""
+        if self._conversations is None:
+            from krabfast.gateway.conversations import Conversations
+
+            self._conversations = Conversations(self)
+        return self._conversations
+
+    @property
     def database(self) -> Database:
         if self._database is None:
             state = self.config.state_dir
@@ -125,6 +139,11 @@ class Hub:
             future.result()
             return None
         return _until_done(future)
+
+    async def close_conversations(self) -> None:
+        """At shutdown: every run aborted cleanly (its watchers told), model clients closed."""
+        if self._conversations is not None:
+            await self._conversations.close()
 
     async def close_database(self) -> None:
         """At shutdown: everything queued reaches the disk, the writer thread stops."""
@@ -221,7 +240,7 @@ class Hub:
         # Presence is operator.read data: others get an empty list, as on the reference.
         return Snapshot(presence=self.presence_json() if can_read else [], health=self._health,
                         state_version=self.state_version(), uptime_ms=self.uptime_ms(),
-                        auth_mode=self.config.auth_mode)
+                        auth_mode=self.config.auth_mode, session_defaults=self.session_defaults)
 
     def refresh_health(self, event_loop: EventLoopHealth | None = None) -> bool:
         """Recompute the health snapshot; broadcast `health` (and bump its state version)
@@ -277,6 +296,13 @@ class Hub:
         self.closing = True
         self.bus.closed = True  # nothing follows `shutdown`: sockets are being closed
         return delivered
+
+
+def _model_configured(config) -> bool:
+    """A model provider is configured (else the built-in offline model answers)."""
+    models = getattr(config, "models_config", None) or {}
+    providers = models.get("providers") if isinstance(models, dict) else None
+    return any(isinstance(p, dict) and p.get("models") for p in (providers or {}).values())
 
 
 async def _until_done(future) -> None:

@@ -144,6 +144,7 @@ class GatewayServer:
         self._timers: list[asyncio.Task] = []
         self._stopped: asyncio.Event | None = None
         self.port = config.port
+        self._stopping = False
         self.gated = False  # the pre-connect gate is in front of picows (picows_adapter, 1.)
 
     # -- upgrade -------------------------------------------------------------------------------
@@ -270,8 +271,14 @@ class GatewayServer:
     async def stop(self, reason: str = "gateway stopping") -> None:
         """Tell every client, close every socket cleanly, stop listening."""
         hub = self.hub
-        if hub.closing:
+        if hub.closing or self._stopping:
             return
+        self._stopping = True
+        try:
+            # Runs end first, so their watchers get `aborted` before `shutdown`.
+            await hub.close_conversations()
+        except Exception:
+            log.exception("stopping the runs failed")
         hub.shutdown(reason)
         for task in self._timers:
             task.cancel()

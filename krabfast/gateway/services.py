@@ -31,6 +31,10 @@ class Services:
         return self._hub.nodes
 
     @property
+    def conversations(self):
+        return self._hub.conversations
+
+    @property
     def system_events(self):
         return self._hub.system_events
 

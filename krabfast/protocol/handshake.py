@@ -152,6 +152,18 @@ def empty_health(ts: int, event_loop: EventLoopHealth | None) -> HealthSnapshot:
                           event_loop=event_loop if event_loop is not None else UNSET)
 
 
+class SessionDefaults(Model, kw_only=True):
+    """Where a chat client starts: the default agent and its main session, and whether a
+    real model is configured (false: the built-in offline model answers, and the Control UI
+    offers onboarding)."""
+
+    default_agent_id: NonEmptyStr
+    model_configured: bool | Unset = UNSET
+    main_key: NonEmptyStr
+    main_session_key: NonEmptyStr
+    scope: NonEmptyStr | Unset = UNSET
+
+
 class Snapshot(Model):
     presence: list[PresenceEntry]
     health: HealthSnapshot
@@ -159,6 +171,7 @@ class Snapshot(Model):
     uptime_ms: NonNegInt
     auth_mode: Literal["none", "token", "password", "trusted-proxy"] | Unset = UNSET
     state_dir: str | Unset = UNSET
+    session_defaults: SessionDefaults | Unset = UNSET
 
 
 class ServerInfo(Model):
