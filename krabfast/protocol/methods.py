@@ -44,15 +44,19 @@ class MethodSpec:
 
 
 class Reply:
-    """What a handler returns when something must happen once its answer is out (close
-    the caller's socket, kick a device's sockets): `after()` runs once, right after the
-    answer is queued (an idempotent replay of the call answers without running it again)."""
+    """What a handler returns when something must happen once its answer is out.
 
-    __slots__ = ("result", "after")
+    `after()` (close the caller's socket, kick a device's sockets) runs once, right after the
+    answer is queued (an idempotent replay of the call answers without running it again).
+    `final`, an awaitable, makes `result` an interim answer: its value is a second answer on
+    the same request id (the reference's `agent`: "accepted" at once, the outcome later)."""
 
-    def __init__(self, result, after: Callable[[], None]) -> None:
+    __slots__ = ("result", "after", "final")
+
+    def __init__(self, result, after: Callable[[], None] | None = None, final=None) -> None:
         self.result = result
         self.after = after
+        self.final = final
 
 
 class MethodTable:
