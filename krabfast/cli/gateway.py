@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from krabfast.cli.common import LOG_LEVELS, HelpFormatter, env_names, log_level
 from krabfast.gateway.config import DEFAULT_BIND, DEFAULT_PORT, PASSWORD_ENV_VARS, TOKEN_ENV_VARS
@@ -15,16 +16,31 @@ GATEWAY_DESCRIPTION = f"""\
 Run the gateway in the foreground, logging to stdout (stop it with Ctrl-C or SIGTERM: clients
 get a `shutdown` event, then a 1012 close). No config file is needed: with no secret it
 serves ws://{DEFAULT_BIND}:{DEFAULT_PORT} without auth (loopback only). The token may come from
-{env_names(TOKEN_ENV_VARS)}, the password from {env_names(PASSWORD_ENV_VARS)}."""
+{env_names(TOKEN_ENV_VARS)}, the password from {env_names(PASSWORD_ENV_VARS)}.
+
+--config FILE (or $KRABFAST_CONFIG, or the reference's $OPENCLAW_CONFIG_PATH) reads an
+openclaw.json (JSON5): gateway.port, gateway.bind (loopback, lan, auto, custom with
+gateway.customBindHost, or an IP address), gateway.auth.mode/token/password/rateLimit,
+gateway.nodes.pairing.autoApproveLocal, gateway.nodes.commands.allow/deny, models.providers and
+agents.defaults.model; other keys are listed once and ignored. "${{VAR}}" in a string is taken
+from the environment. Options given here override the file; the file's token and password
+override the environment's; the port is --port, else $OPENCLAW_GATEWAY_PORT, else
+gateway.port (as the reference)."""
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("gateway", help="run the gateway in the foreground (logs to stdout)",
                        description=GATEWAY_DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("action", nargs="?", default="run", choices=["run"], help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
-                   help="TCP port to listen on (0: any free port)")
-    p.add_argument("--bind", default=DEFAULT_BIND, help="address to listen on")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="openclaw.json to read (JSON5; default $KRABFAST_CONFIG, else "
+                        "$OPENCLAW_CONFIG_PATH, else none: the embedded defaults)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"TCP port to listen on (0: any free port; else $OPENCLAW_GATEWAY_PORT, "
+                        f"else the config's gateway.port) (default: {DEFAULT_PORT})")
+    p.add_argument("--bind", default=None,
+                   help="address to listen on, or a bind mode: loopback, lan, auto, custom "
+                        f"(else the config's gateway.bind) (default: {DEFAULT_BIND})")
     p.add_argument("--auth", choices=["none", "token", "password"], default=None,
                    help="auth mode (default: token if a token is set, else password if set, else none)")
     p.add_argument("--token", default=None,
@@ -43,6 +59,7 @@ def add_parser(sub) -> None:
                    help="where pairing state lives (default ~/.krabfast or $KRABFAST_STATE_DIR; "
                         "':memory:' keeps it in memory); checked at start")
     p.add_argument("--no-auto-approve-local", dest="auto_approve_local", action="store_false",
+                   default=None,
                    help="make devices on this machine wait for approval like remote ones")
     p.add_argument("--node-commands-allow", default="", metavar="CMD,...",
                    help="opt in to privacy-heavy node commands (camera.snap, screen.record, ...)")
@@ -84,6 +101,9 @@ def _ignored_secrets(args, cfg) -> list[str]:
     def source(flag, value, env_vars):
         if value:
             return flag
+        name = flag[2:]
+        if getattr(args, "file_secrets", {}).get(name) == getattr(cfg, name):
+            return f"the config's gateway.auth.{name}"
         return next((f"${n}" for n in env_vars if os.environ.get(n)), flag)
 
     unused = []
@@ -97,25 +117,81 @@ def _ignored_secrets(args, cfg) -> list[str]:
             for what, where in unused]
 
 
+def gateway_settings(args, env=None) -> tuple[dict, list[str]]:
+    """GatewayConfig.resolve keyword arguments from the options and the config file (the
+    options win; see GATEWAY_DESCRIPTION), and the file's warnings (one line each).
+    Raises ConfigFileError (the file) or ValueError (an option)."""
+    from krabfast.gateway.config_file import (ConfigFileError, find_config_path,
+                                              load_config_file, resolve_bind)
+
+    env = os.environ if env is None else env
+    path, _where = find_config_path(args.config, env)
+    kw: dict = {}
+    warnings: list[str] = []
+    custom_host = None
+    if path is not None:
+        settings = load_config_file(path, env)
+        kw.update(settings.values)
+        kw["config_path"] = str(Path(path).expanduser().resolve())
+        custom_host = settings.custom_bind_host
+        warnings.extend(settings.warnings)
+        if settings.ignored:
+            warnings.append(f"config {path}: ignoring keys krabfast does not use: "
+                            + ", ".join(settings.ignored))
+        if settings.both_secrets and args.auth is None:
+            raise ConfigFileError(f"config {path}: gateway.auth: both token and password are "
+                                  "set: set gateway.auth.mode (or --auth) to token or password")
+    if args.auth is not None:
+        kw["auth_mode"] = args.auth
+    if args.token:
+        kw["token"] = args.token
+    if args.password:
+        kw["password"] = args.password
+    if args.port is not None:
+        kw["port"] = args.port
+    elif env.get("OPENCLAW_GATEWAY_PORT"):
+        text = env["OPENCLAW_GATEWAY_PORT"].strip()
+        if not text.isdigit():
+            raise ValueError(f"$OPENCLAW_GATEWAY_PORT: expected an integer 0-65535, got {text!r}")
+        kw["port"] = int(text)
+    if args.bind is not None:
+        kw["bind"] = resolve_bind(args.bind, custom_host, key="--bind") \
+            if args.bind in ("loopback", "lan", "all", "auto", "custom", "tailnet") else args.bind
+    if args.auto_approve_local is not None:
+        kw["auto_approve_local"] = args.auto_approve_local
+    for name in ("node_commands_allow", "node_commands_deny"):
+        if getattr(args, name):
+            kw[name] = _names(getattr(args, name))
+    kw.update(tick_interval_ms=args.tick_interval_ms, max_buffered_bytes=args.max_buffered_bytes,
+              drop_if_slow_bytes=args.drop_if_slow_bytes, state_dir=args.state_dir)
+    return kw, warnings
+
+
 def _cmd_gateway(args) -> int:
     from krabfast.gateway.config import GatewayConfig
+    from krabfast.gateway.config_file import ConfigFileError
     from krabfast.gateway.server import run
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = GatewayConfig.resolve(auth=args.auth, token=args.token, password=args.password,
-                                    bind=args.bind, port=args.port,
-                                    tick_interval_ms=args.tick_interval_ms,
-                                    max_buffered_bytes=args.max_buffered_bytes,
-                                    drop_if_slow_bytes=args.drop_if_slow_bytes,
-                                    state_dir=args.state_dir,
-                                    auto_approve_local=args.auto_approve_local,
-                                    node_commands_allow=_names(args.node_commands_allow),
-                                    node_commands_deny=_names(args.node_commands_deny))
+        kw, warnings = gateway_settings(args)
+    except ConfigFileError as exc:
+        print(f"krabfast gateway: error: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"krabfast gateway: {exc}", file=sys.stderr)
         return 2
+    args.file_secrets = {n: kw[n] for n in ("token", "password")
+                         if n in kw and not getattr(args, n)}
+    try:
+        cfg = GatewayConfig.resolve(auth=kw.pop("auth_mode", None), token=kw.pop("token", None),
+                                    password=kw.pop("password", None), **kw)
+    except ValueError as exc:
+        print(f"krabfast gateway: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"krabfast gateway: warning: {warning}", file=sys.stderr, flush=True)
     problem = check_state_dir(cfg.state_dir)
     if problem:
         print(f"krabfast gateway: {problem} (choose another with --state-dir or "

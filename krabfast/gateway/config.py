@@ -75,6 +75,13 @@ class GatewayConfig:
     # Node commands: privacy-heavy ones need opting in; deny always wins.
     node_commands_allow: frozenset[str] = frozenset()
     node_commands_deny: frozenset[str] = frozenset()
+    # From the config file (--config / $KRABFAST_CONFIG / $OPENCLAW_CONFIG_PATH), passed
+    # through: models.providers as {"providers": {id: {baseUrl, apiKey, api, models,
+    # timeoutSeconds, headers}}}, agents.defaults.model's primary ("provider/model"), and the
+    # file itself (None: no file, embedded defaults).
+    models_config: dict | None = None
+    primary_model: str | None = None
+    config_path: str | None = None
 
     @classmethod
     def resolve(cls, *, auth: str | None = None, token: str | None = None,
