@@ -10,6 +10,8 @@ them in one transaction. It writes each row's current value, not the individual
 statements, so repeated writes to a row (`touch` on every connect) collapse into one, a
 failed batch can be retried as is, and each commit moves the file from one state the
 mirror held to a later one (`Database.atomic()` groups mutations that must land together).
+Tables that grow without bound (transcripts: `PARTIAL_TABLES`) are the exception: the mirror
+holds only the parts a store loaded (`Database.load`) and has not dropped (`Table.forget`).
 
 Durability is explicit: `flush()` returns a `concurrent.futures.Future` (`await
 db.flushed()` in a coroutine) that completes once everything mutated before the call is
@@ -115,7 +117,55 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  INTEGER NOT NULL
     );
     """,
+    # 5: sessions (one row per session key), their transcripts and agent runs. Messages are
+    # a partial table (PARTIAL_TABLES): loaded per session on first use, not at open.
+    """
+    CREATE TABLE sessions (
+        session_key         TEXT PRIMARY KEY,  -- "agent:<agentId>:<name>"
+        agent_id            TEXT NOT NULL,
+        session_id          TEXT NOT NULL,     -- uuid; a new one on reset
+        label               TEXT,
+        title               TEXT,              -- displayName
+        model               TEXT,              -- override, "<provider>/<model>"
+        pinned              INTEGER NOT NULL DEFAULT 0,
+        archived            INTEGER NOT NULL DEFAULT 0,
+        unread              INTEGER NOT NULL DEFAULT 0,
+        settings            TEXT NOT NULL DEFAULT '{}',  -- JSON: other sessions.patch fields
+        message_count       INTEGER NOT NULL DEFAULT 0,  -- messages of session_id (= last seq)
+        last_run_id         TEXT,
+        previous_session_id TEXT,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL
+    );
+    CREATE TABLE session_messages (
+        session_id   TEXT NOT NULL,
+        seq          INTEGER NOT NULL,         -- 1..n per session_id
+        message_id   TEXT NOT NULL,            -- uuid
+        session_key  TEXT NOT NULL,
+        role         TEXT NOT NULL,            -- user | assistant | system
+        content      TEXT NOT NULL,            -- JSON: a string (user) or content parts
+        ts           INTEGER NOT NULL,
+        run_id       TEXT,
+        usage        TEXT,                     -- JSON object
+        stop_reason  TEXT,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE INDEX session_messages_key ON session_messages(session_key);
+    CREATE TABLE agent_runs (
+        run_id       TEXT PRIMARY KEY,
+        session_key  TEXT NOT NULL,
+        status       TEXT NOT NULL,            -- running | ok | error | aborted | interrupted
+        started_at   INTEGER NOT NULL,
+        ended_at     INTEGER,
+        error        TEXT
+    );
+    """,
 )
+
+# Tables not loaded whole at open (they grow without bound): a store brings the rows it needs
+# into the mirror with `Database.load(name, **match)` and drops clean ones again with
+# `Table.forget(keys)`. Everything else about them (mutations, the writer) is as for the rest.
+PARTIAL_TABLES: frozenset[str] = frozenset({"session_messages"})
 
 
 
@@ -164,6 +214,14 @@ class Database:
 
     def table(self, name: str) -> "Table":
         return self._core.tables[name]
+
+    def load(self, name: str, **match) -> list[dict]:
+        """For a table in `PARTIAL_TABLES`: bring the rows of the file whose columns equal
+        `match` into the mirror, then return every mirrored row that matches (rowid order
+        for those read; rows mutated since are the mirror's, not the file's). Blocks the
+        caller for one indexed read (waiting first for a batch the writer has in flight, so
+        the file holds everything the mirror no longer marks dirty); call it once per part."""
+        return self._core.load(self._core.tables[name], match)
 
     def atomic(self) -> "_Mutation":
         """`with db.atomic():` the mutations inside reach the disk in one transaction (the
@@ -385,6 +443,21 @@ class Table:
             self.dirty[key] = _DELETED
             return True
 
+    def forget(self, keys) -> bool:
+        """Partial tables only: drop these rows from the mirror, not from the file (a later
+        `Database.load` brings them back). All or none: False, dropping nothing, while any of
+        them is not on disk yet (dirty, or a batch is in flight), or for an in-memory
+        database (the mirror is all it has)."""
+        core = self._core
+        with core.lock:
+            if core.memory or self.name not in PARTIAL_TABLES or self.name in core.writing:
+                return False
+            if any(key in self.dirty for key in keys):
+                return False
+            for key in keys:
+                self.rows.pop(key, None)
+            return True
+
     def delete_where(self, **match) -> int:
         with _Mutation(self._core):
             keys = [tuple(r[k] for k in self.key) for r in self.select(**match)]
@@ -455,6 +528,8 @@ class _Core:
         self.stopped: Future = Future()
         self.stopped.set_running_or_notify_cancel()
         self.thread: threading.Thread | None = None
+        # Tables with rows in a batch taken and not settled (the file may lag the mirror there).
+        self.writing: frozenset[str] = frozenset()
 
     # -- lifecycle (caller threads) --------------------------------------------------------------
     def start(self) -> None:
@@ -509,6 +584,33 @@ class _Core:
             self.cond.notify()
         return future
 
+    def load(self, table: "Table", match: dict) -> list[dict]:
+        if table.name not in PARTIAL_TABLES:
+            raise ValueError(f"{table.name} is mirrored whole: nothing to load")
+        for c in match:
+            if c not in table.defaults:
+                raise sqlite3.OperationalError(f"no such column: {c}")
+        q = lambda n: '"' + n.replace('"', '""') + '"'  # noqa: E731
+        where = " AND ".join(f"{q(c)} = ?" for c in match) or "1"
+        sql = (f"SELECT {', '.join(q(c) for c in table.columns)} FROM {q(table.name)} "
+               f"WHERE {where} ORDER BY rowid")
+        with self.cond:
+            while table.name in self.writing:  # the file lags the mirror until it settles
+                self.cond.wait()
+            if not self.memory:  # (in memory, every row ever written is still mirrored)
+                conn = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True)
+                try:
+                    found = conn.execute(sql, tuple(_bindable(v) for v in match.values())).fetchall()
+                finally:
+                    conn.close()
+                rows, dirty = table.rows, table.dirty
+                for values in found:
+                    row = dict(zip(table.columns, values))
+                    key = tuple(row[k] for k in table.key)
+                    if key not in rows and key not in dirty:  # dirty and absent: deleted since
+                        rows[key] = row
+            return table.select(**match)
+
     def _error(self, errors: list[BaseException]) -> WriteError:
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -541,6 +643,8 @@ class _Core:
             except sqlite3.Error as exc:
                 log.error("%s: closing the database failed: %s", self.where, exc)
             with self.cond:
+                self.writing = frozenset()
+                self.cond.notify_all()
                 left = sum(len(t.dirty) for t in self.tables.values())
                 if left:
                     log.error("%s: %d changed rows were not saved before the database closed",
@@ -578,6 +682,9 @@ class _Core:
                 table = Table(self, name, conn.execute(f"PRAGMA table_info({quoted})").fetchall())
                 if not table.key:  # not ours (every krabfast table has a primary key)
                     log.debug("%s: table %s has no primary key: not mirrored", self.where, name)
+                    continue
+                if name in PARTIAL_TABLES:  # loaded part by part (Database.load)
+                    self.tables[name] = table
                     continue
                 cols = ", ".join('"' + c.replace('"', '""') + '"' for c in table.columns)
                 cursor = conn.execute(f"SELECT {cols} FROM {quoted} ORDER BY rowid")
@@ -623,12 +730,16 @@ class _Core:
                 self.kick = False
                 gen = self.gen
                 batch = self._take()
+                self.writing = frozenset(entry[0].name for entry in batch)
             row_errors: list = []
             batch_error = None
             if batch:
                 row_errors, batch_error = self._write(conn, batch)
             with self.cond:
                 self._settle(batch, gen, row_errors, batch_error)
+                if self.writing:
+                    self.writing = frozenset()
+                    self.cond.notify_all()  # Database.load waits for this
                 if final:
                     if batch_error is None or close_attempts >= _CLOSE_ATTEMPTS:
                         return
