@@ -38,6 +38,16 @@ def available() -> bool:
     return _reference_schema() is not None
 
 
+# Methods whose answers the reference schema defines (checked whenever a test sees one).
+_RESULT_DEFINITIONS = {
+    "models.list": "ModelsListResult",
+    "commands.list": "CommandsListResult",
+    "agents.list": "AgentsListResult",
+    "agent.identity.get": "AgentIdentityResult",
+    "sessions.resolve": "SessionsResolveResult",
+}
+
+
 @functools.lru_cache(maxsize=None)
 def validator(name: str) -> jsonschema.Draft7Validator:
     root = _reference_schema()
@@ -79,6 +89,8 @@ def check_frame(data: bytes | str, method: str | None = None) -> dict:
                     check("PresenceEntry", entry)
             elif method == "device.token.rotate":
                 check("DeviceTokenRotateResult", payload)
+            elif method in _RESULT_DEFINITIONS:
+                check(_RESULT_DEFINITIONS[method], payload)
         else:
             err = frame["error"]
             check("ErrorShape", err)
@@ -100,6 +112,13 @@ def check_frame(data: bytes | str, method: str | None = None) -> dict:
             check("DevicePairRequestedEvent", payload)
         elif name == "device.pair.resolved":
             check("DevicePairResolvedEvent", payload)
+        elif name == "chat":
+            check("ChatEvent", payload)
+        elif name == "agent":
+            # The reference's agent events carry sessionKey and agentId (observed; its
+            # schema's AgentEvent does not list them).
+            check("AgentEvent", {k: v for k, v in payload.items()
+                                 if k not in ("sessionKey", "agentId")})
         elif name == "connect.challenge":
             assert isinstance(payload["nonce"], str) and payload["nonce"]
             assert isinstance(payload["ts"], int) and payload["ts"] >= 0

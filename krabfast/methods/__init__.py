@@ -11,9 +11,11 @@ result (a Struct, dict, list...), a `Reply` (result + what to do once it is sent
 awaitable of either; or it raises `GatewayError`.
 """
 
-from krabfast.methods import devices, nodes, system
+from krabfast.methods import agents, chat, devices, models, nodes, sessions, system
 from krabfast.protocol.methods import MethodSpec, index
 
 METHOD_SPECS: tuple[MethodSpec, ...] = (*system.table.specs, *devices.table.specs,
-                                        *nodes.table.specs)
+                                        *nodes.table.specs, *chat.table.specs,
+                                        *agents.table.specs, *sessions.table.specs,
+                                        *models.table.specs)
 METHODS: dict[str, MethodSpec] = index(METHOD_SPECS)

@@ -121,6 +121,23 @@ def _result_name(spec, definitions: dict[str, Any]) -> str:
     return name
 
 
+def _pascal(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-._]", name))
+
+
+def _payload_name(espec, definitions: dict[str, Any]) -> str:
+    """An event payload's definition: its class, or for a union of classes (the `chat`
+    event's states) a definition named after the event (`ChatEvent`) listing them."""
+    if isinstance(espec.payload, type):
+        return espec.payload.__name__
+    name = _pascal(espec.name) + "Event"
+    if name not in definitions:
+        (schema,), _ = msgspec.json.schema_components([espec.payload],
+                                                      ref_template="#/definitions/{name}")
+        definitions[name] = {"description": f"The `{espec.name}` event's payload.", **schema}
+    return name
+
+
 def _inline_schema(result_type, method: str) -> dict[str, Any]:
     (schema,), _ = msgspec.json.schema_components([result_type], ref_template="#/definitions/{name}")
     return {"description": f"The answer to `{method}`.", **schema}
@@ -138,17 +155,17 @@ def build_schema(method_specs) -> dict[str, Any]:
         if spec.idempotent:
             entry["idempotent"] = True
         methods[spec.name] = entry
-    definitions = dict(sorted(definitions.items()))
     events = {}
     for espec in EVENT_SPECS:
         e: dict[str, Any] = {}
         if espec.payload is not None:
-            e["payload"] = espec.payload.__name__
+            e["payload"] = _payload_name(espec, definitions)
         if espec.scope:
             e["scope"] = espec.scope
         if espec.droppable:
             e["dropIfSlow"] = True
         events[espec.name] = e
+    definitions = dict(sorted(definitions.items()))
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": SCHEMA_ID,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from krabfast.protocol import agents, chat, sessions
 from krabfast.protocol import scopes as S
 from krabfast.protocol import devices as dev
 from krabfast.protocol import nodes as nod
@@ -122,5 +123,13 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("node.pair.resolved", nod.NodePairResolvedEvent, scope=S.PAIRING, droppable=True),
     EventSpec("node.invoke.request", nod.NodeInvokeRequestEvent),
     EventSpec("node.invoke.cancel", nod.NodeInvokeCancelEvent),
+    # Conversations: to every operator.read socket, as the reference (a slow socket skips
+    # chat deltas, never a final: the run publishes its deltas as droppable).
+    EventSpec("chat", chat.ChatEvent, scope=S.READ),
+    EventSpec("agent", agents.AgentEvent, scope=S.READ),
+    # Topic events: only to the sockets that subscribed (sessions.subscribe,
+    # sessions.messages.subscribe).
+    EventSpec("sessions.changed", sessions.SessionsChangedEvent, scope=S.READ),
+    EventSpec("session.message", sessions.SessionMessageEvent, scope=S.READ),
 )
 EVENTS: dict[str, EventSpec] = {spec.name: spec for spec in EVENT_SPECS}

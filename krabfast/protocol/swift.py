@@ -12,7 +12,9 @@ _SWIFT_KEYWORDS = {"protocol", "default", "operator", "class", "struct", "enum",
                    "import", "init", "self", "type", "var", "let", "in", "is", "as", "where"}
 
 
-def _type(schema: dict[str, Any]) -> str:
+def _type(schema: dict[str, Any] | bool) -> str:
+    if isinstance(schema, bool):  # `true`: any value
+        return "AnyCodable"
     if "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[1]
     if "anyOf" in schema:

@@ -18,7 +18,13 @@ SERVED = {"health", "status", "system-presence", "system-event", "system.echo", 
           "device.token.rotate", "device.token.revoke", "node.list", "node.describe", "node.rename",
           "node.pair.list", "node.pair.approve", "node.pair.reject", "node.pair.remove", "node.invoke",
           "node.invoke.result", "node.invoke.progress", "node.event", "node.skills.update",
-          "node.pluginTools.update", "node.runnerInventory.update"}
+          "node.pluginTools.update", "node.runnerInventory.update",
+          "chat.send", "chat.history", "chat.startup", "chat.message.get", "chat.abort",
+          "chat.inject", "agent", "agent.wait", "agents.list", "agent.identity.get",
+          "sessions.list", "sessions.subscribe", "sessions.messages.subscribe",
+          "sessions.messages.unsubscribe", "sessions.describe", "sessions.resolve",
+          "sessions.create", "sessions.patch", "sessions.reset", "sessions.delete",
+          "sessions.abort", "models.list", "commands.list", "system.info"}
 
 
 def _connect_frame(req_id: str = "c1", **kw) -> dict:

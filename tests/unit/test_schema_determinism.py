@@ -16,6 +16,7 @@ import pytest
 
 from krabfast.protocol import jsonschema
 from krabfast.methods import METHOD_SPECS
+from krabfast.protocol.methods import EVENT_SPECS
 from krabfast.protocol.jsonschema import build_definitions, build_schema, clean_doc, named_classes
 
 
@@ -109,12 +110,16 @@ def test_the_protocols_descriptions_are_its_cleaned_docstrings():
     classes = named_classes(jsonschema._root_types(METHOD_SPECS))
     # Results that are not classes of their own (a list of entries) are named after
     # their method, with a description saying so.
-    unnamed = {jsonschema._unnamed_result_name(s.name): s.name for s in METHOD_SPECS
-               if s.result is not None and not isinstance(s.result, type)}
-    assert unnamed == {"SystemPresenceResult": "system-presence"}
+    unnamed = {jsonschema._unnamed_result_name(s.name): f"The answer to `{s.name}`."
+               for s in METHOD_SPECS if s.result is not None and not isinstance(s.result, type)}
+    # ... and event payloads that are unions of classes (the chat event's states).
+    unnamed.update({jsonschema._pascal(e.name) + "Event": f"The `{e.name}` event's payload."
+                    for e in EVENT_SPECS if e.payload is not None and not isinstance(e.payload, type)})
+    assert unnamed == {"SystemPresenceResult": "The answer to `system-presence`.",
+                       "ChatEvent": "The `chat` event's payload."}
     assert set(classes) | set(unnamed) == set(schema["definitions"])
-    for name, method in unnamed.items():
-        assert schema["definitions"][name]["description"] == f"The answer to `{method}`."
+    for name, text in unnamed.items():
+        assert schema["definitions"][name]["description"] == text
     for name, definition in schema["definitions"].items():
         if name in unnamed:
             continue

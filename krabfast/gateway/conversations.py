@@ -1,0 +1,115 @@
+"""Conversations: the sessions store, the model catalog and the run manager, wired to the
+event bus. Opened on first use (the first chat or session call), so a gateway nobody chats
+with never loads a model client or a transcript.
+
+Events: `chat` and `agent` to every `operator.read` socket (as the reference);
+`session.message` only to the sockets subscribed to that session (`sessions.messages.
+subscribe`: the bus topic `session:<key>`); `sessions.changed` to the sockets that called
+`sessions.subscribe` (topic `sessions`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from krabfast.gateway.runs import RunManager
+
+log = logging.getLogger("krabfast.gateway")
+
+SESSIONS_TOPIC = "sessions"
+DEFAULT_AGENT_ID = "main"
+MAIN_KEY = "main"
+MAIN_SESSION_KEY = f"agent:{DEFAULT_AGENT_ID}:{MAIN_KEY}"
+
+
+def session_topic(key: str) -> str:
+    return f"session:{key}"
+
+
+def normalize_key(key: str | None, agent_id: str | None = None) -> tuple[str, str]:
+    """(session key in the reference's form `agent:<agentId>:<name>`, agent id). A bare
+    name belongs to the default agent (or `agent_id`); "main" is the main session."""
+    agent = agent_id or DEFAULT_AGENT_ID
+    if not key:
+        return f"agent:{agent}:{MAIN_KEY}", agent
+    if key.startswith("agent:"):
+        parts = key.split(":", 2)
+        if len(parts) == 3 and parts[1] and parts[2]:
+            return key, parts[1]
+    return f"agent:{agent}:{key}", agent
+
+
+class Conversations:
+    normalize_key = staticmethod(normalize_key)
+
+    def __init__(self, hub) -> None:
+        from krabfast.models.registry import ModelCatalog
+        from krabfast.store.sessions import SessionStore
+
+        self.bus = hub.bus
+        self.clock_ms = hub.clock_ms
+        cfg = hub.config
+        self.models = ModelCatalog.from_config(getattr(cfg, "models_config", None),
+                                               getattr(cfg, "primary_model", None))
+        self.sessions = SessionStore(hub.database)
+        interrupted = self.sessions.mark_interrupted(hub.clock_ms())
+        if interrupted:
+            log.warning("%d run(s) were interrupted by the previous shutdown or crash",
+                        len(interrupted))
+        self.runs = RunManager(self)
+        from krabfast.models.base import ProviderError
+
+        self.ProviderError = ProviderError  # what submit raises (handlers catch it)
+
+    # -- rows and events ------------------------------------------------------------------------
+    def session_row(self, record) -> dict:
+        """A session as `sessions.list` and `sessions.changed` show it (SessionRow)."""
+        row = {"key": record.key, "kind": "direct", "sessionId": record.session_id,
+               "agentId": record.agent_id, "updatedAt": record.updated_at,
+               "isMain": record.key == MAIN_SESSION_KEY}
+        if record.label:
+            row["label"] = record.label
+        active = self.runs.active.get(record.key)
+        row["status"] = "running" if active is not None else "idle"
+        return row
+
+    def session_message(self, key: str, message) -> None:
+        record = self.sessions.get(key)
+        if self.bus.count(session_topic(key)) == 0 or record is None:
+            return
+        self.bus.publish("session.message", {
+            "sessionKey": key, "agentId": record.agent_id, "message": message_json(message),
+            "messageId": message.message_id, "messageSeq": message.seq,
+            "session": self.session_row(record)}, topic=session_topic(key))
+
+    def sessions_changed(self, key: str, reason: str) -> None:
+        if self.bus.count(SESSIONS_TOPIC) == 0:
+            return
+        record = self.sessions.get(key)
+        payload = {"sessionKey": key, "reason": reason, "ts": self.clock_ms()}
+        if record is not None:
+            payload["agentId"] = record.agent_id
+            payload["session"] = self.session_row(record)
+        self.bus.publish("sessions.changed", payload, topic=SESSIONS_TOPIC)
+
+    @staticmethod
+    def message_json(message) -> dict:
+        return message_json(message)
+
+    async def close(self) -> None:
+        await self.runs.shutdown()
+        await self.models.aclose()
+
+
+def message_json(message) -> dict:
+    """A transcript message as chat.history and session.message carry it: user content
+    the raw string, assistant content a list of parts."""
+    out = {"role": message.role, "content": message.content, "timestamp": message.ts,
+           "messageId": message.message_id, "seq": message.seq}
+    if message.run_id:
+        out["runId"] = message.run_id
+    if message.stop_reason:
+        out["stopReason"] = message.stop_reason
+    if message.usage:
+        out["usage"] = message.usage
+    return out

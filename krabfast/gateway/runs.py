@@ -1,0 +1,360 @@
+"""Runs: one model turn of a session, from the user's message to the assistant's reply.
+
+A run is a tracked task owned by the gateway, not by the socket that asked for it: a client
+that disconnects does not stop a run others watch (as on the reference). Per session one run
+is active at a time; later ones wait their turn in order (the reference's behaviour for a
+turn that cannot be steered). At most `max_active` runs stream at once across sessions.
+`abort` cancels the model stream at once; `shutdown` aborts every run cleanly.
+
+Streaming: `chat` events (and `agent` events for `agent` runs) go to every `operator.read`
+socket through the event bus; a socket that is behind skips deltas (each carries the text so
+far, so the next one it gets is complete) but never a final, error or aborted event. Deltas
+are paced: the first at once, then at most one per `DELTA_INTERVAL_S` per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
+
+log = logging.getLogger("krabfast.runs")
+
+DELTA_INTERVAL_S = 0.075
+FINISHED_KEPT = 2048  # finished runs remembered (idempotent retries, agent.wait)
+HISTORY_TURNS = 200   # transcript messages sent to the model
+
+
+@dataclass
+class Run:
+    run_id: str
+    session_key: str
+    agent_id: str
+    message: str
+    kind: str                      # "chat" or "agent"
+    model: str | None = None       # "provider/model" override, else the session's / default
+    status: str = "queued"         # queued, running, ok, error, aborted, interrupted
+    started_at: int | None = None
+    ended_at: int | None = None
+    text: str = ""
+    emitted: int = 0               # len(text) already sent in deltas
+    seq: int = 0                   # payload seq of this run's chat events
+    agent_seq: int = 0             # payload seq of its agent events
+    usage: dict | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    task: asyncio.Task | None = None
+    done: asyncio.Future | None = None
+    last_delta_at: float = 0.0
+    flush_handle: asyncio.TimerHandle | None = None
+    waiters: list = field(default_factory=list)
+
+    def outcome(self) -> dict:
+        """What agent.wait and the agent's final answer report."""
+        out = {"runId": self.run_id, "status": self.status}
+        if self.started_at is not None:
+            out["startedAt"] = self.started_at
+        if self.ended_at is not None:
+            out["endedAt"] = self.ended_at
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+class RunManager:
+    def __init__(self, conv, *, max_active: int = 8) -> None:
+        # The conversation services (gateway/conversations.py): sessions store, model
+        # catalog, event bus, clock, and the session events it publishes.
+        self.hub = conv
+        self.max_active = max_active
+        self.runs: OrderedDict[str, Run] = OrderedDict()   # by run id, oldest first
+        self.active: dict[str, Run] = {}                  # session key -> running run
+        self.queued: dict[str, deque[Run]] = {}           # session key -> waiting runs
+        self.tasks: set[asyncio.Task] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self.closing = False
+
+    # -- starting --------------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run | None:
+        return self.runs.get(run_id)
+
+    def submit(self, session_key: str, agent_id: str, message: str, run_id: str, *,
+               kind: str = "chat", model: str | None = None) -> tuple[Run, bool]:
+        """Start (or queue) a run; (run, False) when `run_id` is already known: the same
+        idempotency key never starts a second model request."""
+        known = self.runs.get(run_id)
+        if known is not None:
+            return known, False
+        if self.closing:
+            raise ProviderError("the gateway is shutting down", kind="provider")
+        sessions = self.hub.sessions
+        session, created = sessions.ensure(session_key, agent_id)
+        now = self.hub.clock_ms()
+        run = Run(run_id, session_key, agent_id, message, kind, model or session.model or None)
+        run.done = asyncio.get_running_loop().create_future()
+        self._remember(run)
+        user = sessions.append_message(session_key, "user", message, run_id=run_id, ts=now)
+        self.hub.session_message(session_key, user)
+        self.hub.sessions_changed(session_key, "created" if created else "message")
+        if session_key in self.active:
+            self.queued.setdefault(session_key, deque()).append(run)
+        else:
+            self._start(run)
+        return run, True
+
+    def _remember(self, run: Run) -> None:
+        self.runs[run.run_id] = run
+        while len(self.runs) > FINISHED_KEPT:
+            oldest_id, oldest = next(iter(self.runs.items()))
+            if oldest.done is not None and not oldest.done.done():
+                break  # never forget a live run
+            del self.runs[oldest_id]
+
+    def _start(self, run: Run) -> None:
+        self.active[run.session_key] = run
+        task = asyncio.ensure_future(self._execute(run))
+        run.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- one run -----------------------------------------------------------------------------
+    async def _execute(self, run: Run) -> None:
+        hub = self.hub
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_active)
+        try:
+            async with self._slots:
+                run.status = "running"
+                run.started_at = hub.clock_ms()
+                hub.sessions.run_started(run.run_id, run.session_key, run.started_at)
+                self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
+                await self._stream(run)
+                self._finish_ok(run)
+        except asyncio.CancelledError:
+            self._finish_aborted(run)
+        except ProviderError as exc:
+            self._finish_error(run, str(exc), exc.kind)
+        except Exception as exc:  # a bug: the run ends with an error, the gateway lives on
+            log.exception("run %s failed", run.run_id)
+            self._finish_error(run, f"internal error: {type(exc).__name__}", "internal")
+        finally:
+            self._settle(run)
+
+    async def _stream(self, run: Run) -> None:
+        hub = self.hub
+        backend, info = hub.models.resolve(run.model)
+        history = hub.sessions.messages(run.session_key, limit=HISTORY_TURNS)
+        request = ModelRequest(model=info.id.split("/", 1)[1] if "/" in info.id else info.id,
+                               messages=[m for m in (_chat_message(r) for r in history) if m])
+        async for event in backend.stream(request):
+            if type(event) is TextDelta:
+                if event.text:
+                    run.text += event.text
+                    self._maybe_delta(run)
+            elif type(event) is Usage:
+                run.usage = {"input": event.input_tokens, "output": event.output_tokens,
+                             "total": event.total_tokens}
+            elif type(event) is Finish:
+                run.stop_reason = event.stop_reason
+
+    # -- deltas ------------------------------------------------------------------------------
+    def _maybe_delta(self, run: Run) -> None:
+        loop = asyncio.get_running_loop()
+        wait = run.last_delta_at + DELTA_INTERVAL_S - loop.time()
+        if wait <= 0:
+            self._emit_delta(run)
+        elif run.flush_handle is None:
+            run.flush_handle = loop.call_later(wait, self._emit_delta, run)
+
+    def _emit_delta(self, run: Run) -> None:
+        run.flush_handle = None
+        if run.emitted >= len(run.text) or run.status != "running":
+            return
+        delta = run.text[run.emitted:]
+        run.emitted = len(run.text)
+        run.last_delta_at = asyncio.get_running_loop().time()
+        self._chat_event(run, "delta", {"deltaText": delta, "message": _assistant(run.text)},
+                         droppable=True)
+        self._agent_event(run, "assistant", {"text": run.text, "delta": delta})
+
+    def _cancel_flush(self, run: Run) -> None:
+        if run.flush_handle is not None:
+            run.flush_handle.cancel()
+            run.flush_handle = None
+
+    # -- endings -----------------------------------------------------------------------------
+    def _finish_ok(self, run: Run) -> None:
+        hub = self.hub
+        self._cancel_flush(run)
+        run.status = "ok"
+        run.ended_at = hub.clock_ms()
+        message = hub.sessions.append_message(
+            run.session_key, "assistant", [{"type": "text", "text": run.text}], run_id=run.run_id,
+            usage=run.usage, stop_reason=run.stop_reason or "stop", ts=run.ended_at)
+        extra = {"message": _assistant(run.text, run.ended_at),
+                 "stopReason": run.stop_reason or "stop"}
+        if run.usage:
+            extra["usage"] = run.usage
+        self._chat_event(run, "final", extra)
+        self._agent_event(run, "lifecycle", {"phase": "end", "endedAt": run.ended_at})
+        hub.session_message(run.session_key, message)
+        hub.sessions_changed(run.session_key, "run-end")
+
+    def _finish_aborted(self, run: Run) -> None:
+        self._cancel_flush(run)
+        run.status = "aborted"
+        run.ended_at = self.hub.clock_ms()
+        extra = {"stopReason": "rpc"}
+        if run.text:
+            extra["message"] = _assistant(run.text, run.ended_at)
+        self._chat_event(run, "aborted", extra)
+        self._agent_event(run, "lifecycle", {"phase": "end", "aborted": True,
+                                             "endedAt": run.ended_at})
+
+    def _finish_error(self, run: Run, message: str, kind: str) -> None:
+        self._cancel_flush(run)
+        run.status = "error"
+        run.ended_at = self.hub.clock_ms()
+        run.error, run.error_kind = message, kind
+        self._chat_event(run, "error", {"errorMessage": message, "errorKind": _error_kind(kind)})
+        self._agent_event(run, "lifecycle", {"phase": "error", "error": message,
+                                             "endedAt": run.ended_at})
+
+    def _settle(self, run: Run) -> None:
+        """The run is over (whatever the reason): record it, wake its waiters, start the
+        next one of its session."""
+        hub = self.hub
+        if run.ended_at is None:
+            run.ended_at = hub.clock_ms()
+        try:
+            hub.sessions.run_finished(run.run_id, run.status, run.ended_at, error=run.error)
+        except Exception:
+            log.exception("recording the end of run %s failed", run.run_id)
+        if run.done is not None and not run.done.done():
+            run.done.set_result(run.outcome())
+        if self.active.get(run.session_key) is run:
+            del self.active[run.session_key]
+        waiting = self.queued.get(run.session_key)
+        if waiting:
+            nxt = waiting.popleft()
+            if not waiting:
+                del self.queued[run.session_key]
+            if not self.closing:
+                self._start(nxt)
+            else:
+                self._drop_queued(nxt)
+
+    def _drop_queued(self, run: Run) -> None:
+        run.status = "aborted"
+        run.ended_at = self.hub.clock_ms()
+        self._chat_event(run, "aborted", {"stopReason": "rpc"})
+        if run.done is not None and not run.done.done():
+            run.done.set_result(run.outcome())
+
+    # -- control -----------------------------------------------------------------------------
+    def abort(self, session_key: str, run_id: str | None = None) -> list[str]:
+        """Cancel the session's runs (or just `run_id`): the running one's model stream
+        closes at once, queued ones never start. Returns the run ids aborted."""
+        aborted = []
+        waiting = self.queued.get(session_key)
+        if waiting:
+            keep = deque()
+            for run in waiting:
+                if run_id is None or run.run_id == run_id:
+                    self._drop_queued(run)
+                    aborted.append(run.run_id)
+                else:
+                    keep.append(run)
+            if keep:
+                self.queued[session_key] = keep
+            else:
+                del self.queued[session_key]
+        active = self.active.get(session_key)
+        if active is not None and (run_id is None or active.run_id == run_id):
+            if active.task is not None and not active.task.done():
+                active.task.cancel()
+                aborted.append(active.run_id)
+        return aborted
+
+    def session_runs(self, session_key: str) -> list[Run]:
+        runs = list(self.queued.get(session_key, ()))
+        if session_key in self.active:
+            runs.insert(0, self.active[session_key])
+        return runs
+
+    async def wait(self, run_id: str, timeout_ms: int) -> dict:
+        """agent.wait: the run's outcome, or `timeout` (the run goes on)."""
+        run = self.runs.get(run_id)
+        if run is None or run.done is None:
+            return {"runId": run_id, "status": "timeout"}
+        if not run.done.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(run.done), max(0, timeout_ms) / 1000)
+            except asyncio.TimeoutError:
+                out = run.outcome()
+                out["status"] = "timeout"
+                return out
+        return run.done.result()
+
+    async def shutdown(self) -> None:
+        """Abort every run; returns once their tasks have ended."""
+        self.closing = True
+        for key in list(self.queued):
+            for run in self.queued.pop(key):
+                self._drop_queued(run)
+        tasks = [t for t in self.tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- events ------------------------------------------------------------------------------
+    def _chat_event(self, run: Run, state: str, extra: dict, *, droppable: bool = False) -> None:
+        run.seq += 1
+        payload = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": run.agent_id,
+                   "seq": run.seq, "state": state, **extra}
+        self.hub.bus.publish("chat", payload, droppable=droppable)
+
+    def _agent_event(self, run: Run, stream: str, data: dict) -> None:
+        if run.kind != "agent":
+            return
+        run.agent_seq += 1
+        self.hub.bus.publish("agent", {"runId": run.run_id, "seq": run.agent_seq, "stream": stream,
+                                       "ts": self.hub.clock_ms(), "data": data,
+                                       "sessionKey": run.session_key, "agentId": run.agent_id},
+                             droppable=stream == "assistant")
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _assistant(text: str, ts: int | None = None) -> dict:
+    message = {"role": "assistant", "content": [{"type": "text", "text": text}]}
+    if ts is not None:
+        message["timestamp"] = ts
+    return message
+
+
+def _chat_message(record) -> ChatMessage | None:
+    """A transcript message as the model sees it (text parts joined)."""
+    content = record.content
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if record.role not in ("user", "assistant", "system") or not isinstance(content, str):
+        return None
+    return ChatMessage(role=record.role, content=content)
+
+
+# ProviderError kinds as the reference's ChatErrorEvent.errorKind knows them (refusal,
+# timeout, rate_limit, context_length, unknown); the message says the rest.
+_ERROR_KINDS = {"rate_limit": "rate_limit", "timeout": "timeout"}
+
+
+def _error_kind(kind: str) -> str:
+    return _ERROR_KINDS.get(kind, "unknown")

@@ -1,0 +1,172 @@
+"""Sessions family: sessions.list, .subscribe, .messages.subscribe/.unsubscribe,
+.describe, .resolve, .create, .patch, .reset, .delete, .abort (the reference's names).
+
+Session keys have the reference's form, `agent:<agentId>:<name>`; a bare name belongs to
+the default agent `main`. `sessions.changed` goes to the sockets that subscribed;
+`session.message` to the sockets subscribed to that session's messages only (an event-bus
+topic each: no scan of every socket).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from msgspec import UNSET
+
+from krabfast.protocol import sessions as S
+from krabfast.protocol.errors import invalid_request
+from krabfast.protocol.methods import MethodTable
+from krabfast.protocol.scopes import ADMIN, DYNAMIC_SCOPE, READ, WRITE
+
+table = MethodTable()
+
+SESSIONS_TOPIC = "sessions"
+
+
+def _conv(call):
+    return call.services.conversations
+
+
+def _write_scope(params) -> str:
+    """The reference's scope here is params-dependent (`dynamic`): what krabfast's sessions
+    can change (label, model) needs operator.write."""
+    return WRITE
+
+
+def _topic(key: str) -> str:
+    return f"session:{key}"
+
+
+def _known(conv, key: str):
+    record = conv.sessions.get(key)
+    if record is None:
+        raise invalid_request(f"unknown session: {key}")
+    return record
+
+
+@table.method("sessions.list", S.SessionsListParams, S.SessionsListResult, READ,
+              summary="sessions, most recently updated first")
+def sessions_list(call, params):
+    conv = _conv(call)
+    rows = [conv.session_row(r) for r in conv.sessions.list()]
+    limit = params.limit
+    if limit is not UNSET and limit and limit > 0:
+        rows = rows[:limit]
+    return {"ts": conv.clock_ms(), "count": len(rows), "sessions": rows}
+
+
+@table.method("sessions.subscribe", S.SessionsSubscribeParams, S.SessionsSubscribeResult, READ,
+              summary="get `sessions.changed` events on this socket")
+def sessions_subscribe(call, params):
+    call.services.bus.subscribe(SESSIONS_TOPIC, call.conn_id)
+    return {"subscribed": True}
+
+
+@table.method("sessions.messages.subscribe", S.SessionsMessagesSubscribeParams,
+              S.SessionsMessagesSubscribeResult, READ,
+              summary="get `session.message` events of one session on this socket")
+def sessions_messages_subscribe(call, params):
+    conv = _conv(call)
+    key, _agent = conv.normalize_key(params.key)
+    call.services.bus.subscribe(_topic(key), call.conn_id)
+    return {"subscribed": True, "key": key}
+
+
+@table.method("sessions.messages.unsubscribe", S.SessionsMessagesSubscribeParams,
+              S.SessionsMessagesUnsubscribeResult, READ,
+              summary="stop `session.message` events of one session on this socket")
+def sessions_messages_unsubscribe(call, params):
+    conv = _conv(call)
+    key, _agent = conv.normalize_key(params.key)
+    call.services.bus.unsubscribe(_topic(key), call.conn_id)
+    return {"subscribed": False, "key": key}
+
+
+@table.method("sessions.describe", S.SessionsDescribeParams, S.SessionsDescribeResult, READ,
+              summary="one session's row")
+def sessions_describe(call, params):
+    conv = _conv(call)
+    key, _agent = conv.normalize_key(params.key)
+    return {"session": conv.session_row(_known(conv, key))}
+
+
+@table.method("sessions.resolve", S.SessionsResolveParams, S.SessionsResolveResult, READ,
+              summary="the full key of a session named by key, label or session id")
+def sessions_resolve(call, params):
+    conv = _conv(call)
+    records = conv.sessions.list()
+    wanted = params.key or params.label or params.session_id
+    if not wanted:
+        raise invalid_request("sessions.resolve needs key, label or sessionId")
+    key, _agent = conv.normalize_key(wanted) if params.key else (None, None)
+    for record in records:
+        if (key and record.key == key) or (params.label and record.label == params.label) or \
+                (params.session_id and record.session_id == params.session_id):
+            return {"ok": True, "key": record.key}
+    raise invalid_request(f"no session matches {wanted!r}")
+
+
+@table.method("sessions.create", S.SessionsCreateParams, S.SessionsCreateResult, DYNAMIC_SCOPE,
+              scope_for=_write_scope, durable=True, summary="create a session (a new key unless one is given)")
+def sessions_create(call, params):
+    conv = _conv(call)
+    name = params.key or f"chat-{uuid.uuid4().hex[:12]}"
+    key, agent = conv.normalize_key(name, params.agent_id or None)
+    record, created = conv.sessions.ensure(key, agent)
+    if params.label:
+        record = conv.sessions.patch(key, label=params.label)
+    if created:
+        conv.sessions_changed(key, "created")
+    return {"ok": True, "key": key, "sessionId": record.session_id,
+            "entry": conv.session_row(record)}
+
+
+@table.method("sessions.patch", S.SessionsPatchParams, S.SessionsPatchResult, DYNAMIC_SCOPE,
+              scope_for=_write_scope, durable=True, summary="change a session's label or model")
+def sessions_patch(call, params):
+    conv = _conv(call)
+    key, agent = conv.normalize_key(params.key)
+    conv.sessions.ensure(key, agent)
+    changes = {}
+    if params.label is not UNSET:
+        changes["label"] = params.label or None
+    if params.model is not UNSET:
+        if params.model:
+            conv.models.resolve(params.model)  # an unknown model is refused now, not later
+        changes["model"] = params.model or None
+    record = conv.sessions.patch(key, **changes) if changes else conv.sessions.get(key)
+    conv.sessions_changed(key, "patched")
+    return {"ok": True, "key": key, "entry": conv.session_row(record)}
+
+
+@table.method("sessions.reset", S.SessionsResetParams, S.SessionsResetResult, ADMIN,
+              durable=True, summary="start a session over (new session id, empty transcript)")
+def sessions_reset(call, params):
+    conv = _conv(call)
+    key, _agent = conv.normalize_key(params.key)
+    _known(conv, key)
+    conv.runs.abort(key)
+    record = conv.sessions.reset(key)
+    conv.sessions_changed(key, "reset")
+    return {"ok": True, "key": key, "entry": conv.session_row(record)}
+
+
+@table.method("sessions.delete", S.SessionsDeleteParams, S.SessionsDeleteResult, DYNAMIC_SCOPE,
+              scope_for=_write_scope, durable=True, summary="delete a session and its transcript")
+def sessions_delete(call, params):
+    conv = _conv(call)
+    key, _agent = conv.normalize_key(params.key)
+    conv.runs.abort(key)
+    deleted = conv.sessions.delete(key)
+    if deleted:
+        conv.sessions_changed(key, "deleted")
+    return {"ok": True, "key": key, "deleted": deleted}
+
+
+@table.method("sessions.abort", S.SessionsAbortParams, S.SessionsAbortResult, WRITE,
+              summary="stop every run of a session")
+def sessions_abort(call, params):
+    conv = _conv(call)
+    key, _agent = conv.normalize_key(params.key)
+    run_ids = conv.runs.abort(key)
+    return {"ok": True, "aborted": bool(run_ids), "runIds": run_ids}

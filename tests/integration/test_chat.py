@@ -1,0 +1,190 @@
+"""Conversations against a real gateway on the built-in offline model: chat.send and its
+streamed `chat` events, history, abort, idempotent retries, `agent` with its two answers,
+agent.wait, sessions and their topic events. Every frame is checked against the
+reference's schema (tests/refschema.py: ChatEvent, AgentEvent, and the result
+definitions it names)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests.integration.helpers import TOKEN, RawWS, run
+
+MAIN = "agent:main:main"
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_server_module):
+    return gateway_server_module("--token", TOKEN)
+
+
+def _key() -> str:
+    return f"agent:main:t-{uuid.uuid4().hex[:8]}"
+
+
+async def _operator(url, scopes=("operator.admin",)):
+    return await RawWS.connected(url, scopes=list(scopes), client_id="cli", mode="cli")
+
+
+def test_hello_carries_session_defaults(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        defaults = ws.hello["snapshot"]["sessionDefaults"]
+        assert defaults["mainSessionKey"] == MAIN and defaults["defaultAgentId"] == "main"
+        assert defaults["modelConfigured"] is False  # only the offline model
+        for name in ("chat.send", "chat.history", "chat.abort", "agent", "agent.wait",
+                     "sessions.list", "models.list", "commands.list"):
+            assert name in ws.hello["features"]["methods"], name
+        assert "chat" in ws.hello["features"]["events"]
+        await ws.close()
+    run(main())
+
+
+def test_a_chat_turn_streams_and_lands_in_history(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        watcher = await _operator(gateway.url, scopes=("operator.read",))
+        key = _key()
+        res = await ws.call("chat.send", {"sessionKey": key, "message": "hello there krab",
+                                          "idempotencyKey": "run-1"})
+        assert res["ok"] and res["payload"] == {"runId": "run-1", "status": "started"}
+        final = await ws.event("chat", 10, lambda f: f["payload"]["state"] == "final"
+                               and f["payload"]["runId"] == "run-1")
+        text = final["payload"]["message"]["content"][0]["text"]
+        assert "offline" in text and "hello there krab" in text
+        deltas = [f["payload"] for f in ws.events("chat") if f["payload"]["state"] == "delta"
+                  and f["payload"]["runId"] == "run-1"]
+        assert deltas and "".join(d["deltaText"] for d in deltas) == text[:len(
+            "".join(d["deltaText"] for d in deltas))]
+        # Every operator.read socket gets chat events, not only the sender.
+        await watcher.event("chat", 5, lambda f: f["payload"]["state"] == "final")
+        history = (await ws.call("chat.history", {"sessionKey": key}))["payload"]
+        roles = [m["role"] for m in history["messages"]]
+        assert roles == ["user", "assistant"]
+        assert history["messages"][0]["content"] == "hello there krab"
+        assert history["messages"][1]["content"][0]["text"] == text
+        # A retry after the run answers ok and starts nothing.
+        again = await ws.call("chat.send", {"sessionKey": key, "message": "hello there krab",
+                                            "idempotencyKey": "run-1"})
+        assert again["payload"] == {"runId": "run-1", "status": "ok"}
+        await ws.barrier()
+        assert len((await ws.call("chat.history", {"sessionKey": key}))["payload"]["messages"]) == 2
+        await ws.close()
+        await watcher.close()
+    run(main())
+
+
+def test_an_unknown_session_has_an_empty_history(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        res = await ws.call("chat.history", {"sessionKey": _key()})
+        assert res["ok"] and res["payload"]["messages"] == []
+        await ws.close()
+    run(main())
+
+
+def test_chat_needs_write_and_read_scopes(gateway):
+    async def main():
+        reader = await _operator(gateway.url, scopes=("operator.read",))
+        res = await reader.call("chat.send", {"sessionKey": _key(), "message": "x",
+                                              "idempotencyKey": "nope"})
+        assert res["error"]["details"]["missingScope"] == "operator.write"
+        await reader.close()
+    run(main())
+
+
+def test_agent_answers_twice_on_one_id_and_agent_wait_sees_the_outcome(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        req = ws.request("agent", {"message": "count the krabs", "sessionKey": key,
+                                   "idempotencyKey": "agent-1"})
+        first = await ws.response(req, 5)
+        assert first["payload"]["status"] == "accepted" and first["payload"]["runId"] == "agent-1"
+        final = await ws.response(req, 10)
+        assert final["payload"]["status"] == "ok"
+        assert "count the krabs" in final["payload"]["result"]["payloads"][0]["text"]
+        streams = {f["payload"]["stream"] for f in ws.events("agent")
+                   if f["payload"]["runId"] == "agent-1"}
+        assert {"lifecycle", "assistant"} <= streams
+        waited = await ws.call("agent.wait", {"runId": "agent-1", "timeoutMs": 1000})
+        assert waited["payload"]["status"] == "ok"
+        unknown = await ws.call("agent.wait", {"runId": "no-such-run", "timeoutMs": 50})
+        assert unknown["payload"]["status"] == "timeout"
+        await ws.close()
+    run(main())
+
+
+def test_sessions_list_and_topic_events(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        sub = await _operator(gateway.url, scopes=("operator.read",))
+        other = await _operator(gateway.url, scopes=("operator.read",))
+        key = _key()
+        assert (await sub.call("sessions.subscribe", {}))["payload"]["subscribed"] is True
+        assert (await sub.call("sessions.messages.subscribe", {"key": key}))["ok"]
+        await ws.call("chat.send", {"sessionKey": key, "message": "topic test",
+                                    "idempotencyKey": "topic-1"})
+        await sub.event("session.message", 10, lambda f: f["payload"]["sessionKey"] == key
+                        and f["payload"]["message"]["role"] == "assistant")
+        await sub.event("sessions.changed", 5, lambda f: f["payload"]["sessionKey"] == key)
+        await other.barrier()
+        # Topic events reach only their subscribers.
+        assert not other.events("session.message") and not other.events("sessions.changed")
+        listed = (await ws.call("sessions.list", {}))["payload"]["sessions"]
+        assert key in [row["key"] for row in listed]
+        await ws.close()
+        await sub.close()
+        await other.close()
+    run(main())
+
+
+def test_models_and_commands(gateway):
+    async def main():
+        ws = await _operator(gateway.url, scopes=("operator.read",))
+        models = (await ws.call("models.list", {}))["payload"]["models"]
+        assert [m["provider"] for m in models] == ["krabfast"]
+        names = [c["name"] for c in (await ws.call("commands.list", {}))["payload"]["commands"]]
+        assert {"new", "reset", "stop"} <= set(names)
+        await ws.close()
+    run(main())
+
+
+def test_slash_new_starts_the_session_over(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        await ws.call("chat.send", {"sessionKey": key, "message": "remember me",
+                                    "idempotencyKey": "n-1"})
+        await ws.event("chat", 10, lambda f: f["payload"]["state"] == "final"
+                       and f["payload"]["runId"] == "n-1")
+        before = (await ws.call("chat.history", {"sessionKey": key}))["payload"]
+        await ws.call("chat.send", {"sessionKey": key, "message": "/new", "idempotencyKey": "n-2"})
+        after = (await ws.call("chat.history", {"sessionKey": key}))["payload"]
+        assert after["messages"] == [] and after["sessionId"] != before["sessionId"]
+        await ws.close()
+    run(main())
+
+
+def test_abort_stops_a_run_at_once(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        long_message = " ".join(["word"] * 400)  # the offline model streams word by word
+        await ws.call("chat.send", {"sessionKey": key, "message": long_message,
+                                    "idempotencyKey": "ab-1"})
+        await ws.event("chat", 10, lambda f: f["payload"]["state"] == "delta"
+                       and f["payload"]["runId"] == "ab-1")
+        res = await ws.call("chat.abort", {"sessionKey": key})
+        assert res["payload"]["runIds"] == ["ab-1"] and res["payload"]["aborted"] is True
+        aborted = await ws.event("chat", 5, lambda f: f["payload"]["runId"] == "ab-1"
+                                 and f["payload"]["state"] == "aborted")
+        assert aborted["payload"]["stopReason"] == "rpc"
+        await asyncio.sleep(0.2)
+        assert not [f for f in ws.events("chat") if f["payload"]["runId"] == "ab-1"
+                    and f["payload"]["state"] == "final"]
+        await ws.close()
+    run(main())
