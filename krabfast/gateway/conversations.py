@@ -51,15 +51,34 @@ class Conversations:
         cfg = hub.config
         self.models = ModelCatalog.from_config(getattr(cfg, "models_config", None),
                                                getattr(cfg, "primary_model", None))
-        self.sessions = SessionStore(hub.database)
-        interrupted = self.sessions.mark_interrupted(hub.clock_ms())
-        if interrupted:
-            log.warning("%d run(s) were interrupted by the previous shutdown or crash",
-                        len(interrupted))
+        self.database = hub.database
+        self.sessions = SessionStore(self.database)
+        self._mark_interrupted(hub.clock_ms())
         self.runs = RunManager(self)
         from krabfast.models.base import ProviderError
 
         self.ProviderError = ProviderError  # what submit raises (handlers catch it)
+
+    def _mark_interrupted(self, now: int) -> None:
+        """Runs a previous process did not finish (a crash, a kill) are marked, and their
+        sessions say so in the transcript, instead of silently missing a reply."""
+        interrupted = self.sessions.mark_interrupted(now)
+        for run in interrupted:
+            if self.sessions.get(run.session_key) is None:
+                continue
+            self.sessions.append_message(
+                run.session_key, "assistant",
+                [{"type": "text", "text": "(This reply was interrupted: the gateway stopped "
+                  "before it finished.)"}], run_id=run.run_id, stop_reason="interrupted", ts=now)
+        if interrupted:
+            log.warning("%d run(s) were interrupted by the previous shutdown or crash",
+                        len(interrupted))
+
+    async def durable(self) -> None:
+        """Wait until every transcript write so far is on disk (a final answer is sent
+        only once the turn survives a crash)."""
+        if str(self.database.path) != ":memory:":
+            await self.database.flushed()
 
     # -- rows and events ------------------------------------------------------------------------
     def session_row(self, record) -> dict:

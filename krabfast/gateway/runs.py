@@ -134,7 +134,7 @@ class RunManager:
                 hub.sessions.run_started(run.run_id, run.session_key, run.started_at)
                 self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
                 await self._stream(run)
-                self._finish_ok(run)
+                await self._finish_ok(run)
         except asyncio.CancelledError:
             self._finish_aborted(run)
         except ProviderError as exc:
@@ -188,14 +188,18 @@ class RunManager:
             run.flush_handle = None
 
     # -- endings -----------------------------------------------------------------------------
-    def _finish_ok(self, run: Run) -> None:
+    async def _finish_ok(self, run: Run) -> None:
         hub = self.hub
         self._cancel_flush(run)
-        run.status = "ok"
-        run.ended_at = hub.clock_ms()
+        ended = hub.clock_ms()
         message = hub.sessions.append_message(
             run.session_key, "assistant", [{"type": "text", "text": run.text}], run_id=run.run_id,
-            usage=run.usage, stop_reason=run.stop_reason or "stop", ts=run.ended_at)
+            usage=run.usage, stop_reason=run.stop_reason or "stop", ts=ended)
+        hub.sessions.run_finished(run.run_id, "ok", ended)
+        # The turn is on disk before anyone is told it is complete (survives kill -9).
+        await hub.durable()
+        run.status = "ok"
+        run.ended_at = ended
         extra = {"message": _assistant(run.text, run.ended_at),
                  "stopReason": run.stop_reason or "stop"}
         if run.usage:

@@ -283,17 +283,24 @@ class FakeServer:
         try:
             writer.write(
                 f"HTTP/1.1 200 OK\r\ncontent-type: {f.content_type}\r\n"
-                "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+                "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
+                # One stream per connection: the disconnect watch (`eof`) reads from the
+                # socket, so a kept-alive next request could lose its first byte to it.
+                "connection: close\r\n\r\n".encode()
             )
             ok = await self._stream(writer, b, body, eof)
             if ok is None:
                 record.disconnected = True
                 return False
             record.completed = ok
-            return ok
+            return False
         finally:
             if not eof.done():
                 eof.cancel()
+                try:
+                    await eof
+                except (asyncio.CancelledError, ConnectionError):
+                    pass
             record.ended = time.monotonic()
             self._stream_ended()
 
