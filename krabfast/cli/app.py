@@ -8,7 +8,7 @@ import sys
 
 from krabfast import __version__
 from krabfast.bench import add_parser as add_bench
-from krabfast.cli import calls, devices, gateway, nodes, protocol
+from krabfast.cli import calls, chat, devices, gateway, nodes, protocol
 from krabfast.cli.common import CliParser
 from krabfast.reference import add_parser as add_reference
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gateway.add_parser(sub)
     calls.add_parsers(sub)
+    chat.add_parser(sub)
     protocol.add_parser(sub)
     devices.add_parser(sub)
     nodes.add_parsers(sub)

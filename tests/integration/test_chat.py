@@ -188,3 +188,20 @@ def test_abort_stops_a_run_at_once(gateway):
                     and f["payload"]["state"] == "final"]
         await ws.close()
     run(main())
+
+
+def test_the_chat_command_prints_the_streamed_reply(gateway):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "krabfast", "chat", "hi from the cli",
+                          "--session", _key(), "--url", gateway.url, "--token", TOKEN],
+                         cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert 'you said "hi from the cli"' in out.stdout and "offline model" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "krabfast", "chat", "x", "--url", gateway.url,
+                          "--token", "wrong"], cwd=REPO, capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode == 1 and bad.stderr.startswith("krabfast chat: ")
