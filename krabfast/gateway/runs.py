@@ -92,15 +92,12 @@ class RunManager:
             return known, False
         if self.closing:
             raise ProviderError("the gateway is shutting down", kind="provider")
-        sessions = self.hub.sessions
-        session, created = sessions.ensure(session_key, agent_id)
-        now = self.hub.clock_ms()
+        session, created = self.hub.sessions.ensure(session_key, agent_id)
         run = Run(run_id, session_key, agent_id, message, kind, model or session.model or None)
         run.done = asyncio.get_running_loop().create_future()
         self._remember(run)
-        user = sessions.append_message(session_key, "user", message, run_id=run_id, ts=now)
-        self.hub.session_message(session_key, user)
-        self.hub.sessions_changed(session_key, "created" if created else "message")
+        if created:
+            self.hub.sessions_changed(session_key, "created")
         if session_key in self.active:
             self.queued.setdefault(session_key, deque()).append(run)
         else:
@@ -116,7 +113,14 @@ class RunManager:
             del self.runs[oldest_id]
 
     def _start(self, run: Run) -> None:
+        """The run becomes its session's active one: its message enters the transcript now
+        (a queued message waits outside it, so each turn sees the turns before it)."""
         self.active[run.session_key] = run
+        hub = self.hub
+        user = hub.sessions.append_message(run.session_key, "user", run.message,
+                                           run_id=run.run_id, ts=hub.clock_ms())
+        hub.session_message(run.session_key, user)
+        hub.sessions_changed(run.session_key, "message")
         task = asyncio.ensure_future(self._execute(run))
         run.task = task
         self.tasks.add(task)

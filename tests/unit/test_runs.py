@@ -1,0 +1,232 @@
+"""The run manager without sockets: a scripted model backend, an in-memory session store
+and a bus that records what it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from krabfast.gateway.runs import RunManager
+from krabfast.models.base import Finish, ProviderError, TextDelta, Usage
+from krabfast.store import Database
+from krabfast.store.sessions import SessionStore
+
+
+class Bus:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict, bool | None]] = []
+
+    def publish(self, event, payload, *, topic="", state_version=None, droppable=None):
+        self.events.append((event, payload, droppable))
+        return 1
+
+    def chat(self, run_id):
+        return [p for e, p, _ in self.events if e == "chat" and p["runId"] == run_id]
+
+
+class Backend:
+    """Streams `words` (one TextDelta each, `pause` apart); `fail` raises after them."""
+
+    api = "test"
+
+    def __init__(self, words=("a ", "b ", "c"), pause=0.0, fail=None) -> None:
+        self.words, self.pause, self.fail = words, pause, fail
+        self.requests = []
+        self.cancelled = 0
+
+    async def stream(self, request):
+        self.requests.append(request)
+        try:
+            for word in self.words:
+                await asyncio.sleep(self.pause)
+                yield TextDelta(word)
+            if self.fail is not None:
+                raise self.fail
+            yield Usage(1, len(self.words), 1 + len(self.words))
+            yield Finish("stop")
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def aclose(self):
+        pass
+
+
+class Info:
+    id = "test/model"
+
+
+class Models:
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def resolve(self, ref):
+        return self.backend, Info()
+
+
+class Conv:
+    def __init__(self, backend) -> None:
+        self.bus = Bus()
+        self.models = Models(backend)
+        self.sessions = SessionStore(Database(":memory:"))
+        self.clock_ms = lambda: 1_000
+        self.messages = []
+        self.changed = []
+
+    def session_message(self, key, message):
+        self.messages.append((key, message.role))
+
+    def sessions_changed(self, key, reason):
+        self.changed.append((key, reason))
+
+    async def durable(self):
+        pass
+
+
+def _go(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_a_run_streams_deltas_then_a_final_and_writes_the_transcript():
+    async def main():
+        conv = Conv(Backend())
+        runs = RunManager(conv)
+        run, created = runs.submit("agent:main:s", "main", "hi", "r1")
+        assert created and run.status == "queued"
+        outcome = await runs.wait("r1", 5000)
+        assert outcome["status"] == "ok"
+        events = conv.bus.chat("r1")
+        assert [e["state"] for e in events][-1] == "final"
+        assert events[-1]["message"]["content"][0]["text"] == "a b c"
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        deltas = [e for e in events if e["state"] == "delta"]
+        assert deltas and "".join(d["deltaText"] for d in deltas) in ("a b c", "a ", "a b ")
+        # Deltas may be skipped by a slow socket; the final never.
+        flags = {e["state"]: d for ev, e, d in conv.bus.events if ev == "chat"}
+        assert flags["delta"] is True and flags["final"] is False
+        roles = [m.role for m in conv.sessions.messages("agent:main:s")]
+        assert roles == ["user", "assistant"]
+        assert conv.sessions.run("r1").status == "ok"
+    _go(main())
+
+
+def test_the_same_key_never_starts_a_second_model_request():
+    async def main():
+        backend = Backend(pause=0.01)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        first, _ = runs.submit("agent:main:s", "main", "hi", "k")
+        again, created = runs.submit("agent:main:s", "main", "hi", "k")
+        assert again is first and not created
+        await runs.wait("k", 5000)
+        runs.submit("agent:main:s", "main", "hi", "k")
+        assert len(backend.requests) == 1
+    _go(main())
+
+
+def test_one_active_run_per_session_others_wait_in_order():
+    async def main():
+        backend = Backend(pause=0.01)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "one", "r1")
+        second, _ = runs.submit("agent:main:s", "main", "two", "r2")
+        other, _ = runs.submit("agent:main:t", "main", "elsewhere", "r3")
+        await asyncio.sleep(0)
+        assert second.status == "queued" and other.task is not None
+        await runs.wait("r2", 5000)
+        # r2's model request saw r1's whole turn first.
+        last = backend.requests[-1] if backend.requests[-1].messages[-1].content == "two" else \
+            next(r for r in backend.requests if r.messages[-1].content == "two")
+        assert [m.content for m in last.messages] == ["one", "a b c", "two"]
+    _go(main())
+
+
+def test_abort_cancels_the_stream_and_drops_queued_runs():
+    async def main():
+        backend = Backend(words=["w "] * 200, pause=0.01)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "long", "r1")
+        runs.submit("agent:main:s", "main", "next", "r2")
+        await asyncio.sleep(0.05)
+        assert sorted(runs.abort("agent:main:s")) == ["r1", "r2"]
+        assert (await runs.wait("r1", 5000))["status"] == "aborted"
+        assert (await runs.wait("r2", 5000))["status"] == "aborted"
+        assert backend.cancelled == 1 and len(backend.requests) == 1
+        assert conv.bus.chat("r1")[-1]["state"] == "aborted"
+        assert conv.bus.chat("r1")[-1]["stopReason"] == "rpc"
+    _go(main())
+
+
+@pytest.mark.parametrize("error, kind", [
+    (ProviderError("LLM request unauthorized.", kind="auth", status=401), "unknown"),
+    (ProviderError("LLM request rate limited.", kind="rate_limit", status=429), "rate_limit"),
+    (ProviderError("LLM request timed out.", kind="timeout"), "timeout"),
+])
+def test_provider_errors_end_the_run_cleanly(error, kind):
+    async def main():
+        conv = Conv(Backend(fail=error))
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        outcome = await runs.wait("r1", 5000)
+        assert outcome["status"] == "error" and outcome["error"] == str(error)
+        last = conv.bus.chat("r1")[-1]
+        assert last["state"] == "error" and last["errorKind"] == kind
+        assert conv.sessions.run("r1").status == "error"
+        # The session takes the next run.
+        conv.models.backend = Backend()
+        runs.submit("agent:main:s", "main", "again", "r2")
+        assert (await runs.wait("r2", 5000))["status"] == "ok"
+    _go(main())
+
+
+def test_a_bug_in_a_backend_is_an_error_not_a_dead_gateway():
+    async def main():
+        conv = Conv(Backend(fail=ZeroDivisionError("bug")))
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        outcome = await runs.wait("r1", 5000)
+        assert outcome["status"] == "error" and "internal error" in outcome["error"]
+    _go(main())
+
+
+def test_agent_wait_times_out_without_stopping_the_run_and_unknown_runs_time_out():
+    async def main():
+        conv = Conv(Backend(words=["w "] * 20, pause=0.01))
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        assert (await runs.wait("r1", 10))["status"] == "timeout"
+        assert (await runs.wait("r1", 5000))["status"] == "ok"
+        assert (await runs.wait("nope", 10)) == {"runId": "nope", "status": "timeout"}
+    _go(main())
+
+
+def test_shutdown_aborts_every_run():
+    async def main():
+        conv = Conv(Backend(words=["w "] * 200, pause=0.01))
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "x", "r1")
+        runs.submit("agent:main:s", "main", "y", "r2")
+        await asyncio.sleep(0.03)
+        await runs.shutdown()
+        assert runs.get("r1").status == "aborted" and runs.get("r2").status == "aborted"
+        assert not [t for t in runs.tasks if not t.done()]
+        with pytest.raises(ProviderError):
+            runs.submit("agent:main:s", "main", "z", "r3")
+    _go(main())
+
+
+def test_at_most_max_active_runs_stream_at_once():
+    async def main():
+        backend = Backend(words=["w "] * 5, pause=0.02)
+        conv = Conv(backend)
+        runs = RunManager(conv, max_active=2)
+        for i in range(5):
+            runs.submit(f"agent:main:s{i}", "main", "x", f"r{i}")
+        await asyncio.sleep(0.03)
+        assert sum(1 for r in runs.runs.values() if r.status == "running") == 2
+        for i in range(5):
+            assert (await runs.wait(f"r{i}", 5000))["status"] == "ok"
+    _go(main())
