@@ -548,3 +548,45 @@ def test_fast_client_rpc_not_delayed_by_stalled_socket(gateway_server):
         finally:
             _abort(fast, slow, trigger)
     run(body(), timeout=19)
+
+
+# -- chat deltas: skipped by a slow watcher, never the final --------------------------------
+
+def test_a_slow_chat_watcher_skips_deltas_but_gets_the_final_without_a_seq_gap(gateway_server):
+    gw = gateway_server("--token", TOKEN, "--tick-interval-ms", str(TICK_MS),
+                        "--max-buffered-bytes", str(1 << 30),
+                        "--drop-if-slow-bytes", str(DROP_BYTES))
+
+    async def body():
+        fast = await _client(gw.url, "operator.read")
+        slow = await _client(gw.url, "operator.read", "operator.admin", rcvbuf=SMALL_RCVBUF)
+        sender = await _client(gw.url, "operator.admin")
+        try:
+            _stall(slow)
+            echo_ids = await _echo_backlog(slow, fast, _kernel_max(SMALL_RCVBUF) + 4 * DROP_BYTES,
+                                           256 * 1024, "chat-drop-mark")
+            message = " ".join(f"w{i}" for i in range(60))  # offline model: ~20 ms a word
+            started = asyncio.get_running_loop().time()
+            await _q(sender.call("chat.send", {"sessionKey": "agent:main:slow-watch",
+                                               "message": message, "idempotencyKey": "sw-1"},
+                                 timeout=10), "chat.send")
+            final = await _q(fast.event("chat", timeout=30, pred=lambda e: e["payload"]["state"]
+                                        == "final"), "final at the fast watcher")
+            took = asyncio.get_running_loop().time() - started
+            fast_deltas = [e for e in fast.events("chat") if e["payload"]["state"] == "delta"]
+            assert len(fast_deltas) >= 3
+            assert took < 15, "the stalled watcher slowed the run down"
+            _resume(slow)
+            await _q(slow.event("chat", timeout=60, pred=lambda e: e["payload"]["state"]
+                                == "final"), "final at the slow watcher")
+            await _q(slow.barrier(timeout=30), "slow watcher catching up")
+            assert len(_echoed(slow, echo_ids)) == len(echo_ids)  # responses never dropped
+            slow_chat = slow.events("chat")
+            assert slow_chat[-1]["payload"]["message"] == final["payload"]["message"]
+            assert len([e for e in slow_chat if e["payload"]["state"] == "delta"]) < len(fast_deltas)
+            _assert_gapless(slow, "slow chat watcher")
+            _assert_gapless(fast, "fast chat watcher")
+        finally:
+            _abort(fast, slow, sender)
+
+    run(body(), timeout=120)
