@@ -6,7 +6,7 @@ is active at a time; later ones wait their turn in order (the reference's behavi
 turn that cannot be steered). At most `max_active` runs stream at once across sessions.
 `abort` cancels the model stream at once; `shutdown` aborts every run cleanly.
 
-Streaming: `chat` events (and `agent` events for `agent` runs) go to every `operator.read`
+Streaming: `chat` and `agent` events go to every `operator.read`
 socket through the event bus; a socket that is behind skips deltas (each carries the text so
 far, so the next one it gets is complete) but never a final, error or aborted event. Deltas
 are paced: the first at once, then at most one per `DELTA_INTERVAL_S` per run.
@@ -182,7 +182,8 @@ class RunManager:
         delta = run.text[run.emitted:]
         run.emitted = len(run.text)
         run.last_delta_at = asyncio.get_running_loop().time()
-        self._chat_event(run, "delta", {"deltaText": delta, "message": _assistant(run.text)},
+        self._chat_event(run, "delta", {"deltaText": delta,
+                                        "message": _assistant(run.text, self.hub.clock_ms())},
                          droppable=True)
         self._agent_event(run, "assistant", {"text": run.text, "delta": delta})
 
@@ -195,6 +196,9 @@ class RunManager:
     async def _finish_ok(self, run: Run) -> None:
         hub = self.hub
         self._cancel_flush(run)
+        # As the reference: the deltas add up to the final text (the last one is not
+        # swallowed by the pacing when the model ends in a burst).
+        self._emit_delta(run)
         ended = hub.clock_ms()
         message = hub.sessions.append_message(
             run.session_key, "assistant", [{"type": "text", "text": run.text}], run_id=run.run_id,
@@ -329,8 +333,7 @@ class RunManager:
         self.hub.bus.publish("chat", payload, droppable=droppable)
 
     def _agent_event(self, run: Run, stream: str, data: dict) -> None:
-        if run.kind != "agent":
-            return
+        # Every run (chat.send's too) reports on the agent stream, as on the reference.
         run.agent_seq += 1
         self.hub.bus.publish("agent", {"runId": run.run_id, "seq": run.agent_seq, "stream": stream,
                                        "ts": self.hub.clock_ms(), "data": data,

@@ -95,8 +95,8 @@ def test_provider_errors_end_the_run_with_an_error_event(gateway_server, tmp_pat
         err = await _final_or_error(ws, "e1")
         assert err["payload"]["state"] == "error"
         assert words in err["payload"]["errorMessage"].lower()
-        await ws.response(req)  # accepted
-        final = await ws.response(req)
+        await ws.response(req, 10)  # accepted
+        final = await ws.response(req, 10)
         assert final["payload"]["status"] == "error"
         # The other session is unaffected.
         assert (await _final_or_error(ws, "ok1"))["payload"]["state"] == "final"

@@ -361,10 +361,7 @@ BURST_TEXT = "Three quick pieces, sent back to back."
 
 @pytest.mark.parametrize("target", [
     pytest.param("reference", marks=pytest.mark.slow),
-    pytest.param("krabfast", marks=pytest.mark.xfail(strict=True, reason=(
-        "krabfast drops the pending (paced) delta when the stream ends: runs._finish_ok "
-        "cancels the flush, so a burst ends delta('Three quick p') -> final; the reference "
-        "flushes a last delta carrying the whole text before final"))),
+    "krabfast",
 ])
 def test_burst_deltas_add_up_to_the_final(target, request, probe_fake):
     # The whole reply arrives at once (no pacing at the fake): the deltas are coalesced, yet
