@@ -93,12 +93,22 @@ def chat_history(call, params):
     key, _agent = _key(call, params)
     record = conv.sessions.get(key)
     if record is None:
-        return {"sessionKey": key, "messages": []}
+        return {"sessionKey": key, "messages": [], "hasMore": False, "totalMessages": 0}
     limit = params.limit if params.limit is not UNSET else HISTORY_DEFAULT_LIMIT
     limit = max(1, min(int(limit), HISTORY_MAX_LIMIT))
-    messages = conv.sessions.messages(key, limit=limit)
-    return {"sessionKey": key, "sessionId": record.session_id,
-            "messages": [conv.message_json(m) for m in messages]}
+    offset = params.offset if params.offset is not UNSET else 0
+    # Pages count back from the newest message: offset 0 is the newest `limit`; the next
+    # page starts at `nextOffset`. Sequence numbers are 1..total within a session id.
+    every = conv.sessions.messages(key)
+    total = len(every)
+    end = max(0, total - offset)
+    page = every[max(0, end - limit):end]
+    out = {"sessionKey": key, "sessionId": record.session_id,
+           "messages": [conv.message_json(m) for m in page], "offset": offset,
+           "hasMore": end - len(page) > 0, "totalMessages": total}
+    if out["hasMore"]:
+        out["nextOffset"] = offset + len(page)
+    return out
 
 
 @table.method("chat.startup", C.ChatStartupParams, C.ChatStartupResult, READ,

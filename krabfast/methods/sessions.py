@@ -102,7 +102,10 @@ def sessions_resolve(call, params):
     for record in records:
         if (key and record.key == key) or (params.label and record.label == params.label) or \
                 (params.session_id and record.session_id == params.session_id):
-            return {"ok": True, "key": record.key}
+            out = {"ok": True, "key": record.key, "agentId": record.agent_id}
+            if record.label:
+                out["displayName"] = record.label
+            return out
     raise invalid_request(f"no session matches {wanted!r}")
 
 

@@ -205,3 +205,145 @@ def test_the_chat_command_prints_the_streamed_reply(gateway):
                           "--token", "wrong"], cwd=REPO, capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 1 and bad.stderr.startswith("krabfast chat: ")
+
+
+async def _turn(ws, key, text, run_id):
+    await ws.call("chat.send", {"sessionKey": key, "message": text, "idempotencyKey": run_id})
+    return await ws.event("chat", 10, lambda f: f["payload"]["runId"] == run_id
+                          and f["payload"]["state"] == "final")
+
+
+def test_history_pages_back_from_the_newest(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        for i in range(3):
+            await _turn(ws, key, f"m{i}", f"pg-{i}")
+        first = (await ws.call("chat.history", {"sessionKey": key, "limit": 4}))["payload"]
+        assert first["totalMessages"] == 6 and first["hasMore"] is True
+        assert [m.get("content") for m in first["messages"] if m["role"] == "user"] == ["m1", "m2"]
+        rest = (await ws.call("chat.history", {"sessionKey": key, "limit": 4,
+                                               "offset": first["nextOffset"]}))["payload"]
+        assert [m["content"] for m in rest["messages"] if m["role"] == "user"] == ["m0"]
+        assert rest["hasMore"] is False and len(rest["messages"]) == 2
+        await ws.close()
+    run(main())
+
+
+def test_startup_message_get_and_inject(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        startup = (await ws.call("chat.startup", {"sessionKey": key}))["payload"]
+        assert startup["sessionKey"] == key and startup["modelConfigured"] is False
+        await _turn(ws, key, "find me", "mg-1")
+        messages = (await ws.call("chat.history", {"sessionKey": key}))["payload"]["messages"]
+        got = await ws.call("chat.message.get", {"sessionKey": key,
+                                                 "messageId": messages[0]["messageId"]})
+        assert got["payload"]["message"]["content"] == "find me"
+        missing = await ws.call("chat.message.get", {"sessionKey": key, "messageId": "nope"})
+        assert missing["error"]["code"] == "INVALID_REQUEST"
+        injected = (await ws.call("chat.inject", {"sessionKey": key, "message": "a note"}))["payload"]
+        assert injected["ok"] is True
+        final = await ws.event("chat", 5, lambda f: f["payload"]["state"] == "final"
+                               and f["payload"]["message"]["content"][0]["text"] == "a note")
+        assert final["payload"]["sessionKey"] == key
+        after = (await ws.call("chat.history", {"sessionKey": key}))["payload"]["messages"]
+        assert after[-1]["messageId"] == injected["messageId"]
+        reader = await _operator(gateway.url, scopes=("operator.write",))
+        denied = await reader.call("chat.inject", {"sessionKey": key, "message": "x"})
+        assert denied["error"]["details"]["missingScope"] == "operator.admin"
+        await ws.close()
+        await reader.close()
+    run(main())
+
+
+def test_agents_identity_and_system_info(gateway):
+    async def main():
+        ws = await _operator(gateway.url, scopes=("operator.read",))
+        agents = (await ws.call("agents.list", {}))["payload"]
+        assert agents["defaultId"] == "main" and [a["id"] for a in agents["agents"]] == ["main"]
+        ident = (await ws.call("agent.identity.get", {}))["payload"]
+        assert ident["agentId"] == "main"
+        assert (await ws.call("agent.identity.get", {"agentId": "other"}))["ok"] is False
+        info = (await ws.call("system.info", {}))["payload"]
+        assert info["pid"] > 0 and info["cpuCount"] >= 1 and info["uptimeMs"] >= 0
+        await ws.close()
+    run(main())
+
+
+def test_session_lifecycle(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        created = (await ws.call("sessions.create", {"label": "my chat"}))["payload"]
+        key = created["key"]
+        assert key.startswith("agent:main:") and created["entry"]["label"] == "my chat"
+        described = (await ws.call("sessions.describe", {"key": key}))["payload"]["session"]
+        assert described["sessionId"] == created["sessionId"]
+        resolved = (await ws.call("sessions.resolve", {"label": "my chat"}))["payload"]
+        assert resolved["key"] == key
+        patched = (await ws.call("sessions.patch", {"key": key, "label": "renamed"}))["payload"]
+        assert patched["entry"]["label"] == "renamed"
+        bad_model = await ws.call("sessions.patch", {"key": key, "model": "nope/none"})
+        assert bad_model["ok"] is False
+        await _turn(ws, key, "before reset", "lc-1")
+        reset = (await ws.call("sessions.reset", {"key": key}))["payload"]
+        assert reset["entry"]["sessionId"] != created["sessionId"]
+        assert (await ws.call("chat.history", {"sessionKey": key}))["payload"]["messages"] == []
+        aborted = (await ws.call("sessions.abort", {"key": key}))["payload"]
+        assert aborted["runIds"] == []
+        deleted = (await ws.call("sessions.delete", {"key": key}))["payload"]
+        assert deleted["deleted"] is True
+        assert key not in [r["key"] for r in (await ws.call("sessions.list", {}))["payload"]["sessions"]]
+        assert (await ws.call("sessions.describe", {"key": key}))["ok"] is False
+        await ws.close()
+    run(main())
+
+
+def test_unsubscribed_sockets_get_no_session_messages(gateway):
+    async def main():
+        ws = await _operator(gateway.url)
+        sub = await _operator(gateway.url, scopes=("operator.read",))
+        key = _key()
+        await sub.call("sessions.messages.subscribe", {"key": key})
+        assert (await sub.call("sessions.messages.unsubscribe", {"key": key}))["ok"]
+        await _turn(ws, key, "quiet", "us-1")
+        await sub.barrier()
+        assert not sub.events("session.message")
+        await ws.close()
+        await sub.close()
+    run(main())
+
+
+def test_a_run_outlives_the_socket_that_started_it(gateway):
+    async def main():
+        starter = await _operator(gateway.url)
+        watcher = await _operator(gateway.url, scopes=("operator.read",))
+        key = _key()
+        await starter.call("chat.send", {"sessionKey": key, "message": " ".join(["w"] * 30),
+                                         "idempotencyKey": "ol-1"})
+        await watcher.event("chat", 10, lambda f: f["payload"]["runId"] == "ol-1")
+        await starter.close()
+        final = await watcher.event("chat", 15, lambda f: f["payload"]["runId"] == "ol-1"
+                                    and f["payload"]["state"] in ("final", "aborted", "error"))
+        assert final["payload"]["state"] == "final"
+        await watcher.close()
+    run(main())
+
+
+def test_shutdown_aborts_runs_before_the_shutdown_event(gateway_server):
+    gw = gateway_server("--token", TOKEN)
+
+    async def main():
+        ws = await _operator(gw.url)
+        await ws.call("chat.send", {"sessionKey": _key(), "message": " ".join(["w"] * 300),
+                                    "idempotencyKey": "sd-1"})
+        await ws.event("chat", 10, lambda f: f["payload"]["runId"] == "sd-1")
+        gw.process.send_signal(__import__("signal").SIGTERM)
+        await ws.event("shutdown", 10)
+        names = [(f["event"], f["payload"].get("state")) for f in ws.events()
+                 if f["event"] in ("chat", "shutdown")]
+        assert ("chat", "aborted") in names
+        assert names.index(("chat", "aborted")) < names.index(("shutdown", None))
+        await ws.wait_closed(5)
+    run(main())
