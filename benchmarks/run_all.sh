@@ -3,6 +3,8 @@
 # reference gateway, krabfast on the compiled core, krabfast on the pure-Python core and the
 # echo server, each a fresh server per repetition, interleaved; medians of 3 (min-max).
 # One command per scenario gives both tables (vs-reference and compiled-vs-pure).
+# chat (issue 10): the same without the echo server (it has no chat); the harness starts a
+# fake OpenAI-compatible model server and configures every gateway with it.
 #
 # About 12 minutes on a 2-core machine (most of it the reference's start-up and its slower
 # handshakes). Run it on an otherwise idle machine: the load clients share the cores.
@@ -30,12 +32,16 @@ if [ "${QUICK:-0}" = 1 ]; then
     HANDSHAKE=(-n 100 -c 4)
     FANOUT=(--receivers 100 --broadcasts 2 --pause 0.1)
     IDLE=(--sockets 100 --settle 0.2)
+    CHAT_TARGETS=(--targets krabfast)
+    CHAT=(--watchers 2 --runners 1 --concurrency 2 --runs 4)
 else
     TARGETS=()
     RPC=(--conns 20 --inflight 4 --duration 10)
     HANDSHAKE=(-n 4000 -c 10)
     FANOUT=(--receivers 4000 --broadcasts 5)
     IDLE=(--sockets 2000)
+    CHAT_TARGETS=(--targets reference,krabfast)
+    CHAT=(--watchers 50 --runners 4 --concurrency 8 --duration 8 --chunks 20 --chunk-delay 0.005)
 fi
 
 "$PY" -m krabfast.bench.launch --probe > "$OUT/environment.json"
@@ -61,5 +67,7 @@ run rpc-pipelined rpc "${RPC[@]}" --inflight "${PIPELINED:-16}"
 run handshake handshake "${HANDSHAKE[@]}"
 run fanout fanout "${FANOUT[@]}"
 run idle idle "${IDLE[@]}"
+TARGETS=("${CHAT_TARGETS[@]}")  # no echo server: it has no chat
+run chat chat "${CHAT[@]}"
 
 echo "done in $(( $(date +%s) - start )) s: $OUT"

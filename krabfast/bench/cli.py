@@ -9,7 +9,7 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-SCENARIOS = ("handshake", "rpc", "fanout", "idle", "soak")
+SCENARIOS = ("handshake", "rpc", "fanout", "idle", "soak", "chat")
 TOKEN_ENV = ("OPENCLAW_GATEWAY_TOKEN", "KRABKRAB_GATEWAY_TOKEN")
 URL_ENV = "KRABFAST_BENCH_URL"
 DEFAULT_URL = "ws://127.0.0.1:18789"  # as every other client command
@@ -99,7 +99,7 @@ def add_parser(sub) -> None:
     common = _common()
     rep = _repeatable()
     bench = sub.add_parser("bench", help="load benchmarks against any OpenClaw-compatible gateway",
-                           description="Load benchmarks: handshake, rpc, fanout, idle, soak.")
+                           description="Load benchmarks: handshake, rpc, fanout, idle, soak, chat.")
     scen = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
 
     p = scen.add_parser("handshake", parents=[common, rep], help="connect -> hello-ok -> close, N times")
@@ -139,16 +139,38 @@ def add_parser(sub) -> None:
     p.add_argument("--open-concurrency", type=_positive_int, default=30)
     _method_args(p)
 
+    p = scen.add_parser("chat", parents=[common, rep],
+                        help="streamed chat runs (a fake model) fanned out to M watchers")
+    p.add_argument("--watchers", "-m", type=_positive_int, default=50,
+                   help="operator.read sockets counting chat events (default %(default)s)")
+    p.add_argument("--runners", "-r", type=_positive_int, default=4,
+                   help="sockets sending chat.send (default %(default)s)")
+    p.add_argument("--concurrency", "-c", type=_positive_int, default=8,
+                   help="runs in flight at once, spread over the runners (default %(default)s)")
+    p.add_argument("--duration", "-d", type=_positive_float, default=8.0,
+                   help="seconds of starting new runs (default %(default)s)")
+    p.add_argument("--runs", "-n", type=_positive_int, default=None,
+                   help="this many runs in all instead of --duration")
+    p.add_argument("--chunks", type=_positive_int, default=20,
+                   help="chunks the fake model streams per answer (default %(default)s)")
+    p.add_argument("--chunk-delay", type=_nonneg_float, default=0.005,
+                   help="seconds before each chunk, the first one too (default %(default)s)")
+    p.add_argument("--timeout", type=_positive_float, default=60.0,
+                   help="per run, seconds (default %(default)s)")
+    p.add_argument("--warmup-timeout", type=_positive_float, default=120.0,
+                   help="per warm-up run, seconds (default %(default)s)")
+    p.add_argument("--open-concurrency", type=_positive_int, default=30)
+
     for name, parser in scen.choices.items():
         parser.set_defaults(func=cmd_bench)
 
 
 def _scenario_runner(name: str):
-    from krabfast.bench import scenarios, soak
+    from krabfast.bench import chat, scenarios, soak
 
     return {"handshake": scenarios.run_handshake, "rpc": scenarios.run_rpc,
             "fanout": scenarios.run_fanout, "idle": scenarios.run_idle,
-            "soak": soak.run_soak}[name]
+            "soak": soak.run_soak, "chat": chat.run_chat}[name]
 
 
 def is_local_host(host: str | None) -> bool:
@@ -172,11 +194,11 @@ def server_pid_for(url: str, explicit: int | None) -> int | None:
 
 
 async def run_one(args, url: str, token: str | None, pid: int | None, progress,
-                  label: str = "") -> dict:
+                  label: str = "", fake_model=None) -> dict:
     from krabfast.bench.procstat import ServerProbe
     from krabfast.bench.scenarios import RunContext
 
-    ctx = RunContext(url, token, ServerProbe(pid), args.processes, progress)
+    ctx = RunContext(url, token, ServerProbe(pid), args.processes, progress, fake_model)
     progress.start(label or args.scenario)
     result = await _scenario_runner(args.scenario)(ctx, args)
     result["url"] = url
@@ -205,12 +227,27 @@ def target_plan(names: list[str], core: str | None) -> list[tuple[str, str, str 
 def _target_names(args) -> list[str]:
     from krabfast.bench.targets import TARGET_NAMES
 
-    names = [n.strip() for n in (args.targets or "reference,krabfast,echo").split(",")
-             if n.strip()]
+    default = "reference,krabfast" if args.scenario == "chat" else "reference,krabfast,echo"
+    names = [n.strip() for n in (args.targets or default).split(",") if n.strip()]
     unknown = [n for n in names if n not in TARGET_NAMES]
     if unknown or not names:
         raise ValueError(f"--targets: unknown {unknown or 'empty'} (use {','.join(TARGET_NAMES)})")
+    if args.scenario == "chat" and "echo" in names:
+        raise ValueError("--targets: the echo server has no chat (no chat.send, no model): "
+                         "not applicable to the chat scenario (use reference,krabfast)")
     return names
+
+
+def start_fake_model(args, progress):
+    """The chat scenario's model server (None for other scenarios)."""
+    if args.scenario != "chat":
+        return None
+    from krabfast.bench.fakemodel import FakeModel
+
+    fake = FakeModel.start(args.chunks, args.chunk_delay)
+    progress.note(f"fake model server at {fake.base_url} ({args.chunks} chunks, "
+                  f"{args.chunk_delay * 1000:g} ms apart)")
+    return fake
 
 
 async def run_vs_reference(args, progress) -> dict[str, dict]:
@@ -218,7 +255,6 @@ async def run_vs_reference(args, progress) -> dict[str, dict]:
     runs them one after the other, the order rotated by one each repetition (so no target
     always runs first); results are aggregated per target (median, min-max)."""
     from krabfast.bench.repeat import aggregate
-    from krabfast.bench.targets import start_target
 
     plan = target_plan(_target_names(args), args.core)
     reference = None
@@ -230,26 +266,41 @@ async def run_vs_reference(args, progress) -> dict[str, dict]:
     repeat = getattr(args, "repeat", 1)
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in plan}
     envs: dict[str, dict] = {}
-    for r in range(repeat):
-        shift = r % len(plan)
-        for label, kind, core in plan[shift:] + plan[:shift]:
-            tag = f"{label} {r + 1}/{repeat}" if repeat > 1 else label
-            progress.note(f"starting the {tag} server" + (f" ({core} core)" if core else ""))
-            target = await start_target(label, VS_TOKEN, reference=reference, core=core,
-                                        kind=kind, tick_interval_ms=args.target_tick_interval_ms)
-            try:
-                progress.note(f"{args.scenario} against {tag} ({target.url}, pid {target.pid})")
-                result = await run_one(args, target.url, VS_TOKEN, target.pid, progress, tag)
-            finally:
-                target.stop()
-            seen = envs.setdefault(label, target.info)
-            if seen.get("core") != target.info.get("core"):
-                raise RuntimeError(f"{label}: core changed between runs ({seen.get('core')} -> "
-                                   f"{target.info.get('core')})")
-            result["target"] = label
-            runs[label].append(result)
+    fake = start_fake_model(args, progress)
+    try:
+        for r in range(repeat):
+            shift = r % len(plan)
+            for label, kind, core in plan[shift:] + plan[:shift]:
+                result, info = await _run_target(args, progress, reference, fake, r, repeat,
+                                                 label, kind, core)
+                seen = envs.setdefault(label, info)
+                if seen.get("core") != info.get("core"):
+                    raise RuntimeError(f"{label}: core changed between runs ({seen.get('core')} "
+                                       f"-> {info.get('core')})")
+                result["target"] = label
+                runs[label].append(result)
+    finally:
+        if fake is not None:
+            fake.stop()
     return {label: {**aggregate(runs[label]), "target": label, "env": dict(envs[label])}
             for label, _, _ in plan}
+
+
+async def _run_target(args, progress, reference, fake, r, repeat, label, kind, core):
+    """One repetition against a fresh server of one target: (result, what it runs)."""
+    from krabfast.bench.targets import start_target
+
+    tag = f"{label} {r + 1}/{repeat}" if repeat > 1 else label
+    progress.note(f"starting the {tag} server" + (f" ({core} core)" if core else ""))
+    target = await start_target(label, VS_TOKEN, reference=reference, core=core, kind=kind,
+                                tick_interval_ms=args.target_tick_interval_ms,
+                                config=fake.config() if fake is not None else None)
+    try:
+        progress.note(f"{args.scenario} against {tag} ({target.url}, pid {target.pid})")
+        result = await run_one(args, target.url, VS_TOKEN, target.pid, progress, tag, fake)
+    finally:
+        target.stop()
+    return result, target.info
 
 
 async def run_repeated(args, url: str, token: str | None, pid: int | None, progress) -> dict:

@@ -133,11 +133,13 @@ class Watch:
 class Counters:
     """Events seen by a group of sockets (shared, cheaper than per-socket objects)."""
 
-    __slots__ = ("events", "presence")
+    __slots__ = ("events", "presence", "chat_deltas", "chat_finals")
 
     def __init__(self) -> None:
         self.events = 0
         self.presence = 0
+        self.chat_deltas = 0  # `chat` events by state (the chat scenario's watchers)
+        self.chat_finals = 0
 
 
 class BenchConn(WSListener):
@@ -244,6 +246,11 @@ class BenchConn(WSListener):
             counters.events += 1
             if name == "presence" or (name is None and data.startswith(b'"presence"', 24)):
                 counters.presence += 1
+            elif name == "chat" or (name is None and data.startswith(b'"chat"', 24)):
+                if b'"state":"delta"' in data:
+                    counters.chat_deltas += 1
+                elif b'"state":"final"' in data:
+                    counters.chat_finals += 1
         watch = self.watch
         if watch is not None and watch.marker is not None and self.seen_round != watch.round \
                 and watch.marker in data:

@@ -25,6 +25,16 @@ ROWS: dict[str, list[tuple[str, str]]] = {
              ("expected_ticks", "expected ticks"), ("sockets_open", "sockets open"),
              ("sockets_ok", "sockets ok"), ("min_ticks", "min ticks/socket"),
              ("hold_cpu_us_per_socket", "hold CPU us/socket")],
+    "chat": [("runs", "runs"), ("runs_per_s", "runs/s"), ("finals", "finals"),
+             ("errors", "errors"), ("watcher_finals_missed", "watcher finals missed"),
+             ("deltas_per_run", "deltas/run (sender)"), ("deltas_delivered", "deltas delivered"),
+             ("server_cpu_s", "server CPU s"), ("cpu_us_per_delta", "CPU us/delta"),
+             ("cpu_us_per_run", "CPU us/run"), ("first_delta_p50_ms", "first delta p50 ms"),
+             ("first_delta_p99_ms", "first delta p99 ms"), ("model_ttfc_ms", "model TTFC ms"),
+             ("added_first_delta_p50_ms", "added first delta p50 ms"),
+             ("added_first_delta_p99_ms", "added first delta p99 ms"),
+             ("model_direct_ttfc_ms", "model TTFC direct ms"), ("run_p50_ms", "run p50 ms"),
+             ("rss_after_mb", "RSS after MB")],
     "soak": [("duration_s", "duration s"), ("rpc_requests", "rpc requests"),
              ("rpc_p50_ms", "rpc p50 ms"), ("rpc_p99_ms", "rpc p99 ms"),
              ("churn_connects", "connects"), ("churn_p99_ms", "connect p99 ms"),
@@ -45,6 +55,8 @@ CORE_ROWS: dict[str, list[str]] = {
     "rpc": ["cpu_us_per_op", "req_per_s", "p50_ms", "p99_ms"],
     "fanout": ["cpu_us_per_delivery", "broadcast_p50_ms", "broadcast_max_ms", "delivery_p99_ms"],
     "idle": ["rss_per_socket_kib", "base_rss_mb", "hold_cpu_us_per_socket"],
+    "chat": ["cpu_us_per_delta", "cpu_us_per_run", "added_first_delta_p50_ms",
+             "added_first_delta_p99_ms", "runs_per_s"],
 }
 
 

@@ -1,4 +1,5 @@
-"""The handshake, rpc, fanout and idle scenarios (parent side; soak is in soak.py).
+"""The handshake, rpc, fanout and idle scenarios (parent side; soak is in soak.py, chat in
+chat.py).
 
 Each `run_*` takes a `RunContext` and the parsed arguments and returns a result dict:
 `{"scenario", "params", "metrics": {...}, ...}`; metrics that cannot be measured are None.
@@ -35,6 +36,8 @@ class RunContext:
     probe: ServerProbe
     processes: int = 2
     progress: Progress = dataclasses.field(default_factory=lambda: Progress(False))
+    fake_model: object | None = None
+    """The chat scenario's model server (krabfast.bench.fakemodel.FakeModel), if it runs."""
 
     def pool(self, size: int) -> WorkerPool:
         return WorkerPool(size, self.url, self.token, on_progress=self.progress.from_worker)

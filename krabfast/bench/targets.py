@@ -59,6 +59,8 @@ class Target:
     info: dict = dataclasses.field(default_factory=dict)
     """What the process runs (core, versions): see krabfast.bench.launch."""
     info_path: Path | None = None
+    config_path: Path | None = None
+    """The generated config file (the chat scenario's model), removed at stop."""
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -74,6 +76,8 @@ class Target:
         self.log_path.unlink(missing_ok=True)
         if self.info_path is not None:
             self.info_path.unlink(missing_ok=True)
+        if self.config_path is not None:
+            self.config_path.unlink(missing_ok=True)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -135,14 +139,20 @@ def core_env(env: dict[str, str], core: str | None) -> dict[str, str]:
 
 def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | None = None,
                 reference=None, core: str | None = None,
-                info_path: Path | None = None) -> tuple[list[str], dict[str, str], Path | None]:
+                info_path: Path | None = None, config_path: Path | None = None
+                ) -> tuple[list[str], dict[str, str], Path | None]:
     """(argv, env, temp HOME or None) to run target kind `name` on `port`; krabfast and echo
-    on `core` (compiled, pure, or None for whatever is built), reporting to `info_path`."""
+    on `core` (compiled, pure, or None for whatever is built), reporting to `info_path`;
+    krabfast and the reference reading the openclaw.json `config_path` (None: no file)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("OPENCLAW_CONFIG_PATH", None)
+    env.pop("KRABFAST_CONFIG", None)
     launch = [sys.executable, "-m", "krabfast.bench.launch", "--info", str(info_path)]
     if name == "krabfast":
         argv = [*launch, "gateway", "--port", str(port), "--bind", "127.0.0.1", "--token", token,
                 "--log-level", "warning"]
+        if config_path is not None:
+            argv += ["--config", str(config_path)]
         if tick_interval_ms:
             argv += ["--tick-interval-ms", str(tick_interval_ms)]
         return argv, core_env(env, core), None
@@ -158,7 +168,15 @@ def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | Non
         argv = [str(reference.node), str(reference.openclaw_mjs), "gateway", "run",
                 "--allow-unconfigured", "--bind", "loopback", "--port", str(port),
                 "--auth", "token", "--token", token]
-        return argv, reference.env(env, HOME=str(home)), home
+        extra = {"HOME": str(home)}
+        if config_path is not None:
+            # its usual place in the fresh HOME, and named by $OPENCLAW_CONFIG_PATH too
+            state = home / ".openclaw"
+            state.mkdir()
+            placed = state / "openclaw.json"
+            shutil.copyfile(config_path, placed)
+            extra["OPENCLAW_CONFIG_PATH"] = str(placed)
+        return argv, reference.env(env, **extra), home
     raise TargetError(f"unknown target {name!r}")
 
 
@@ -227,24 +245,34 @@ async def wait_ready(url: str, token: str, proc: subprocess.Popen, timeout: floa
 
 async def start_target(name: str, token: str, *, tick_interval_ms: int | None = None,
                        reference=None, ready_timeout: float = 90.0, core: str | None = None,
-                       kind: str | None = None) -> Target:
+                       kind: str | None = None, config: dict | None = None) -> Target:
     """Start target `name` (of kind `kind`, default the name: reference, krabfast, echo);
-    krabfast and echo on `core` ("compiled", "pure", or None for whatever is built)."""
+    krabfast and echo on `core` ("compiled", "pure", or None for whatever is built);
+    krabfast and the reference with `config` (an openclaw.json as a dict, e.g. the chat
+    scenario's model) in a generated file."""
     kind = kind or name
     port = free_port()
-    info_path = None
+    info_path = config_path = None
     if kind in ("krabfast", "echo"):
         info_path = Path(tempfile.mkstemp(prefix=f"krabfast-bench-{name}-", suffix=".json")[1])
         info_path.unlink()  # written by the target itself
+    if config is not None:
+        if kind == "echo":
+            raise TargetError("the echo server reads no config")
+        fd, raw = tempfile.mkstemp(prefix=f"krabfast-bench-{name}-config-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2)
+        config_path = Path(raw)
     argv, env, home = command_for(kind, port, token, tick_interval_ms=tick_interval_ms,
-                                  reference=reference, core=core, info_path=info_path)
+                                  reference=reference, core=core, info_path=info_path,
+                                  config_path=config_path)
     log = Path(tempfile.mkstemp(prefix=f"krabfast-bench-{name}-", suffix=".log")[1])
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(home or REPO))
     target = Target(name, f"ws://127.0.0.1:{port}", port, token, proc, log, home,
-                    info_path=info_path)
+                    info_path=info_path, config_path=config_path)
     try:
         await wait_ready(target.url, token, proc, ready_timeout)
         target.pid = find_listening_pid(port) or proc.pid

@@ -211,12 +211,14 @@ class Worker:
     async def cmd_counters(self, reset: bool = False, **_) -> dict:
         out = {"open": sum(c.is_open for c in self.held), "held": len(self.held),
                "ticks": self._tick_summary(), "events": self.counters.events,
-               "presence": self.counters.presence,
+               "presence": self.counters.presence, "chat_deltas": self.counters.chat_deltas,
+               "chat_finals": self.counters.chat_finals,
                "close_codes": _close_codes(self.held)}
         if reset:
             for conn in self.held:
                 conn.ticks = 0
-            self.counters.events = self.counters.presence = 0
+            c = self.counters
+            c.events = c.presence = c.chat_deltas = c.chat_finals = 0
         return out
 
     async def cmd_hold(self, until: float, **_) -> dict:

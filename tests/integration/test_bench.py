@@ -225,3 +225,24 @@ def test_echo_target_answers_like_krabfast():
         assert json.loads(echo[method])["ok"] is True
         assert abs(len(echo[method]) - len(krab[method])) < 40, (method, echo[method],
                                                                   krab[method])
+
+
+def test_chat_against_a_started_krabfast():
+    """`krabfast bench chat`: the harness starts the fake model and a krabfast configured
+    with it (--config); 2 runs, 2 watchers; every run ends with a final everywhere."""
+    out = bench_started("chat", "--vs-reference", "--targets", "krabfast", "--runs", "2",
+                        "--concurrency", "2", "--watchers", "2", "--runners", "1",
+                        "--chunks", "4", "--chunk-delay", "0.001", "--repeat", "1")
+    result = out["targets"]["krabfast"]
+    m = result["metrics"]
+    assert out["scenario"] == "chat" and set(out["targets"]) == {"krabfast"}
+    assert (m["runs"], m["finals"], m["errors"], m["watcher_finals_missed"]) == (2, 2, 0, 0), \
+        result.get("error_kinds")
+    assert m["deltas_per_run"] >= 1 and m["watcher_deltas"] >= 2 * 2
+    assert m["deltas_delivered"] >= m["watcher_deltas"]
+    assert m["server_cpu_s"] > 0 and m["cpu_us_per_delta"] > 0 and m["cpu_us_per_run"] > 0
+    for key in ("first_delta_p50_ms", "model_ttfc_ms", "added_first_delta_p50_ms",
+                "model_direct_ttfc_ms"):
+        assert m[key] is not None, key  # the fake's timings matched the runs
+    assert result["unmatched_timings"] == 0
+    assert result["params"]["model"] == "fake"

@@ -649,3 +649,109 @@ def test_the_harness_knows_every_compiled_module():
     from krabfast.bench.targets import CORE_MODULES
 
     assert set(CORE_MODULES) == set(core.MODULES)
+
+
+# -- chat ---------------------------------------------------------------------------------------
+
+def test_chat_defaults_and_echo_not_applicable(capsys):
+    from krabfast.bench.cli import _target_names
+    from krabfast.cli import main
+
+    a = parse("chat")
+    assert (a.watchers, a.runners, a.concurrency, a.duration, a.runs, a.chunks,
+            a.chunk_delay, a.repeat) == (50, 4, 8, 8.0, None, 20, 0.005, 3)
+    assert _target_names(a) == ["reference", "krabfast"]  # no echo: it has no chat
+    assert main(["bench", "chat", "--vs-reference", "--targets", "krabfast,echo"]) == 2
+    assert "not applicable" in capsys.readouterr().err
+
+
+def test_chat_result_metrics():
+    import argparse
+    import asyncio
+
+    from krabfast.bench.chat import RunState, chat_result
+
+    async def runs():
+        out = []
+        for i, (state, first, deltas) in enumerate([("final", 0.020, 2), ("final", 0.030, 3),
+                                                     ("error", None, 0)]):
+            r = RunState(f"kfb-{i:016x}")
+            r.t_send, r.state, r.deltas = 100.0, state, deltas
+            r.t_first = None if first is None else 100.0 + first
+            r.t_end = 100.2
+            out.append(r)
+        return out
+
+    done = asyncio.run(runs())
+    timings = {"kfb-0000000000000000": (50.0, 50.005), "kfb-0000000000000001": (60.0, 60.005)}
+    a = argparse.Namespace(runners=1, concurrency=2, duration=1.0, runs=None, chunks=20,
+                           chunk_delay=0.005)
+    counters = [{"chat_deltas": 10, "chat_finals": 3}, {"chat_deltas": 0, "chat_finals": 1}]
+    res = chat_result(a, 2, 2, done, 5, counters, timings, [0.006, 0.004], 2.0, 0.03, {})
+    m = res["metrics"]
+    assert (m["runs"], m["finals"], m["errors"], m["runs_per_s"]) == (3, 2, 1, 1.5)
+    assert res["error_kinds"] == {"error": 1}
+    assert m["deltas_delivered"] == 15 and m["watcher_deltas"] == 10
+    assert m["watcher_finals_missed"] == 0  # 2 finals x 2 watchers = 4 received
+    assert m["cpu_us_per_delta"] == 2000.0 and m["cpu_us_per_run"] == 10000.0
+    assert m["model_ttfc_ms"] == pytest.approx(5.0, abs=0.01)
+    assert m["added_first_delta_p50_ms"] == pytest.approx(20.0, abs=0.01)
+    assert m["first_delta_p50_ms"] == pytest.approx(25.0, abs=0.01)
+    assert m["model_direct_ttfc_ms"] == pytest.approx(5.0, abs=0.01)
+    assert report.rows_for("chat", m)  # has table rows
+
+
+def test_chat_watchers_count_chat_deltas_and_finals():
+    import asyncio
+
+    from krabfast.bench.loadclient import OPEN, BenchConn, Counters
+
+    async def go():
+        counters = Counters()
+        conn = BenchConn(b"", counters=counters)
+        conn.state = OPEN
+        for state in ("delta", "delta", "final", "status"):
+            conn._on_open_frame(orjson.dumps({"type": "event", "event": "chat", "payload": {
+                "runId": "r", "state": state}}))
+        conn._on_open_frame(orjson.dumps({"event": "chat", "type": "event",
+                                          "payload": {"state": "delta"}}))  # other key order
+        conn._on_open_frame(orjson.dumps({"type": "event", "event": "agent",
+                                          "payload": {"state": "delta"}}))
+        return counters
+
+    c = asyncio.run(go())
+    assert (c.chat_deltas, c.chat_finals, c.events) == (3, 1, 6)
+
+
+def test_fake_model_streams_and_reports_timings():
+    import asyncio
+
+    from krabfast.bench.fakemodel import MODEL_ID, PROVIDER_ID, FakeModel
+
+    fake = FakeModel.start(chunks=3, delay=0.001)
+    try:
+        cfg = fake.config()
+        provider = cfg["models"]["providers"][PROVIDER_ID]
+        assert provider["baseUrl"] == fake.base_url and provider["apiKey"]
+        assert cfg["agents"]["defaults"]["model"]["primary"] == f"{PROVIDER_ID}/{MODEL_ID}"
+
+        async def go():
+            ttfc = await fake.direct_ttfc(2)
+            reader, writer = await asyncio.open_connection(fake.host, fake.port)
+            body = orjson.dumps({"model": MODEL_ID, "stream": True, "messages": [
+                {"role": "user", "content": "kfb-0123456789abcdef hi"}]})
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d"
+                         b"\r\n\r\n%s" % (len(body), body))
+            data = b""
+            while not data.endswith(b"0\r\n\r\n"):
+                data += await reader.read(65536)
+            writer.close()
+            return ttfc, data, await fake.timings(), await fake.timings()
+
+        ttfc, data, timings, again = asyncio.run(go())
+    finally:
+        fake.stop()
+    assert len(ttfc) == 2 and all(t > 0 for t in ttfc)
+    assert data.count(b'"content":"tok') == 3 and b"data: [DONE]" in data
+    t_req, t_first = timings["kfb-0123456789abcdef"]
+    assert t_first >= t_req and again == {}
