@@ -179,6 +179,7 @@ class SessionStore:
         row.update({"settings": "{}", "pinned": 0, "archived": 0, "unread": 0})
         row.update(self._changes(row, fields))
         self._sessions.insert(row)
+        self._new_transcript(row["session_id"])
         return self.get(key), True
 
     def list(self, agent_id: str | None = None) -> list[SessionRecord]:
@@ -232,9 +233,11 @@ class SessionStore:
         if row is None:
             raise KeyError(key)
         old = row["session_id"]
+        new = str(uuid.uuid4())
         self._sessions.update((key,), {
-            "session_id": str(uuid.uuid4()), "previous_session_id": old, "message_count": 0,
+            "session_id": new, "previous_session_id": old, "message_count": 0,
             "updated_at": now_ms() if ts is None else ts})
+        self._new_transcript(new)
         old_transcript = self._loaded.get(old)
         if old_transcript is not None:
             if self._messages.forget([(old, m.seq) for m in old_transcript]):
@@ -258,6 +261,12 @@ class SessionStore:
         return True
 
     # -- messages --------------------------------------------------------------------------------
+    def _new_transcript(self, session_id: str) -> None:
+        """A session id made here has no messages on disk: its (empty) transcript is known,
+        so its first read does not query the file (no disk read on the event loop)."""
+        self._loaded[session_id] = []
+        self._evict(self.max_loaded_sessions)
+
     def _transcript(self, session_id: str) -> list[MessageRecord]:
         """The messages of `session_id`, in seq order, loaded on first use (LRU-bounded)."""
         loaded = self._loaded.get(session_id)
