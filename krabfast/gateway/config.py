@@ -7,8 +7,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-TOKEN_ENV_VARS = ("KRABKRAB_GATEWAY_TOKEN", "krabkrab_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN")
-PASSWORD_ENV_VARS = ("KRABKRAB_GATEWAY_PASSWORD", "OPENCLAW_GATEWAY_PASSWORD")
+from krabfast.envvars import PASSWORD_ENV_VARS, TOKEN_ENV_VARS  # noqa: F401 (re-exported)
 
 DEFAULT_PORT = 18789
 DEFAULT_BIND = "127.0.0.1"

@@ -335,14 +335,14 @@ def test_cli_common_imports_no_command_module():
     assert not [dst for dst in graph.edges["krabfast.cli.common"] if within(dst, "krabfast.cli")]
 
 
-def test_env_var_names_agree_with_the_gateway():
-    """krabfast.envvars repeats gateway.config's names so the client side need not import
-    the gateway: the two must not drift apart."""
+def test_env_var_names_have_one_home():
+    """The gateway's secret env-var names are defined once, in krabfast.envvars (below both
+    the client side and the gateway), and the gateway's config uses those very tuples."""
     from krabfast import envvars
     from krabfast.gateway import config
 
-    assert envvars.TOKEN_ENV_VARS == config.TOKEN_ENV_VARS
-    assert envvars.PASSWORD_ENV_VARS == config.PASSWORD_ENV_VARS
+    assert config.TOKEN_ENV_VARS is envvars.TOKEN_ENV_VARS
+    assert config.PASSWORD_ENV_VARS is envvars.PASSWORD_ENV_VARS
 
 
 # -- the checker on synthetic graphs -----------------------------------------------------------
