@@ -526,21 +526,28 @@ class Connection:
             if entry.durable:
                 return self._after_writes(req_id, key, result)
             return self._finish(req_id, key, result)
+        then = self._after_writes if entry.durable else self._finish
+        self._await(req_id, key, result, lambda value: then(req_id, key, value))
+
+    def _await(self, req_id: str, key, awaitable, then, failed=None) -> None:
+        """Run `awaitable` through the sink (a tracked task, counted in flight), then
+        `then(value)`; a failure answers the request: GatewayError as itself, cancellation
+        (the socket closed, or shutdown) as _CANCELLED, anything else by `failed(exc)`
+        (default: a logged internal error)."""
         self.inflight += 1
 
-        def done(value, exc, req_id=req_id, key=key):
+        def done(value, exc):
             self.inflight -= 1
             if exc is None:
-                if entry.durable:
-                    return self._after_writes(req_id, key, value)
-                self._finish(req_id, key, value)
-            elif isinstance(exc, GatewayError):
-                self._complete(req_id, key, (False, _encode(exc.to_shape())))
-            elif isinstance(exc, asyncio.CancelledError):  # the socket closed, or shutdown
-                self._complete(req_id, key, (False, _CANCELLED))
+                return then(value)
+            if isinstance(exc, GatewayError):
+                body = _encode(exc.to_shape())
+            elif isinstance(exc, asyncio.CancelledError):
+                body = _CANCELLED
             else:
-                self._complete(req_id, key, (False, _internal_error(self, exc)))
-        self.sink.defer(result, done)
+                body = failed(exc) if failed is not None else _internal_error(self, exc)
+            self._complete(req_id, key, (False, body))
+        self.sink.defer(awaitable, done)
 
     def _after_writes(self, req_id: str, key, result) -> None:
         """Answer a durable method once its writes are on disk (at once when nothing is
@@ -551,17 +558,8 @@ class Connection:
             return self._complete(req_id, key, (False, _write_failed(exc)))
         if barrier is None:
             return self._finish(req_id, key, result)
-        self.inflight += 1
-
-        def written(_value, exc, req_id=req_id, key=key, result=result):
-            self.inflight -= 1
-            if exc is None:
-                self._finish(req_id, key, result)
-            elif isinstance(exc, asyncio.CancelledError):
-                self._complete(req_id, key, (False, _CANCELLED))
-            else:
-                self._complete(req_id, key, (False, _write_failed(exc)))
-        self.sink.defer(barrier, written)
+        self._await(req_id, key, barrier, lambda _value: self._finish(req_id, key, result),
+                    failed=_write_failed)
 
     def send_reply(self, req_id: str, reply: Reply, key) -> None:
         """Answer with `reply.result`, then run `reply.after` (once, after the answer); with
@@ -574,19 +572,8 @@ class Connection:
             self._complete(req_id, key, (True, body))
         else:
             self._send_outcome(req_id, (True, body))
-            self.inflight += 1
-
-            def finished(value, exc, req_id=req_id, key=key):
-                self.inflight -= 1
-                if exc is None:
-                    self._finish(req_id, key, value)
-                elif isinstance(exc, GatewayError):
-                    self._complete(req_id, key, (False, _encode(exc.to_shape())))
-                elif isinstance(exc, asyncio.CancelledError):
-                    self._complete(req_id, key, (False, _CANCELLED))
-                else:
-                    self._complete(req_id, key, (False, _internal_error(self, exc)))
-            self.sink.defer(reply.final, finished)
+            self._await(req_id, key, reply.final,
+                        lambda value: self._finish(req_id, key, value))
         if reply.after is not None:
             reply.after()
 

@@ -29,18 +29,21 @@ def session_topic(key: str) -> str:
 def normalize_key(key: str | None, agent_id: str | None = None) -> tuple[str, str]:
     """(session key in the reference's form `agent:<agentId>:<name>`, agent id). A bare
     name belongs to the default agent (or `agent_id`); "main" is the main session."""
+    from krabfast.store.sessions import parse_session_key, session_key
+
     agent = agent_id or DEFAULT_AGENT_ID
     if not key:
-        return f"agent:{agent}:{MAIN_KEY}", agent
-    if key.startswith("agent:"):
-        parts = key.split(":", 2)
-        if len(parts) == 3 and parts[1] and parts[2]:
-            return key, parts[1]
-    return f"agent:{agent}:{key}", agent
+        return session_key(agent, MAIN_KEY), agent
+    parsed = parse_session_key(key)
+    if parsed is not None:
+        return key, parsed[0]
+    return session_key(agent, key), agent
 
 
 class Conversations:
     normalize_key = staticmethod(normalize_key)
+    session_topic = staticmethod(session_topic)
+    SESSIONS_TOPIC = SESSIONS_TOPIC
 
     def __init__(self, hub) -> None:
         from krabfast.models.registry import ModelCatalog

@@ -7,18 +7,13 @@ import platform
 import socket
 import sys
 
+from krabfast.methods.chat import SLASH_COMMANDS  # what chat.send understands
 from krabfast.protocol import chat as C
 from krabfast.protocol.methods import MethodTable
 from krabfast.protocol.scopes import READ
 
 table = MethodTable()
 
-# The slash commands chat.send understands (methods/chat.py).
-COMMANDS = (
-    ("new", "Start a new session (clears the conversation)"),
-    ("reset", "Reset the current session (clears the conversation)"),
-    ("stop", "Stop the running reply"),
-)
 
 
 @table.method("models.list", C.ModelsListParams, C.ModelsListResult, READ,
@@ -45,7 +40,7 @@ def model_choice(info) -> dict:
 def commands_list(call, params):
     return {"commands": [{"name": name, "description": text, "source": "native",
                           "scope": "text", "acceptsArgs": False, "category": "session",
-                          "textAliases": [f"/{name}"]} for name, text in COMMANDS]}
+                          "textAliases": [f"/{name}"]} for name, text in SLASH_COMMANDS.items()]}
 
 
 @table.method("system.info", C.SystemInfoParams, C.SystemInfoResult, READ,

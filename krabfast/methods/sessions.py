@@ -20,9 +20,6 @@ from krabfast.protocol.scopes import ADMIN, DYNAMIC_SCOPE, READ, WRITE
 
 table = MethodTable()
 
-SESSIONS_TOPIC = "sessions"
-
-
 def _conv(call):
     return call.services.conversations
 
@@ -31,10 +28,6 @@ def _write_scope(params) -> str:
     """The reference's scope here is params-dependent (`dynamic`): what krabfast's sessions
     can change (label, model) needs operator.write."""
     return WRITE
-
-
-def _topic(key: str) -> str:
-    return f"session:{key}"
 
 
 def _known(conv, key: str):
@@ -58,7 +51,7 @@ def sessions_list(call, params):
 @table.method("sessions.subscribe", S.SessionsSubscribeParams, S.SessionsSubscribeResult, READ,
               summary="get `sessions.changed` events on this socket")
 def sessions_subscribe(call, params):
-    call.services.bus.subscribe(SESSIONS_TOPIC, call.conn_id)
+    call.services.bus.subscribe(_conv(call).SESSIONS_TOPIC, call.conn_id)
     return {"subscribed": True}
 
 
@@ -68,7 +61,7 @@ def sessions_subscribe(call, params):
 def sessions_messages_subscribe(call, params):
     conv = _conv(call)
     key, _agent = conv.normalize_key(params.key)
-    call.services.bus.subscribe(_topic(key), call.conn_id)
+    call.services.bus.subscribe(conv.session_topic(key), call.conn_id)
     return {"subscribed": True, "key": key}
 
 
@@ -78,7 +71,7 @@ def sessions_messages_subscribe(call, params):
 def sessions_messages_unsubscribe(call, params):
     conv = _conv(call)
     key, _agent = conv.normalize_key(params.key)
-    call.services.bus.unsubscribe(_topic(key), call.conn_id)
+    call.services.bus.unsubscribe(conv.session_topic(key), call.conn_id)
     return {"subscribed": False, "key": key}
 
 
