@@ -14,6 +14,7 @@ from krabfast._core.sink cimport WireSink
 from krabfast._core.wire cimport decode_frame, encode_json, response_error, response_ok
 
 cdef object _UNSET
+cdef object _Raw
 cdef object _ValidationError
 cdef object _RequestFrame
 cdef object _GatewayError

@@ -23,6 +23,7 @@ WRONG_ROLE = 1
 MISSING_SCOPE = 2
 
 _UNSET = msgspec.UNSET
+_Raw = msgspec.Raw
 _ValidationError = msgspec.ValidationError
 _RequestFrame = RequestFrame
 _GatewayError = GatewayError
@@ -188,10 +189,14 @@ class Dispatcher:
         ok = True
         try:
             result = e.handler(call, params)
-            if type(result) is _Reply:
+            rtype = type(result)
+            if rtype is _Raw:
+                body = result  # already JSON (a cached snapshot): copied once, into the frame
+            elif rtype is _Reply:
                 conn.send_reply(frame.id, result, None)
                 return
-            body = encode_json(result)
+            else:
+                body = encode_json(result)
         except _GatewayError as err:
             ok = False
             body = encode_json(err.to_shape())
@@ -202,6 +207,6 @@ class Dispatcher:
         if wire_sink is not None:
             wire_sink.send_response(frame.id, ok, body)
         elif ok:
-            call._sink.send(response_ok(frame.id, body))
+            call._sink.send(response_ok(frame.id, bytes(body)))
         else:
             call._sink.send(response_error(frame.id, body))

@@ -9,7 +9,18 @@
 
 cimport cython
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+from libc.string cimport memcpy
+
 from krabfast._core.wire cimport encode_json
+
+ctypedef unsigned char *ucharp
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    const unsigned char *PyUnicode_DATA(object)
 
 cdef bytes _RES_OK, _OK_MID, _ERR_MID, _CLOSE_BRACE
 
@@ -21,9 +32,10 @@ cdef class WireSink:
     cdef object _raw_write
     cdef object _raw_buffered
 
+    @cython.locals(pending=bytearray)
     cpdef send(self, bytes data)
-    @cython.locals(n=Py_ssize_t, id_json=bytes, mid=bytes, buf=bytearray, pending=bytearray)
-    cpdef send_response(self, str req_id, bint ok, bytes body)
+    @cython.locals(mid=bytes, buf=bytearray, pending=bytearray)
+    cpdef send_response(self, str req_id, bint ok, object body)
     cpdef begin(self)
     @cython.locals(pending=bytearray)
     cpdef flush(self)
@@ -34,3 +46,13 @@ cdef class WireSink:
 cpdef bytes frame_text(bytes payload)
 
 cdef int _put_header(bytearray buf, Py_ssize_t n) except -1
+
+@cython.locals(h=Py_ssize_t, start=Py_ssize_t, p="unsigned char *", i=cython.int)
+cdef unsigned char *_grow(bytearray buf, Py_ssize_t n) except NULL
+
+@cython.locals(p="const unsigned char *", i=Py_ssize_t, c=cython.uchar)
+cdef bint _plain_id(str req_id)
+
+@cython.locals(plain=bint, id_json=bytes, id_len=Py_ssize_t, view=Py_buffer, n=Py_ssize_t,
+               p="unsigned char *")
+cdef int _put_response(bytearray buf, str req_id, bytes mid, object body) except -1

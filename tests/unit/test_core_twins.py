@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 
+import msgspec
 import pytest
 
 import krabfast._core as core
@@ -14,7 +15,7 @@ SOURCES = core.load_sources()
 
 CORPUS_EVENTS = [("tick", b'{"ts":1}', None), ("presence", b'{"presence":[]}', (3, 4)),
                  ("health", None, (0, 0)), ("\u00e9v\u00e8nement \"q\"", b"[]", None)]
-IDS = ["1", "req-\u00fc", 'a"b\\c', "x" * 300]
+IDS = ["1", "req-\u00fc", 'a"b\\c', "x" * 300, "tab\there", "del\x7f", "", "\U0001f980"]
 
 
 def _impls():
@@ -112,12 +113,15 @@ class _Transport:
         self.underlying_transport = _Raw()
 
 
+@pytest.mark.parametrize("raw", [False, True])
 @pytest.mark.parametrize("size", [0, 80, 125 - 40, 126, 65535 - 40, 65536, 70000])
 @pytest.mark.parametrize("req_id", IDS)
-def test_assembled_responses_are_the_frames_of_response_ok(size, req_id):
+def test_assembled_responses_are_the_frames_of_response_ok(size, req_id, raw):
     """send_response assembles in place exactly the frame send(response_ok(...)) writes,
-    in a batch and alone, on both cores (header lengths around 125/126 and 65535/65536)."""
+    in a batch and alone, on both cores (header lengths around 125/126 and 65535/65536;
+    ids that are and are not plain JSON strings; a bytes or a msgspec.Raw body)."""
     body = b'"' + b"x" * size + b'"'
+    given = msgspec.Raw(body) if raw else body
     sink_mods = [SOURCES.sink] + ([core.sink] if core.COMPILED else [])
     outs = set()
     for wire_mod, sink_mod in zip([SOURCES.wire] + ([core.wire] if core.COMPILED else []),
@@ -125,13 +129,29 @@ def test_assembled_responses_are_the_frames_of_response_ok(size, req_id):
         for ok, build in ((True, wire_mod.response_ok), (False, wire_mod.response_error)):
             expected = sink_mod.frame_text(build(req_id, body))
             alone = sink_mod.WireSink(_Transport())
-            alone.send_response(req_id, ok, body)
+            alone.send_response(req_id, ok, given)
             batched = sink_mod.WireSink(_Transport())
             batched.begin()
             batched.send(b"{}")
-            batched.send_response(req_id, ok, body)
+            batched.send_response(req_id, ok, given)
             batched.flush()
             assert alone.raw.writes == [expected]
             assert batched.raw.writes == [sink_mod.frame_text(b"{}") + expected]
             outs.add(expected)
     assert len(outs) == 2  # ok and error, identical across cores
+
+
+def test_batched_frames_are_the_frames_of_frame_text():
+    """A batch is the frames of its sends back to back (header sizes 2, 4 and 10 bytes),
+    the same bytes on both cores."""
+    sizes = [0, 1, 125, 126, 65535, 65536, 70000]
+    outs = set()
+    for sink_mod in [SOURCES.sink] + ([core.sink] if core.COMPILED else []):
+        sink = sink_mod.WireSink(_Transport())
+        sink.begin()
+        for n in sizes:
+            sink.send(b"y" * n)
+        sink.flush()
+        assert sink.raw.writes == [b"".join(sink_mod.frame_text(b"y" * n) for n in sizes)]
+        outs.add(sink.raw.writes[0])
+    assert len(outs) == 1
