@@ -9,11 +9,17 @@
 # - While picows parses a read, `parsing()` returns this gate (the listener factory
 #   learns the peer from it); at any other time it returns None.
 # - Once the connection is open the gate only forwards (nothing is scanned or kept).
+# - With an `http` factory: a socket whose first request head is complete (or past 16 KiB)
+#   without an Upgrade header goes to a fresh HTTP protocol, fed every byte read so far;
+#   picows gets connection_lost(None) having written nothing, and every later callback goes
+#   to the HTTP protocol. Without one (or with an Upgrade header) nothing changes.
 
 cimport cython
 
 cdef bytes _HEAD_END
 cdef Py_ssize_t _HEAD_MAX
+cdef Py_ssize_t _HTTP_HEAD_MAX
+cdef bytes _UPGRADE
 cdef bytes _CLOSE_TOO_BIG
 cdef object _parsing
 
@@ -23,6 +29,7 @@ cdef class _GateBase:
 cdef class PreauthGate(_GateBase):
     cdef public object inner          # picows' protocol
     cdef public long long limit       # the pre-connect frame cap
+    cdef public object http           # () -> HTTP protocol, or None
     cdef public object transport
     cdef public object listener       # the FrameListener, once picows asked for it
     cdef object _view
@@ -31,6 +38,7 @@ cdef class PreauthGate(_GateBase):
     cdef long long _skip
     cdef bint _refused
     cdef public bint _open
+    cdef bytes _handoff
 
     cpdef get_buffer(self, Py_ssize_t sizehint)
     cpdef buffer_updated(self, Py_ssize_t nbytes)
@@ -39,3 +47,6 @@ cdef class PreauthGate(_GateBase):
                    head=bytearray, hdr=bytearray)
     cdef bint _scan(self, bytes data) except -1
     cdef _refuse(self)
+    cdef _to_http(self)
+
+cpdef bint _is_upgrade(bytearray head, Py_ssize_t end)

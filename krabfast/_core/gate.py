@@ -10,18 +10,30 @@ frame headers) and closes with 1009 as soon as a data frame header announces mor
 pre-connect cap. Once the connection is open it only forwards (compiled: two C calls per
 read; `transport.set_protocol(inner)` would remove even those, but measured ~140 µs per
 socket on uvloop, half the cost of a whole handshake).
+
+It is also where the port's two protocols part: when the first request's head is complete
+and carries no `Upgrade` header, the socket is handed to the HTTP protocol (`http`, a
+factory; krabfast/web/http.py) with every byte read so far, and picows lets it go. A
+WebSocket upgrade pays one case-insensitive search of its head for that.
 """
 
 import asyncio
 
 _HEAD_END = b"\r\n\r\n"
 _HEAD_MAX = 64 * 1024  # picows refuses larger upgrade requests itself
+_HTTP_HEAD_MAX = 16 * 1024  # past this, a head with no Upgrade header is HTTP's to refuse (431)
+_UPGRADE = b"\r\nupgrade:"
 # A close frame with code 1009 (message too big) and no reason.
 _CLOSE_TOO_BIG = b"\x88\x02\x03\xf1"
 # The gate whose socket picows is parsing right now: picows calls the listener factory
 # (with the upgrade request only) from inside the protocol's buffer_updated, so this is
 # how the factory learns whose socket, hence which peer, it is for.
 _parsing = None
+
+
+def _is_upgrade(head, end):
+    """The request head `head[:end]` has an Upgrade header (names are case-insensitive)."""
+    return bytes(head[:end]).lower().find(_UPGRADE) >= 0
 
 
 def parsing():
@@ -35,12 +47,13 @@ class _GateBase:
 
 
 class PreauthGate(_GateBase, asyncio.BufferedProtocol):
-    __slots__ = ("inner", "limit", "transport", "listener", "_view", "_head", "_hdr", "_skip",
-                 "_refused", "_open")
+    __slots__ = ("inner", "limit", "http", "transport", "listener", "_view", "_head", "_hdr",
+                 "_skip", "_refused", "_open", "_handoff")
 
-    def __init__(self, inner, limit):
+    def __init__(self, inner, limit, http=None):
         self.inner = inner
         self.limit = limit
+        self.http = http  # () -> an HTTP protocol with feed(bytes), or None: WebSocket only
         self.transport = None
         self.listener = None  # set once picows has asked for a listener
         self._view = None
@@ -49,6 +62,7 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
         self._skip = 0
         self._refused = False
         self._open = False
+        self._handoff = None  # the bytes read so far, once the socket is found to be HTTP
 
     # -- asyncio.BufferedProtocol, forwarded ---------------------------------------------------
     def connection_made(self, transport):
@@ -84,6 +98,9 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
             self._refuse()
             return
         self._view = None
+        if self._handoff is not None:
+            self._to_http()
+            return
         _parsing = self
         try:
             self.inner.buffer_updated(nbytes)
@@ -107,12 +124,20 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
             head += data
             end = head.find(_HEAD_END, start)
             if end < 0:
+                if (self.http is not None and len(head) > _HTTP_HEAD_MAX
+                        and not _is_upgrade(head, len(head))):
+                    self._handoff = bytes(head)
+                    self._head = None
+                    return True
                 if len(head) > _HEAD_MAX:
                     self._head = None  # not ours to judge: picows answers it
                     self._skip = 1 << 62
                 return True
             i = end + 4 - (len(head) - n)
             self._head = None
+            if self.http is not None and not _is_upgrade(head, end + 2):
+                self._handoff = bytes(head)  # the request and whatever followed it
+                return True
         hdr = self._hdr
         while i < n:
             if self._skip:
@@ -142,6 +167,21 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
             del hdr[:]
             self._skip = length
         return True
+
+    def _to_http(self):
+        """This socket speaks plain HTTP: picows lets go of it (it has sent nothing; its
+        upgrade timer is cancelled), the HTTP protocol gets the transport and every byte
+        read so far, and from now on every callback goes to it."""
+        data = self._handoff
+        self._handoff = None
+        self.listener = None
+        picows = self.inner
+        self.inner = proto = self.http()
+        self._open = True  # forward only
+        self._head = self._hdr = None
+        picows.connection_lost(None)
+        proto.connection_made(self.transport)
+        proto.feed(data)
 
     def _refuse(self):
         self._refused = True
