@@ -21,11 +21,19 @@ serves ws://{DEFAULT_BIND}:{DEFAULT_PORT} without auth (loopback only). The toke
 --config FILE (or $KRABFAST_CONFIG, or the reference's $OPENCLAW_CONFIG_PATH) reads an
 openclaw.json (JSON5): gateway.port, gateway.bind (loopback, lan, auto, custom with
 gateway.customBindHost, or an IP address), gateway.auth.mode/token/password/rateLimit,
-gateway.nodes.pairing.autoApproveLocal, gateway.nodes.commands.allow/deny, models.providers and
+gateway.nodes.pairing.autoApproveLocal, gateway.nodes.commands.allow/deny,
+gateway.tls.enabled/autoGenerate/certPath/keyPath/caPath, models.providers and
 agents.defaults.model; other keys are listed once and ignored. "${{VAR}}" in a string is taken
 from the environment. Options given here override the file; the file's token and password
 override the environment's; the port is --port, else $OPENCLAW_GATEWAY_PORT, else
-gateway.port (as the reference)."""
+gateway.port (as the reference).
+
+--tls serves wss:// and https:// on the same port (TLS 1.3 only, as the reference) with a
+self-signed certificate made on first start: <state dir>/gateway/tls/gateway-cert.pem and
+gateway-key.pem (RSA 2048, 10 years, CN openclaw-gateway). The start-up log prints its
+SHA-256 fingerprint: clients pin it (`krabfast call --tls-fingerprint FP`, the reference's
+gateway.remote.tlsFingerprint). --tls-cert FILE --tls-key FILE serve a certificate of your
+own instead (never generated)."""
 
 
 def add_parser(sub) -> None:
@@ -58,6 +66,19 @@ def add_parser(sub) -> None:
     p.add_argument("--state-dir", default=None,
                    help="where pairing state lives (default ~/.krabfast or $KRABFAST_STATE_DIR; "
                         "':memory:' keeps it in memory); checked at start")
+    p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve wss:// (and https://) with the certificate under the state dir, "
+                        "generated on first start (else the config's gateway.tls.enabled)")
+    p.add_argument("--tls-cert", default=None, metavar="FILE",
+                   help="PEM certificate (chain) to serve; implies --tls; needs --tls-key")
+    p.add_argument("--tls-key", default=None, metavar="FILE",
+                   help="PEM private key of --tls-cert")
+    p.add_argument("--control-ui-root", default=None, metavar="DIR",
+                   help="serve the reference's Control UI from DIR (an installed openclaw "
+                        "package's dist/control-ui) at / (else the config's "
+                        "gateway.controlUi.root, else node_modules/openclaw/dist/control-ui "
+                        "found in the current directory or a parent, or the reference install "
+                        "of the interop tests)")
     p.add_argument("--no-auto-approve-local", dest="auto_approve_local", action="store_false",
                    default=None,
                    help="make devices on this machine wait for approval like remote ones")
@@ -159,18 +180,37 @@ def gateway_settings(args, env=None) -> tuple[dict, list[str]]:
             if args.bind in ("loopback", "lan", "all", "auto", "custom", "tailnet") else args.bind
     if args.auto_approve_local is not None:
         kw["auto_approve_local"] = args.auto_approve_local
+    if getattr(args, "control_ui_root", None):
+        kw["control_ui_root"] = args.control_ui_root
     for name in ("node_commands_allow", "node_commands_deny"):
         if getattr(args, name):
             kw[name] = _names(getattr(args, name))
+    kw.update(_tls_settings(args))
     kw.update(tick_interval_ms=args.tick_interval_ms, max_buffered_bytes=args.max_buffered_bytes,
               drop_if_slow_bytes=args.drop_if_slow_bytes, state_dir=args.state_dir)
     return kw, warnings
+
+
+def _tls_settings(args) -> dict:
+    """GatewayConfig TLS fields from --tls/--no-tls/--tls-cert/--tls-key (over the file's)."""
+    tls, cert, key = getattr(args, "tls", None), getattr(args, "tls_cert", None), \
+        getattr(args, "tls_key", None)
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-cert and --tls-key go together (the certificate and its key)")
+    if cert and tls is False:
+        raise ValueError("--no-tls with --tls-cert: choose one")
+    if cert:
+        # A certificate of one's own: a typo in its path must not become a self-signed one.
+        return {"tls_enabled": True, "tls_cert_path": cert, "tls_key_path": key,
+                "tls_auto_generate": False}
+    return {} if tls is None else {"tls_enabled": tls}
 
 
 def _cmd_gateway(args) -> int:
     from krabfast.gateway.config import GatewayConfig
     from krabfast.gateway.config_file import ConfigFileError
     from krabfast.gateway.server import run
+    from krabfast.gateway.tls import TlsError
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -201,6 +241,9 @@ def _cmd_gateway(args) -> int:
         print(f"krabfast gateway: {warning}", file=sys.stderr, flush=True)
     try:
         run(cfg)
+    except TlsError as exc:
+        print(f"krabfast gateway: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"krabfast gateway: cannot listen on {cfg.bind}:{cfg.port}: {exc}", file=sys.stderr)
         return 1

@@ -81,6 +81,14 @@ class GatewayConfig:
     models_config: dict | None = None
     primary_model: str | None = None
     config_path: str | None = None
+    # TLS (wss/https on the same port; krabfast/gateway/tls.py): off by default as the
+    # reference. No cert/key path: <state dir>/gateway/tls/gateway-{cert,key}.pem, generated
+    # at start when both are missing unless tls_auto_generate is off.
+    tls_enabled: bool = False
+    tls_auto_generate: bool = True
+    tls_cert_path: str | None = None
+    tls_key_path: str | None = None
+    tls_ca_path: str | None = None
 
     @classmethod
     def resolve(cls, *, auth: str | None = None, token: str | None = None,

@@ -6,6 +6,7 @@ none: embedded defaults), `load_config_file` reads and checks it. The keys krabf
 - gateway.port, gateway.bind (+ gateway.customBindHost), gateway.mode ("local" only)
 - gateway.auth.{mode, token, password} and gateway.auth.rateLimit.*
 - gateway.nodes.pairing.autoApproveLocal, gateway.nodes.commands.{allow, deny}
+- gateway.tls.{enabled, autoGenerate, certPath, keyPath, caPath}
 - models.providers.<id>.{baseUrl, apiKey, api, models, timeoutSeconds, headers} (passed through)
 - agents.defaults.model ("provider/model", or {primary: "provider/model"})
 
@@ -32,6 +33,8 @@ AUTH_MODES = ("none", "token", "password")
 PROVIDER_KEYS = ("baseUrl", "apiKey", "api", "models", "timeoutSeconds", "headers")
 RATE_LIMIT_KEYS = {"maxAttempts": "max_attempts", "windowMs": "window_ms",
                    "lockoutMs": "lockout_ms", "exemptLoopback": "exempt_loopback"}
+TLS_KEYS = {"enabled": "tls_enabled", "autoGenerate": "tls_auto_generate",
+            "certPath": "tls_cert_path", "keyPath": "tls_key_path", "caPath": "tls_ca_path"}
 
 # The tree of keys krabfast reads: a dict of children, "*" for any key (provider ids), or
 # True for a leaf (its value is checked, not walked).
@@ -40,6 +43,7 @@ KNOWN_KEYS: dict = {
         "port": True, "bind": True, "customBindHost": True, "mode": True,
         "auth": {"mode": True, "token": True, "password": True,
                  "rateLimit": {k: True for k in RATE_LIMIT_KEYS}},
+        "tls": {k: True for k in TLS_KEYS},
         "nodes": {"pairing": {"autoApproveLocal": True},
                   "commands": {"allow": True, "deny": True}},
     },
@@ -388,6 +392,14 @@ def parse_config(data, path: str, env=None) -> FileSettings:
                 setattr(limit, attr, c.boolean(k, rl[name]) if attr == "exempt_loopback"
                         else c.integer(k, rl[name], 1 if attr == "max_attempts" else 0))
         v["rate_limit"] = limit
+
+    tls = c.obj("gateway.tls", gw.get("tls", {}))
+    for name, attr in TLS_KEYS.items():
+        if name in tls:
+            k = f"gateway.tls.{name}"
+            # Blank paths are refused, as the reference's schema does.
+            v[attr] = c.boolean(k, tls[name]) if name in ("enabled", "autoGenerate") \
+                else c.string(k, tls[name])
 
     nodes = c.obj("gateway.nodes", gw.get("nodes", {}))
     pairing = c.obj("gateway.nodes.pairing", nodes.get("pairing", {}))

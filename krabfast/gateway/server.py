@@ -23,6 +23,7 @@ from krabfast.connection import CLOSE_SERVICE_RESTART, OPEN, Connection
 from krabfast.gateway.config import GatewayConfig, is_loopback
 from krabfast.gateway.hub import Hub
 from krabfast.gateway import picows_adapter
+from krabfast.gateway import tls as _tls
 from krabfast.gateway.loopmon import LoopMonitor
 from krabfast.logutil import ThrottledLog
 from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
@@ -146,6 +147,7 @@ class GatewayServer:
         self.port = config.port
         self._stopping = False
         self.gated = False  # the pre-connect gate is in front of picows (picows_adapter, 1.)
+        self.tls: _tls.ServerTls | None = None  # set by start when config.tls_enabled
 
     # -- upgrade -------------------------------------------------------------------------------
     def _listener_for(self, request: WSUpgradeRequest):
@@ -218,10 +220,16 @@ class GatewayServer:
         built = _listener.built_transport_size()  # 0: the plain-Python listener
         self.shrink_write_buffer = picows_adapter.check_write_buffer(built != 0, built)
         preauth_limit = self.config.preauth_max_payload
+        tls_kw = {}
+        if self.config.tls_enabled:  # TlsError (one line) when it cannot be set up
+            self.tls = _tls.load_server_tls(self.config)
+            # The gate and picows sit above the TLS layer, unchanged. A peer gets as long
+            # for the TLS handshake as picows gives it for the upgrade.
+            tls_kw = {"ssl": self.tls.context, "ssl_handshake_timeout": 10.0}
         self.server, self.gated = await picows_adapter.create_server(
             self._listener_for, self.config.bind, self.config.port,
             gate_factory=lambda inner: _gate.PreauthGate(inner, preauth_limit),
-            options=self._picows_options(), reuse_address=True, backlog=4096)
+            options=self._picows_options(), reuse_address=True, backlog=4096, **tls_kw)
         self.port = self.server.sockets[0].getsockname()[1]
         self.monitor = LoopMonitor(self.loop)
         self.monitor.start()
@@ -237,7 +245,11 @@ class GatewayServer:
             asyncio.ensure_future(self._every(
                 min(1.0, self.config.handshake_timeout_ms / 4000), self.hub.expire_handshakes)),
         ]
-        log.info("krabfast gateway listening on ws://%s:%d (auth %s)", self.config.bind, self.port,
+        if self.tls is not None:  # the pin clients need (the reference logs none)
+            log.info("gateway tls: certificate %s, fingerprint %s", self.tls.cert_path,
+                     self.tls.fingerprint)
+        log.info("krabfast gateway listening on %s://%s:%d (auth %s)",
+                 "wss" if self.tls is not None else "ws", self.config.bind, self.port,
                  self.config.auth_mode)
 
     async def _every(self, seconds: float, fn) -> None:

@@ -282,7 +282,8 @@ def test_top_level_must_be_an_object(tmp_path):
 def test_unknown_keys_are_listed_once(tmp_path, capsys, no_serving):
     path = write(tmp_path, {
         "channels": {"telegram": {"botToken": "x"}}, "meta": {"lastTouchedVersion": "1"},
-        "gateway": {"port": 19031, "tls": {"autoGenerate": True, "enabled": False},
+        "gateway": {"port": 19031, "tls": {"autoGenerate": True, "enabled": False,
+                                           "futureKey": 1},
                     "auth": {"allowTailscale": True}},
         "models": {"mode": "merge", "providers": {"p": {"baseUrl": "http://h/v1", "extra": 1}}},
         "agents": {"defaults": {"model": {"primary": "p/m", "fallbacks": ["q/n"]},
@@ -295,7 +296,7 @@ def test_unknown_keys_are_listed_once(tmp_path, capsys, no_serving):
     keys = lines[0].split("ignoring keys krabfast does not use: ", 1)[1].split(", ")
     assert lines[0].startswith(f"krabfast gateway: warning: config {path}: ")
     assert sorted(keys) == sorted([
-        "channels", "meta", "gateway.tls", "gateway.auth.allowTailscale", "models.mode",
+        "channels", "meta", "gateway.tls.futureKey", "gateway.auth.allowTailscale", "models.mode",
         "models.providers.p.extra", "agents.defaults.model.fallbacks",
         "agents.defaults.workspace"]), keys
 
