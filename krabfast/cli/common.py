@@ -53,7 +53,16 @@ def add_client_args(p) -> None:
     p.add_argument("--password", default=None,
                    help=f"the gateway's shared password (or {env_names(PASSWORD_ENV_VARS)})")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway")
+    add_tls_fingerprint_arg(p)
     p.add_argument("--json", action="store_true", help="print the raw JSON result")
+
+
+def add_tls_fingerprint_arg(p) -> None:
+    p.add_argument("--tls-fingerprint", default=None, metavar="SHA256",
+                   help="wss:// only: accept exactly the certificate with this SHA-256 "
+                        "fingerprint (64 hex digits or colon pairs, optional sha256: prefix; "
+                        "the gateway logs it at start); without it the certificate must be "
+                        "trusted by the system's CAs ($SSL_CERT_FILE) and name the host")
 
 
 def client_url(args) -> str:
@@ -79,7 +88,8 @@ def run_client(args, body, *, what: str) -> tuple[int, object]:
     async def go():
         async with GatewayClient(client_url(args), token=token, password=password,
                                  client_id="cli", mode="cli", scopes=["operator.admin"],
-                                 timeout=args.timeout) as client:
+                                 timeout=args.timeout,
+                                 tls_fingerprint=getattr(args, "tls_fingerprint", None)) as client:
             return await body(client)
 
     def details_json(exc) -> None:

@@ -10,7 +10,8 @@ import sys
 import uuid
 from functools import partial
 
-from krabfast.cli.common import HelpFormatter, add_client_args, log_level, run_call
+from krabfast.cli.common import (HelpFormatter, add_client_args, add_tls_fingerprint_arg,
+                                 log_level, run_call)
 from krabfast.gateway.config import PASSWORD_ENV_VARS, TOKEN_ENV_VARS, env_first
 
 
@@ -27,6 +28,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--host", default=None, help="gateway host (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=None, help="gateway port (default 18789)")
     run.add_argument("--tls", action="store_true", help="use wss://")
+    add_tls_fingerprint_arg(run)
     run.add_argument("--token", default=None,
                      help="the gateway's shared token (or " + " / ".join(f"${n}" for n in TOKEN_ENV_VARS) + ")")
     run.add_argument("--password", default=None,
@@ -92,6 +94,16 @@ def _cmd_node_run(args) -> int:
     url = node_url(args)
     if url is None:
         return 2
+    if args.tls_fingerprint:  # checked now: the host would retry a bad pin forever
+        from krabfast.client.tls import NEEDS_WSS, normalize_fingerprint
+
+        try:
+            normalize_fingerprint(args.tls_fingerprint)
+            if not url.lower().startswith("wss://"):
+                raise ValueError(f"{NEEDS_WSS} (got {url})")
+        except ValueError as exc:
+            print(f"krabfast node run: --tls-fingerprint: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("picows").setLevel(logging.WARNING)  # per-connection INFO noise
@@ -102,7 +114,8 @@ def _cmd_node_run(args) -> int:
                     token=args.token or env_first(TOKEN_ENV_VARS),
                     password=args.password or env_first(PASSWORD_ENV_VARS),
                     state_dir=args.state_dir or os.environ.get("KRABFAST_NODE_STATE_DIR"),
-                    registry=registry, display_name=args.display_name)
+                    registry=registry, display_name=args.display_name,
+                    tls_fingerprint=args.tls_fingerprint)
     print(f"node {host.node_id} serving {', '.join(registry.names())}", flush=True)
     try:
         asyncio.run(host.run())

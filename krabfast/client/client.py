@@ -23,6 +23,7 @@ from picows import (WSCloseCode, WSError, WSHandshakeError, WSInvalidStatusError
 
 from krabfast import __version__
 from krabfast._core import wire
+from krabfast.client import tls as _tls
 from krabfast.client.views import (ChallengeView, EventView, HelloView, ResponseView,
                                    frame_decoder)
 from krabfast.protocol.version import PROTOCOL_VERSION
@@ -106,6 +107,14 @@ def _describe_connect_error(url: str, host: str, port: int, secure: bool,
             message = str(exc).split(" in upgrade response", 1)[0]
             said = f" ({message})" if message else ""
         return f"{url} is not a WebSocket gateway{said}: check the host and port"
+    if isinstance(exc, _tls.TlsPinError):
+        got = f", it presented {exc.actual}" if exc.actual else ""
+        return f"{exc} ({where}: expected {exc.expected}{got}; nothing was sent)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        return (f"the TLS certificate of {where} is not trusted ({why}): for a gateway's "
+                "self-signed certificate pass its SHA-256 fingerprint (--tls-fingerprint, "
+                "printed in the gateway's start-up log)")
     if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         return (f"TLS handshake with {where} failed ({reason}): if the gateway serves plain "
@@ -174,8 +183,18 @@ class GatewayClient:
                  min_protocol: int = PROTOCOL_VERSION, max_protocol: int = PROTOCOL_VERSION,
                  timeout: float = 10.0, extra_params: dict | None = None,
                  max_frame_size: int = 64 * 1024 * 1024, on_frame=None,
-                 device=None, device_token: str | None = None) -> None:
+                 device=None, device_token: str | None = None,
+                 tls_fingerprint: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url
+        # wss://: with a pin (client/tls.py) exactly that certificate is accepted; else
+        # `ssl_context`, else the system's CAs with hostname checks.
+        try:
+            self.tls_fingerprint = _tls.normalize_fingerprint(tls_fingerprint) \
+                if tls_fingerprint else None
+        except ValueError as exc:
+            raise GatewayConnectError(str(exc)) from None
+        self.ssl_context = ssl_context
         self.token = token
         self.password = password
         self.role = role
@@ -221,10 +240,19 @@ class GatewayClient:
         server that is not a WebSocket gateway, no challenge) raise GatewayConnectError
         with a one-line message."""
         host, port, secure = check_url(self.url)
+        if self.tls_fingerprint and not secure:
+            raise GatewayConnectError(f"{_tls.NEEDS_WSS} (got {self.url})")
         loop = asyncio.get_running_loop()
         self._challenge_waiter = loop.create_future()
         try:
-            self._transport, _ = await self._ws_connect(host, port, secure)
+            self._transport, listener = await self._ws_connect(host, port, secure)
+            if listener is None:
+                # picows returns no listener when the peer closed before answering the
+                # upgrade: what a TLS server does with a plain-text request.
+                self._transport = None
+                hint = "" if secure else f": if it serves TLS, use wss://{self.url[len('ws://'):]}"
+                raise GatewayConnectError(f"{host}:{port} closed the connection without "
+                                          f"answering the WebSocket upgrade{hint}")
         except GatewayClientError:
             raise
         except asyncio.TimeoutError:
@@ -247,9 +275,15 @@ class GatewayClient:
     async def _ws_connect(self, host: str, port: int, secure: bool):
         # aiofastnet's TLS transport logs a broken traceback on a failed handshake; the
         # standard one just raises (TLS is not the hot path of this client).
+        tls_kw = {}
+        if secure:
+            tls_kw["use_aiofastnet"] = False
+            ctx = _tls.pinned_context(self.tls_fingerprint) if self.tls_fingerprint \
+                else self.ssl_context
+            if ctx is not None:
+                tls_kw["ssl_context"] = ctx
         connect = ws_connect(lambda: _Listener(self), self.url, max_frame_size=self.max_frame_size,
-                             enable_auto_pong=True,
-                             **({"use_aiofastnet": False} if secure else {}))
+                             enable_auto_pong=True, **tls_kw)
         if not secure:
             return await asyncio.wait_for(connect, self.timeout)
         # A plain gateway never answers a TLS ClientHello (it waits for an HTTP request

@@ -68,8 +68,9 @@ def connect_failure(url: str, exc: BaseException) -> str:
 class NodeHost:
     def __init__(self, url: str, *, token: str | None = None, password: str | None = None,
                  state_dir: str | os.PathLike | None = None, registry: CommandRegistry | None = None,
-                 display_name: str | None = None) -> None:
+                 display_name: str | None = None, tls_fingerprint: str | None = None) -> None:
         self.url = url
+        self.tls_fingerprint = tls_fingerprint  # wss:// certificate pin (client/tls.py)
         self.token = token
         self.password = password
         self.state_dir = Path(state_dir) if state_dir else Path.home() / ".krabfast" / "node"
@@ -110,6 +111,7 @@ class NodeHost:
             client_id="node-host", mode="node", display_name=self.display_name,
             instance_id=self.node_id, min_protocol=self.protocol, max_protocol=self.protocol,
             device=self.identity, device_token=None if use_secret else self._stored_token(),
+            tls_fingerprint=self.tls_fingerprint,
             extra_params={"caps": sorted(self.registry.caps), "commands": self.registry.names(),
                           "pathEnv": os.environ.get("PATH", "")})
 
