@@ -5,6 +5,7 @@ ask; these decide the answer."""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from krabfast.gateway.auth import check_shared_secret
@@ -31,16 +32,34 @@ class Admission:
         verify_device(params, device, role=role, scopes=scopes, token=token, nonce=nonce,
                       now_ms=now_ms)
 
-    @staticmethod
-    def origin_allowed(browser: tuple[str, str] | None, is_local: bool) -> bool:
-        """Browser clients must come from the gateway's own origin (same host as the one
-        they connected to), or from a loopback page when they are local themselves."""
+    def origin_allowed(self, browser: tuple[str, str] | None, is_local: bool) -> bool:
+        """The reference's browser-origin rule (docs/reference/web-facts.md section 7): an
+        origin listed in gateway.controlUi.allowedOrigins (or "*"); else the gateway's own
+        host (the one connected to) when that is a private or loopback address, `*.local` or
+        `*.ts.net` (`localhost` only for a local client); else, for a local client, a page on
+        any loopback host and port."""
         if browser is None:
             return False
         origin, host = browser
-        origin_host = urlsplit(origin).hostname
+        try:
+            origin_host = urlsplit(origin).hostname
+            own_host = urlsplit(f"//{host}").hostname or ""
+        except ValueError:  # an unparsable origin (or Host) is refused like a missing one
+            return False
         if not origin_host:
             return False
-        if origin_host == (urlsplit(f"//{host}").hostname or ""):
+        allowed = self.config.control_ui_allowed_origins
+        if allowed and ("*" in allowed or origin.strip().lower().rstrip("/") in allowed):
+            return True
+        if origin_host == own_host and (_private_literal(own_host) or own_host.endswith(
+                (".local", ".ts.net")) or (is_local and own_host == "localhost")):
             return True
         return is_local and (origin_host == "localhost" or is_loopback(origin_host))
+
+
+def _private_literal(host: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return addr.is_private or addr.is_loopback

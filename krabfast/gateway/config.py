@@ -81,6 +81,13 @@ class GatewayConfig:
     models_config: dict | None = None
     primary_model: str | None = None
     config_path: str | None = None
+    # The reference's Control UI (krabfast/web/control_ui.py): gateway.controlUi.{enabled,
+    # basePath, root, allowedOrigins}; root None: found automatically. allowedOrigins are
+    # browser origins (lower-cased, or "*") allowed besides the gateway's own.
+    control_ui_enabled: bool = True
+    control_ui_base_path: str = ""
+    control_ui_root: str | None = None
+    control_ui_allowed_origins: frozenset[str] = frozenset()
     # TLS (wss/https on the same port; krabfast/gateway/tls.py): off by default as the
     # reference. No cert/key path: <state dir>/gateway/tls/gateway-{cert,key}.pem, generated
     # at start when both are missing unless tls_auto_generate is off.
@@ -129,3 +136,7 @@ class GatewayConfig:
             raise ValueError("--tick-interval-ms must be >= 1")
         if not 0 < self.drop_if_slow_bytes <= self.max_buffered_bytes:
             raise ValueError("--drop-if-slow-bytes must be > 0 and <= --max-buffered-bytes")
+        if self.control_ui_root and not os.path.isfile(
+                os.path.join(os.path.expanduser(self.control_ui_root), "index.html")):
+            raise ValueError(f"--control-ui-root {self.control_ui_root}: no index.html there "
+                             "(expected an installed openclaw package's dist/control-ui)")

@@ -6,6 +6,7 @@ none: embedded defaults), `load_config_file` reads and checks it. The keys krabf
 - gateway.port, gateway.bind (+ gateway.customBindHost), gateway.mode ("local" only)
 - gateway.auth.{mode, token, password} and gateway.auth.rateLimit.*
 - gateway.nodes.pairing.autoApproveLocal, gateway.nodes.commands.{allow, deny}
+- gateway.controlUi.{enabled, basePath, root, allowedOrigins} (the reference's Control UI)
 - gateway.tls.{enabled, autoGenerate, certPath, keyPath, caPath}
 - models.providers.<id>.{baseUrl, apiKey, api, models, timeoutSeconds, headers} (passed through)
 - agents.defaults.model ("provider/model", or {primary: "provider/model"})
@@ -46,6 +47,7 @@ KNOWN_KEYS: dict = {
         "tls": {k: True for k in TLS_KEYS},
         "nodes": {"pairing": {"autoApproveLocal": True},
                   "commands": {"allow": True, "deny": True}},
+        "controlUi": {"enabled": True, "basePath": True, "root": True, "allowedOrigins": True},
     },
     "models": {"providers": {"*": {k: True for k in PROVIDER_KEYS}}},
     "agents": {"defaults": {"model": True}},
@@ -411,6 +413,20 @@ def parse_config(data, path: str, env=None) -> FileSettings:
         if name in commands:
             v[f"node_commands_{name}"] = c.names(f"gateway.nodes.commands.{name}",
                                                  commands[name])
+
+    ui = c.obj("gateway.controlUi", gw.get("controlUi", {}))
+    if "enabled" in ui:
+        v["control_ui_enabled"] = c.boolean("gateway.controlUi.enabled", ui["enabled"])
+    if "basePath" in ui:
+        v["control_ui_base_path"] = c.string("gateway.controlUi.basePath", ui["basePath"],
+                                             empty=True).strip()
+    if "root" in ui:
+        # A relative root is taken from the current directory, as the reference's Node does.
+        v["control_ui_root"] = c.string("gateway.controlUi.root", ui["root"]).strip()
+    if "allowedOrigins" in ui:
+        v["control_ui_allowed_origins"] = frozenset(
+            o.lower().rstrip("/") for o in c.names("gateway.controlUi.allowedOrigins",
+                                                   ui["allowedOrigins"]))
 
     models = c.obj("models", data.get("models", {}))
     if "providers" in models:

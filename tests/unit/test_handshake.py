@@ -231,13 +231,25 @@ def test_rate_limit_exempts_loopback():
     (("http://127.0.0.1:18789", "127.0.0.1:18789"), True, True),    # served by the gateway
     (("http://localhost:5173", "127.0.0.1:18789"), True, True),     # local dev page, local peer
     (("http://localhost:5173", "gw.example:18789"), False, False),  # loopback origin, remote peer
-    (("https://gw.example", "gw.example:443"), False, True),        # same host, remote
+    # Same host: only a private/loopback address, *.local or *.ts.net (as the reference), so
+    # a DNS-rebound name (evil.example resolving to 127.0.0.1) is not "the gateway's own".
+    (("https://gw.example", "gw.example:443"), False, False),       # public name: allowedOrigins
+    (("http://evil.example:18789", "evil.example:18789"), True, False),  # DNS rebinding
+    (("http://192.168.1.5:18789", "192.168.1.5:18789"), False, True),    # LAN address
+    (("http://gw.local:18789", "gw.local:18789"), False, True),          # mDNS name
+    (("https://gw.example", "gw.example:443", ("https://gw.example",)), False, True),
+    (("https://GW.example/", "gw.example:443", ("https://gw.example",)), False, True),
+    (("https://other.example", "gw.example:443", ("https://gw.example",)), False, False),
+    (("https://any.example", "gw.example:443", ("*",)), False, True),
+    (("null", "gw.example:443", ("https://gw.example",)), False, False),
 ])
 def test_control_ui_origin(browser, is_local, ok):
     from krabfast.connection import Connection
     from tests.unit.conftest import RecordingSink
 
-    h = Harness(GatewayConfig(auth_mode="token", token="T"))
+    allowed = frozenset(browser[2]) if browser and len(browser) > 2 else frozenset()
+    browser = browser[:2] if browser else None
+    h = Harness(GatewayConfig(auth_mode="token", token="T", control_ui_allowed_origins=allowed))
     sink = RecordingSink()
     conn = Connection(h.hub, sink, peer_ip="127.0.0.1" if is_local else "198.51.100.3",
                       is_local=is_local, browser=browser)
