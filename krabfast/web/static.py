@@ -375,3 +375,8 @@ class StaticDirectory:
         if coding != "identity":
             headers.append(("Content-Encoding", coding))
         return Response(200, body, content_type(rel), headers=[*headers, *self.headers])
+
+
+def static_routes(root: str | Path, prefix: str, **kw) -> list:
+    """The routes serving `root` at `prefix` (one StaticDirectory; `kw` goes to it)."""
+    return [StaticDirectory(root, prefix, **kw)]

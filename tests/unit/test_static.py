@@ -258,3 +258,9 @@ def test_route_rejects_bad_prefix(site):
 ])
 def test_is_hashed_name(name, hashed):
     assert static.is_hashed_name(name) is hashed
+
+
+def test_static_routes(site):
+    (route,) = static.static_routes(site, "/webchat/", headers=[("X-A", "1")])
+    r = route(req("/webchat/app.js"))
+    assert r.status == 200 and r.body == JS and hdr(r, "X-A") == "1"
