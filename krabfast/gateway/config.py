@@ -71,6 +71,12 @@ class GatewayConfig:
     # Peer addresses treated as remote even on loopback (tests stand in a remote device
     # with 127.0.0.2), from $KRABFAST_REMOTE_ADDRESSES (comma separated).
     remote_addresses: frozenset[str] = frozenset()
+    # Reverse proxies whose forwarding headers are believed (IPs or CIDRs, as the
+    # reference's gateway.trustedProxies); X-Real-IP only with allow_real_ip_fallback.
+    trusted_proxies: tuple[str, ...] = ()
+    # Plain HTTP on the port: a request head must arrive within this (slow senders).
+    http_header_timeout_ms: int = 10_000
+    allow_real_ip_fallback: bool = False
     # Node commands: privacy-heavy ones need opting in; deny always wins.
     node_commands_allow: frozenset[str] = frozenset()
     node_commands_deny: frozenset[str] = frozenset()
@@ -111,6 +117,9 @@ class GatewayConfig:
         remote = env_first(("KRABFAST_REMOTE_ADDRESSES",))
         if remote and "remote_addresses" not in kw:
             kw["remote_addresses"] = frozenset(a.strip() for a in remote.split(",") if a.strip())
+        header_timeout = env_first(("KRABFAST_HTTP_HEADER_TIMEOUT_MS",))
+        if header_timeout and "http_header_timeout_ms" not in kw:
+            kw["http_header_timeout_ms"] = int(header_timeout)
         ping = env_first(("KRABFAST_PING_INTERVAL_MS",))
         if ping and "ping_interval_s" not in kw:
             kw["ping_interval_s"] = int(ping) / 1000

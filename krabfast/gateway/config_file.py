@@ -8,6 +8,7 @@ none: embedded defaults), `load_config_file` reads and checks it. The keys krabf
 - gateway.nodes.pairing.autoApproveLocal, gateway.nodes.commands.{allow, deny}
 - gateway.controlUi.{enabled, basePath, root, allowedOrigins} (the reference's Control UI)
 - gateway.tls.{enabled, autoGenerate, certPath, keyPath, caPath}
+- gateway.trustedProxies (IPs or CIDRs), gateway.allowRealIpFallback
 - models.providers.<id>.{baseUrl, apiKey, api, models, timeoutSeconds, headers} (passed through)
 - agents.defaults.model ("provider/model", or {primary: "provider/model"})
 
@@ -42,6 +43,7 @@ TLS_KEYS = {"enabled": "tls_enabled", "autoGenerate": "tls_auto_generate",
 KNOWN_KEYS: dict = {
     "gateway": {
         "port": True, "bind": True, "customBindHost": True, "mode": True,
+        "trustedProxies": True, "allowRealIpFallback": True,
         "auth": {"mode": True, "token": True, "password": True,
                  "rateLimit": {k: True for k in RATE_LIMIT_KEYS}},
         "tls": {k: True for k in TLS_KEYS},
@@ -394,6 +396,20 @@ def parse_config(data, path: str, env=None) -> FileSettings:
                 setattr(limit, attr, c.boolean(k, rl[name]) if attr == "exempt_loopback"
                         else c.integer(k, rl[name], 1 if attr == "max_attempts" else 0))
         v["rate_limit"] = limit
+
+    if "trustedProxies" in gw:
+        key = "gateway.trustedProxies"
+        entries = sorted(c.names(key, gw["trustedProxies"]))
+        try:
+            from krabfast.gateway.proxies import parse_trusted
+
+            parse_trusted(entries)
+        except ValueError as exc:
+            raise c.fail(key, str(exc)) from None
+        v["trusted_proxies"] = tuple(entries)
+    if "allowRealIpFallback" in gw:
+        v["allow_real_ip_fallback"] = c.boolean("gateway.allowRealIpFallback",
+                                                gw["allowRealIpFallback"])
 
     tls = c.obj("gateway.tls", gw.get("tls", {}))
     for name, attr in TLS_KEYS.items():

@@ -25,6 +25,9 @@ from krabfast.gateway.hub import Hub
 from krabfast.gateway import picows_adapter
 from krabfast.gateway import tls as _tls
 from krabfast.gateway.loopmon import LoopMonitor
+from krabfast.gateway.proxies import REFUSAL_BODY as _PROXY_REFUSAL
+from krabfast.gateway.proxies import forwarding_header as _forwarding
+from krabfast.gateway.web_side import WebSide
 from krabfast.logutil import ThrottledLog
 from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
 
@@ -146,8 +149,16 @@ class GatewayServer:
         self._stopped: asyncio.Event | None = None
         self.port = config.port
         self._stopping = False
+        self._started = False
         self.gated = False  # the pre-connect gate is in front of picows (picows_adapter, 1.)
         self.tls: _tls.ServerTls | None = None  # set by start when config.tls_enabled
+        self.web = WebSide(self)  # plain HTTP on the same port, through the gate
+
+    def readiness(self) -> str:
+        """What /readyz reports: "starting", "ready" or "draining"."""
+        if self._stopping or self.hub.closing:
+            return "draining"
+        return "ready" if self._started else "starting"
 
     # -- upgrade -------------------------------------------------------------------------------
     def _listener_for(self, request: WSUpgradeRequest):
@@ -160,13 +171,21 @@ class GatewayServer:
             peer_ip = _peer_ip(gate.transport)
             if self._too_many_preauth(peer_ip):
                 return _reject(503, _TOO_MANY_PREAUTH)
+        is_local = peer_ip is not None and is_loopback(peer_ip)
+        if peer_ip is not None and any(_forwarding(name) for name in request.headers.keys()):
+            # Through a reverse proxy: the client is whom a trusted proxy names, and never
+            # local (krabfast/gateway/proxies.py).
+            web = self.web
+            got = web.attribute(peer_ip, {k.lower(): v for k, v in request.headers.items()}, "")
+            if not isinstance(got, tuple):
+                return _reject(403, _PROXY_REFUSAL)
+            peer_ip, is_local = got
         origin = request.headers.get("Origin")
         browser = (origin, request.headers.get("Host", "")) if origin else None
         cfg = hub.config
         # Tracked in `listeners` from `attach` on: picows asks for the listener before it
         # validates the upgrade, and never reports a socket whose upgrade then failed.
-        listener = _listener.FrameListener(self, hub, peer_ip, peer_ip is not None and
-                                           is_loopback(peer_ip), browser,
+        listener = _listener.FrameListener(self, hub, peer_ip, is_local, browser,
                                            cfg.preauth_max_payload, cfg.max_payload)
         if gate is not None:
             gate.listener = listener
@@ -199,7 +218,9 @@ class GatewayServer:
         cfg = self.config
         return {
             "disconnect_on_exception": True,
-            "websocket_handshake_timeout": 10.0,
+            # Until the first request's head is in (WebSocket upgrade or plain HTTP: the
+            # gate cannot tell before), a slow sender is bounded by picows' timer.
+            "websocket_handshake_timeout": cfg.http_header_timeout_ms / 1000,
             "logger_name": _PicowsLog(logging.getLogger("picows.krabfast")),
             # picows' own auto-ping would run one task per socket; `_keepalive` sweeps
             # all sockets from one timer instead.
@@ -226,9 +247,11 @@ class GatewayServer:
             # The gate and picows sit above the TLS layer, unchanged. A peer gets as long
             # for the TLS handshake as picows gives it for the upgrade.
             tls_kw = {"ssl": self.tls.context, "ssl_handshake_timeout": 10.0}
+        self.web.tls = self.tls is not None  # what HTTP requests report (Request.tls)
+        http = self.web.protocol
         self.server, self.gated = await picows_adapter.create_server(
             self._listener_for, self.config.bind, self.config.port,
-            gate_factory=lambda inner: _gate.PreauthGate(inner, preauth_limit),
+            gate_factory=lambda inner: _gate.PreauthGate(inner, preauth_limit, http),
             options=self._picows_options(), reuse_address=True, backlog=4096, **tls_kw)
         self.port = self.server.sockets[0].getsockname()[1]
         self.monitor = LoopMonitor(self.loop)
@@ -245,6 +268,7 @@ class GatewayServer:
             asyncio.ensure_future(self._every(
                 min(1.0, self.config.handshake_timeout_ms / 4000), self.hub.expire_handshakes)),
         ]
+        self._started = True  # /readyz: ready
         if self.tls is not None:  # the pin clients need (the reference logs none)
             log.info("gateway tls: certificate %s, fingerprint %s", self.tls.cert_path,
                      self.tls.fingerprint)
@@ -298,6 +322,7 @@ class GatewayServer:
             self.monitor.stop()
         if self.server is not None:
             self.server.close()
+        self.web.close_all()
         for conn in hub.directory.all():
             conn.close(CLOSE_SERVICE_RESTART, "service restart")
         for task in list(_ALL_TASKS):  # closing cancelled each socket's; anything left goes

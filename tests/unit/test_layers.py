@@ -18,6 +18,7 @@ those after it; the tables below are what is checked):
     connection        one gateway socket (protocol + _core)
     store             sqlite state
     methods           method handlers
+    web               the HTTP side: protocol, routes, pages (knows nothing of the gateway)
     gateway           hub, policies, picows server
     client, node      asyncio client, node host
     bench             load benchmarks
@@ -61,6 +62,8 @@ NEVER_FROM: dict[str, tuple[str, ...]] = {
     "krabfast.store":   ("krabfast.gateway", "krabfast.methods", "krabfast.cli"),
     "krabfast.client":  ("krabfast.gateway", "krabfast.cli", "krabfast.bench"),
     "krabfast.node":    ("krabfast.gateway", "krabfast.cli", "krabfast.bench"),
+    "krabfast.web":     ("krabfast.gateway", "krabfast.connection", "krabfast.methods",
+                         "krabfast.store", "krabfast.cli", "krabfast.bench"),
 }
 
 # Only these may import the unit (the command line is the top: nothing builds on it).
