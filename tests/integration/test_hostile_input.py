@@ -323,18 +323,21 @@ def test_a_bug_serving_a_frame_is_answered_and_logged_once(faulty_core):
 
 def test_failed_upgrades_leave_nothing_behind():
     """picows asks for a listener before it validates the upgrade request; a request that
-    then fails (plain HTTP, a bad upgrade) must not stay tracked."""
+    then fails (a bad upgrade), or plain HTTP (served by the HTTP side), must not stay
+    tracked."""
     async def body():
         srv = GatewayServer(GatewayConfig(port=0, bind="127.0.0.1", state_dir=":memory:"))
         await srv.start()
         try:
-            for head in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-                         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\n\r\n"):
+            for head, answer in (
+                    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     b"HTTP/1.1 200"),
+                    (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n", b"HTTP/1.1 400")):
                 for _ in range(20):
                     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
                     writer.write(head)
-                    assert (await reader.read()).startswith(b"HTTP/1.1 400")
+                    assert (await reader.read()).startswith(answer)
                     writer.close()
             await asyncio.sleep(0.1)
             assert not srv.listeners and not srv.hub.directory.preauth_by_ip
