@@ -195,13 +195,17 @@ def load_server_tls(cfg) -> ServerTls:
         fp = certificate_fingerprint(pem)
         context = server_context(cert_path, key_path, ca_path)
     except (OSError, ssl.SSLError) as exc:
-        raise TlsError(f"gateway tls: failed to load cert ({_why(exc)})") from None
+        raise TlsError(f"gateway tls: failed to load cert ({_why(exc, cert_path, key_path)})"
+                       ) from None
     return ServerTls(context, fp, cert_path, key_path, generated)
 
 
-def _why(exc: BaseException) -> str:
+def _why(exc: BaseException, cert: Path, key: Path) -> str:
     if isinstance(exc, ssl.SSLError):
-        return f"{exc.reason or exc}: is the key the certificate's, both PEM?"
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return f"{key} is not the key of {cert}"
+        # The certificate parsed already (its fingerprint): what failed is the key.
+        return f"{key}: not an unencrypted PEM private key ({exc.reason or exc.strerror})"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)

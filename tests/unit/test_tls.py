@@ -103,9 +103,13 @@ def test_no_auto_generate_means_no_pair(tmp_path):
 def test_a_key_of_another_certificate_is_refused(tmp_path):
     a = tls.load_server_tls(cfg(tmp_path / "a"))
     b = tls.load_server_tls(cfg(tmp_path / "b"))
-    with pytest.raises(tls.TlsError, match="^gateway tls: failed to load cert"):
+    with pytest.raises(tls.TlsError, match=r"^gateway tls: failed to load cert \(.*b/gateway/tls/"
+                                           r"gateway-key.pem is not the key of .*a/gateway"):
         tls.load_server_tls(cfg(tmp_path, tls_cert_path=str(a.cert_path),
                                 tls_key_path=str(b.key_path)))
+    with pytest.raises(tls.TlsError, match="gateway-cert.pem: not an unencrypted PEM private key"):
+        tls.load_server_tls(cfg(tmp_path, tls_cert_path=str(a.cert_path),
+                                tls_key_path=str(a.cert_path)))
 
 
 def test_not_a_certificate_is_refused(tmp_path):
@@ -179,3 +183,73 @@ def test_invalid_config_values_name_the_key(tls_value, message):
     with pytest.raises(ConfigFileError) as err:
         parse_config({"gateway": {"tls": tls_value}}, "f.json", {})
     assert str(err.value).startswith(f"config f.json: {message}"), str(err.value)
+
+
+# -- caPath: the chain the server sends ---------------------------------------------------------
+
+def _chain(tmp_path):
+    """root -> intermediate -> leaf (127.0.0.1): the leaf file alone, the intermediate, the
+    root, the leaf's key."""
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    names = [x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, n)])
+             for n in ("test root", "test intermediate", "127.0.0.1")]
+    certs = []
+    for i in range(3):
+        issuer = max(i - 1, 0)
+        b = (x509.CertificateBuilder().subject_name(names[i]).issuer_name(names[issuer])
+             .public_key(keys[i].public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=i < 2, path_length=None), critical=True))
+        if i == 2:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        certs.append(b.sign(keys[issuer], hashes.SHA256()))
+    paths = []
+    for name, cert in zip(("root.pem", "intermediate.pem", "leaf.pem"), certs):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key = tmp_path / "leaf-key.pem"
+    key.write_bytes(keys[2].private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    root, intermediate, leaf = paths
+    return leaf, intermediate, root, key
+
+
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> None:
+    """A TLS handshake through memory BIOs (no sockets); raises what the client raises."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+    done = [False, False]
+    for _ in range(10):
+        for i, (obj, out, peer_in) in enumerate(((client, c_out, s_in), (server, s_out, c_in))):
+            if not done[i]:
+                try:
+                    obj.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if all(done):
+            return
+    raise AssertionError("handshake did not finish")
+
+
+def test_ca_path_completes_the_chain_sent(tmp_path):
+    leaf, intermediate, root, key = _chain(tmp_path)
+    client = ssl.create_default_context(cafile=str(root))  # trusts the root only
+    with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
+        _handshake(tls.server_context(leaf, key), client)
+    _handshake(tls.server_context(leaf, key, intermediate), ssl.create_default_context(
+        cafile=str(root)))
+    got = tls.load_server_tls(cfg(tmp_path, tls_cert_path=str(leaf), tls_key_path=str(key),
+                                  tls_ca_path=str(intermediate)))
+    _handshake(got.context, ssl.create_default_context(cafile=str(root)))
