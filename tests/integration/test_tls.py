@@ -83,20 +83,23 @@ async def health(url: str, **kw) -> dict:
 def test_certificate_generated_on_first_start_and_reused(gateway_server, tmp_path):
     state = tmp_path / "state"
     gw, url, fp = start(gateway_server, "--tls", "--state-dir", str(state))
-    cert, key = state / "gateway" / "tls" / "gateway-cert.pem", state / "gateway" / "tls" / "gateway-key.pem"
+    base = state / "gateway" / "tls"
+    cert, key = base / "gateway-cert.pem", base / "gateway-key.pem"
     assert f"gateway tls: generated self-signed cert at {cert}" in gw.output()
     for path in (cert, key):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     # The log's fingerprint is the served certificate's, which is the file's.
     assert fp == sha256(served_der(gw.port)) == sha256(file_der(cert))
+    assert run(health(url, tls_fingerprint=fp))["ok"] is True
     gw.process.terminate()
     gw.process.wait(10)
 
     # Second start, TLS from the config file this time: same pair, nothing generated.
     config = tmp_path / "openclaw.json"
     config.write_text('{gateway: {tls: {enabled: true}}}')
-    again, _url, fp2 = start(gateway_server, "--config", str(config), "--state-dir", str(state))
+    again, url2, fp2 = start(gateway_server, "--config", str(config), "--state-dir", str(state))
     assert fp2 == fp == sha256(served_der(again.port))
+    assert run(health(url2, tls_fingerprint=fp))["ok"] is True
     assert "generated self-signed" not in again.output()
 
 
@@ -220,7 +223,7 @@ def test_https_probe(tls_gw):
 
 
 def test_tls_1_2_and_plain_http_get_no_answer(tls_gw):
-    gw, _url, _fp = tls_gw
+    gw, url, fp = tls_gw
     old = _unverified()
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as raw:
@@ -234,7 +237,7 @@ def test_tls_1_2_and_plain_http_get_no_answer(tls_gw):
             answer = b""
         assert not answer.startswith(b"HTTP/"), answer
     # The gateway is still serving.
-    assert run(health(_url, tls_fingerprint=_fp))["ok"] is True
+    assert run(health(url, tls_fingerprint=fp))["ok"] is True
 
 
 # -- a certificate of one's own ---------------------------------------------------------------
@@ -253,7 +256,7 @@ def _issue(tmp_path: Path) -> tuple[Path, Path, Path]:
             b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
         return b.sign(signer, hashes.SHA256())
 
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "krabfast test CA")])
     ca = build(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
     leaf = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name,
@@ -291,11 +294,36 @@ def test_own_certificate_with_tls_cert_and_key(gateway_server, tmp_path):
      "gateway tls: cert/key missing"),
     (lambda d: ["--tls-cert", str(d / "leaf.pem"), "--tls-key", str(d / "ca.pem")],
      "gateway tls: failed to load cert"),
-    (lambda d: ["--tls", "--state-dir", ":memory:"], "gateway tls: --state-dir :memory: has nowhere"),
+    (lambda d: ["--tls", "--state-dir", ":memory:"],
+     "gateway tls: --state-dir :memory: has nowhere"),
 ])
 def test_tls_that_cannot_start_exits_with_one_line(tmp_path, make_args, message):
     _issue(tmp_path)
-    proc = cli("gateway", "--port", "0", *make_args(tmp_path), env={"KRABFAST_STATE_DIR": str(tmp_path / "s")})
+    proc = cli("gateway", "--port", "0", *make_args(tmp_path),
+               env={"KRABFAST_STATE_DIR": str(tmp_path / "s")})
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[-1].startswith(f"krabfast gateway: {message}"), proc.stderr
+
+
+def test_node_host_over_wss_with_the_pin(tls_gw, tmp_path):
+    gw, url, fp = tls_gw
+    bad = cli("node", "run", "--url", f"ws://127.0.0.1:{gw.port}", "--tls-fingerprint", fp)
+    assert bad.returncode == 2 and "requires wss:// gateway url" in bad.stderr, bad.stderr
+    log = tmp_path / "node.log"
+    with open(log, "wb") as out:
+        node = subprocess.Popen([sys.executable, "-m", "krabfast", "node", "run", "--url", url,
+                                 "--tls-fingerprint", colons(fp), "--token", TOKEN,
+                                 "--state-dir", str(tmp_path / "node")],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while f"connected to {url}" not in log.read_text():
+            assert node.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        node.terminate()
+        node.wait(10)
+    assert "Traceback" not in log.read_text()

@@ -37,7 +37,8 @@ def test_pin_forms_the_reference_accepts(text):
 
 
 @pytest.mark.parametrize("text", ["", HEX[:-1], HEX + "0", colons(HEX)[:-3], "zz" * 32,
-                                  colons(HEX).replace(":", "-"), f"sha1:{HEX}", f"{HEX[:32]} {HEX[32:]}"])
+                                  colons(HEX).replace(":", "-"), f"sha1:{HEX}",
+                                  f"{HEX[:32]} {HEX[32:]}"])
 def test_invalid_pins_are_refused_in_the_reference_words(text):
     with pytest.raises(ValueError) as err:
         normalize_fingerprint(text)
