@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from krabfast.connection import is_control_ui
 from krabfast.gateway.auth import auth_error
 from krabfast.protocol.devices import (DevicePairResolvedEvent, DeviceTokenSummary, PairedDeviceEntry,
                                        PendingDevice)
@@ -58,7 +59,7 @@ class Pairing:
         """A device that authenticated with the shared secret (or auth none)."""
         hub, store, device = self.hub, self.store, params.device
         now = hub.clock_ms()
-        local = self.is_local(conn)
+        local = self.is_local(conn, params.client)
         if local and (params.client.id, params.client.mode) == ("gateway-client", "backend"):
             return Admission(requested, method)  # local backends skip pairing (no token)
         paired = store.get(device.id)
@@ -106,9 +107,14 @@ class Pairing:
         store.touch(device.id, self.hub.clock_ms(), conn.peer_ip)
         return Admission(requested, "device-token", token, found.issued_at)
 
-    def is_local(self, conn) -> bool:
-        return (conn.is_local and conn.peer_ip not in self.hub.config.remote_addresses
-                and conn.browser is None)
+    def is_local(self, conn, client) -> bool:
+        """Direct loopback, and no web page behind it unless the page is the Control UI or
+        WebChat, whose Origin the handshake has already checked (the reference approves
+        silently without an Origin header "unless Control UI/webchat"): any other client
+        id sent from a page could be a foreign site driving a browser on this machine."""
+        if not conn.is_local or conn.peer_ip in self.hub.config.remote_addresses:
+            return False
+        return conn.browser is None or is_control_ui(client)
 
     def _record_request(self, device, role, requested, meta, now) -> PairingRequest:
         """Add or refresh the pending request; announce what changed."""

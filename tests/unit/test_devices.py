@@ -264,3 +264,27 @@ def test_signature_covers_the_scopes_exactly_as_sent():
     key = DeviceKey()
     _, sink, res = _connect(h, key, scopes=sent, mutate=resign_over_filtered)
     assert res["error"]["details"]["code"] == "DEVICE_AUTH_SIGNATURE_INVALID"
+
+
+@pytest.mark.parametrize("client_id,mode,silent", [
+    ("webchat", "webchat", True),               # WebChat: its origin was checked
+    ("openclaw-control-ui", "webchat", True),   # the Control UI likewise
+    ("cli", "cli", False),                      # any other client sent from a web page waits
+])
+def test_a_loopback_page_pairs_silently_only_as_control_ui_or_webchat(client_id, mode, silent):
+    from krabfast.connection import Connection
+    from tests.unit.conftest import RecordingSink
+
+    h = _harness()
+    sink = RecordingSink()
+    conn = Connection(h.hub, sink, peer_ip="127.0.0.1", is_local=True,
+                      browser=("http://127.0.0.1:18789", "127.0.0.1:18789"))
+    conn.start()
+    params = _params(client_id=client_id, mode=mode)
+    DeviceKey().sign_into(params, sink.frames()[0]["payload"], "T", 3)
+    conn.receive(json.dumps({"type": "req", "id": "c1", "method": "connect", "params": params}).encode())
+    res = sink.response("c1")
+    if silent:
+        assert res["ok"] and res["payload"]["auth"]["deviceToken"], res
+    else:
+        assert res["error"]["details"]["reason"] == "not-paired", res
