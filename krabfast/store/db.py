@@ -6,7 +6,8 @@ requests, nodes), so when a `Database` opens it loads each table into an in-memo
 read right after a write sees it) and marks the row dirty. One writer thread per database,
 with its own connection, is the only thing that touches the file: it opens and migrates
 it, then repeatedly takes every dirty row (under a lock held for microseconds) and writes
-them in one transaction. It writes each row's current value, not the individual
+them in one transaction (after a mutation, it waits `COALESCE_S` for the ones that follow,
+unless a flush asks sooner). It writes each row's current value, not the individual
 statements, so repeated writes to a row (`touch` on every connect) collapse into one, a
 failed batch can be retried as is, and each commit moves the file from one state the
 mirror held to a later one (`Database.atomic()` groups mutations that must land together).
@@ -443,6 +444,11 @@ class Table:
             self.dirty[key] = _DELETED
             return True
 
+    def forgettable(self) -> bool:
+        """Whether `forget` can drop anything now (a quick check before trying row sets)."""
+        core = self._core
+        return not (core.memory or self.name not in PARTIAL_TABLES or self.name in core.writing)
+
     def forget(self, keys) -> bool:
         """Partial tables only: drop these rows from the mirror, not from the file (a later
         `Database.load` brings them back). All or none: False, dropping nothing, while any of
@@ -473,6 +479,7 @@ class Table:
 # the batch, which is retried.
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.25, 30.0
+COALESCE_S = 0.025  # see _Core._gather; flush() and close() do not wait for it
 _CLOSE_ATTEMPTS = 3
 _MAX_UNREPORTED = 20
 
@@ -720,12 +727,29 @@ class _Core:
             return False
         return not self.failing or time.monotonic() >= self.retry_at
 
+    def _gather(self) -> None:
+        """(Lock held.) Woken by a mutation nobody waits for: let the mutations that follow
+        it (the rest of a request, of a chat turn) join the same batch for `COALESCE_S`,
+        unless a flush or close asks for the disk sooner. Fewer commits, and the writer's
+        own Python work (it needs the GIL) stays out of the event loop's way while the loop
+        is busy with what caused the mutation (a chat.send: the model request, its first
+        delta)."""
+        if self.closing or self.kick or self.failing or COALESCE_S <= 0:
+            return
+        deadline = time.monotonic() + COALESCE_S
+        while not (self.closing or self.kick):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.cond.wait(left)
+
     def _serve(self, conn: sqlite3.Connection) -> None:
         close_attempts = 0
         while True:
             with self.cond:
                 while not self._ready():
                     self.cond.wait(max(0.0, self.retry_at - time.monotonic()) if self.failing else None)
+                self._gather()
                 final = self.closing
                 self.kick = False
                 gen = self.gen
@@ -763,8 +787,7 @@ class _Core:
                 else:
                     moved.append(key)
             if moved:  # re-inserted rows are written in mirror (rowid) order
-                wanted = set(moved)
-                batch.extend((table, _MOVED, key, row) for key, row in table.rows.items() if key in wanted)
+                batch.extend((table, _MOVED, key, table.rows[key]) for key in _in_order(table.rows, moved))
         return batch
 
     def _write(self, conn: sqlite3.Connection, batch: list) -> tuple[list, BaseException | None]:
@@ -844,6 +867,22 @@ class _Core:
             else:
                 future.set_result(None)
         self.unreported = [] if consumed else errors[-_MAX_UNREPORTED:]
+
+
+def _in_order(rows: dict, keys: list) -> list:
+    """`keys` (all in `rows`) in the order of `rows`. A re-inserted row goes to the end of
+    the mirror, so the rows dirty since the last batch are at its tail: walk back from the
+    end until every one is found, instead of scanning a table of thousands of rows (with
+    the GIL held: the event loop would wait) for a handful."""
+    wanted = set(keys)
+    found = []
+    for key in reversed(rows):
+        if key in wanted:
+            found.append(key)
+            if len(found) == len(wanted):
+                break
+    found.reverse()
+    return found
 
 
 def _statements(script: str) -> list[str]:

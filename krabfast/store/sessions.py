@@ -284,8 +284,8 @@ class SessionStore:
     def _evict(self, limit: int) -> None:
         """Drop the least recently used transcripts beyond `limit` that are on disk."""
         excess = len(self._loaded) - limit
-        if excess <= 0:
-            return
+        if excess <= 0 or not self._messages.forgettable():
+            return  # (nothing can go while the writer has transcripts in flight: next time)
         for session_id in list(self._loaded)[:-1]:  # never the one in use
             if excess <= 0:
                 break
