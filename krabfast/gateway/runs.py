@@ -155,7 +155,8 @@ class RunManager:
         history = hub.sessions.messages(run.session_key, limit=HISTORY_TURNS)
         request = ModelRequest(model=info.id.split("/", 1)[1] if "/" in info.id else info.id,
                                messages=[m for m in (_chat_message(r) for r in history) if m])
-        async for event in backend.stream(request):
+        stream = backend.stream(request)
+        async for event in stream:
             if type(event) is TextDelta:
                 if event.text:
                     run.text += event.text
@@ -165,6 +166,16 @@ class RunManager:
                              "total": event.total_tokens}
             elif type(event) is Finish:
                 run.stop_reason = event.stop_reason
+                # The answer is complete: the final goes out now; what is left of the
+                # stream (an HTTP backend reads its tail to reuse the connection) ends in
+                # the background, never delaying the run.
+                self._finish_stream(stream)
+                return
+
+    def _finish_stream(self, stream) -> None:
+        task = asyncio.ensure_future(_exhaust(stream))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- deltas ------------------------------------------------------------------------------
     def _maybe_delta(self, run: Run) -> None:
@@ -339,6 +350,15 @@ class RunManager:
                                        "ts": self.hub.clock_ms(), "data": data,
                                        "sessionKey": run.session_key, "agentId": run.agent_id},
                              droppable=stream == "assistant")
+
+
+async def _exhaust(stream) -> None:
+    """Run a model stream past its Finish to its end (errors there do not matter)."""
+    try:
+        async for _ in stream:
+            pass
+    except Exception:  # noqa: BLE001 - the run already ended well
+        log.debug("a model stream failed after its finish", exc_info=True)
 
 
 def new_run_id() -> str:

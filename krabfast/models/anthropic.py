@@ -7,10 +7,11 @@ Auth is `x-api-key` plus `anthropic-version`; system messages go to the top-leve
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator
 
-from krabfast.models._http import HttpBackend
+from orjson import loads
+
+from krabfast.models._http import HttpBackend, drain, sse_events
 from krabfast.models.base import (
     Finish,
     ModelRequest,
@@ -80,57 +81,59 @@ class AnthropicBackend(HttpBackend):
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        from httpx_sse import EventSource, SSEError
-
         provider = self.provider_id
         input_tokens = output_tokens = 0
         stop: str | None = None
         stopped = False
         async with self.post_stream(self.url, self.body(request)) as resp:
-            try:
-                async for sse in EventSource(resp).aiter_sse():
-                    if not sse.data.strip():
-                        continue
-                    try:
-                        data = json.loads(sse.data)
-                    except ValueError:
-                        raise malformed(f"not JSON: {sse.data[:80]!r}", provider) from None
-                    if not isinstance(data, dict):
-                        raise malformed(f"not an object: {sse.data[:80]!r}", provider)
-                    kind = data.get("type") or sse.event
-                    if kind == "message_start":
-                        usage = (data.get("message") or {}).get("usage") or {}
-                        input_tokens = int(usage.get("input_tokens") or 0)
-                        output_tokens = int(usage.get("output_tokens") or 0)
-                    elif kind == "content_block_delta":
-                        delta = data.get("delta")
-                        if not isinstance(delta, dict):
-                            raise malformed("content_block_delta without delta", provider)
-                        if delta.get("type") == "text_delta" and delta.get("text"):
-                            yield TextDelta(str(delta["text"]))
-                    elif kind == "message_delta":
-                        reason = (data.get("delta") or {}).get("stop_reason")
-                        if reason:
-                            stop = STOP_REASONS.get(reason, str(reason))
-                        usage = data.get("usage") or {}
-                        if "output_tokens" in usage:
-                            output_tokens = int(usage["output_tokens"] or 0)
-                        if usage.get("input_tokens"):
-                            input_tokens = int(usage["input_tokens"])
-                    elif kind == "message_stop":
-                        stopped = True
-                        break
-                    elif kind == "error":
-                        err = data.get("error") or {}
-                        text = err.get("message") or err.get("type") or "error"
-                        raise ProviderError(
-                            f"LLM request rejected: {text}",
-                            kind=ERROR_TYPES.get(err.get("type"), "provider"),
-                            provider=provider,
-                            detail=text,
-                        )
-            except SSEError as exc:
-                raise invalid_stream(str(exc), provider) from exc
+            events = sse_events(resp, provider)
+            async for sse in events:
+                if not sse.data.strip():
+                    continue
+                try:
+                    data = loads(sse.data)
+                except ValueError:
+                    raise malformed(f"not JSON: {sse.data[:80]!r}", provider) from None
+                if not isinstance(data, dict):
+                    raise malformed(f"not an object: {sse.data[:80]!r}", provider)
+                kind = data.get("type") or sse.event
+                if kind == "message_start":
+                    usage = (data.get("message") or {}).get("usage") or {}
+                    input_tokens = int(usage.get("input_tokens") or 0)
+                    output_tokens = int(usage.get("output_tokens") or 0)
+                elif kind == "content_block_delta":
+                    delta = data.get("delta")
+                    if not isinstance(delta, dict):
+                        raise malformed("content_block_delta without delta", provider)
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield TextDelta(str(delta["text"]))
+                elif kind == "message_delta":
+                    reason = (data.get("delta") or {}).get("stop_reason")
+                    if reason:
+                        stop = STOP_REASONS.get(reason, str(reason))
+                    usage = data.get("usage") or {}
+                    if "output_tokens" in usage:
+                        output_tokens = int(usage["output_tokens"] or 0)
+                    if usage.get("input_tokens"):
+                        input_tokens = int(usage["input_tokens"])
+                elif kind == "message_stop":
+                    stopped = True
+                    break
+                elif kind == "error":
+                    err = data.get("error") or {}
+                    text = err.get("message") or err.get("type") or "error"
+                    raise ProviderError(
+                        f"LLM request rejected: {text}",
+                        kind=ERROR_TYPES.get(err.get("type"), "provider"),
+                        provider=provider,
+                        detail=text,
+                    )
+            if stopped:
+                # Complete: report it, then read the tail so the connection is reused.
+                yield Usage(input_tokens, output_tokens, input_tokens + output_tokens)
+                yield Finish(stop or "stop")
+                await drain(events)
+                return
         if not stopped:
             raise invalid_stream("stream ended before message_stop", provider)
         yield Usage(input_tokens, output_tokens, input_tokens + output_tokens)

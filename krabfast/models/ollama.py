@@ -7,10 +7,11 @@ which the reference warns against) is dropped. The last line has `done: true`,
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator
 
-from krabfast.models._http import HttpBackend
+from orjson import loads
+
+from krabfast.models._http import HttpBackend, drain, ndjson_lines
 from krabfast.models.base import (
     Finish,
     ModelRequest,
@@ -60,11 +61,12 @@ class OllamaBackend(HttpBackend):
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         provider = self.provider_id
         async with self.post_stream(f"{self.base_url}/api/chat", self.body(request)) as resp:
-            async for line in resp.aiter_lines():
+            lines = ndjson_lines(resp)
+            async for line in lines:
                 if not line.strip():
                     continue
                 try:
-                    data = json.loads(line)
+                    data = loads(line)
                 except ValueError:
                     raise malformed(f"not JSON: {line[:80]!r}", provider) from None
                 if not isinstance(data, dict):
@@ -86,5 +88,6 @@ class OllamaBackend(HttpBackend):
                     reason = data.get("done_reason") or "stop"
                     yield Usage(inp, out, inp + out)
                     yield Finish("length" if reason == "length" else str(reason))
+                    await drain(lines)  # the tail, so the connection is reused
                     return
         raise invalid_stream("stream ended before done", provider)

@@ -6,10 +6,11 @@ Sends `stream: true` and `stream_options.include_usage`, `Authorization: Bearer 
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator
 
-from krabfast.models._http import HttpBackend
+from orjson import loads
+
+from krabfast.models._http import HttpBackend, drain, sse_events
 from krabfast.models.base import (
     Finish,
     ModelRequest,
@@ -63,54 +64,58 @@ class OpenAIBackend(HttpBackend):
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        from httpx_sse import EventSource, SSEError
-
         provider = self.provider_id
         finish: str | None = None
         usage: Usage | None = None
         done = False
         async with self.post_stream(f"{self.base_url}/chat/completions", self.body(request)) as resp:
-            try:
-                async for sse in EventSource(resp).aiter_sse():
-                    data = sse.data
-                    if data.strip() == "[DONE]":
-                        done = True
-                        break
-                    if not data.strip():
-                        continue
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        raise malformed(f"not JSON: {data[:80]!r}", provider) from None
-                    if not isinstance(chunk, dict):
-                        raise malformed(f"not an object: {data[:80]!r}", provider)
-                    if "error" in chunk:
-                        err = chunk["error"]
-                        text = err.get("message") if isinstance(err, dict) else str(err)
-                        raise ProviderError(
-                            f"LLM request rejected: {text}", kind="provider", provider=provider, detail=text
-                        )
-                    if chunk.get("usage"):
-                        usage = usage_from(chunk["usage"]) or usage
-                    choices = chunk.get("choices") or []
-                    if not isinstance(choices, list):
-                        raise malformed("choices is not a list", provider)
-                    for choice in choices[:1]:
-                        if not isinstance(choice, dict):
-                            raise malformed("choice is not an object", provider)
-                        delta = choice.get("delta") or {}
-                        text = delta.get("content") if isinstance(delta, dict) else None
-                        if text:
-                            if not isinstance(text, str):
-                                raise malformed("delta.content is not a string", provider)
-                            yield TextDelta(text)
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            finish = FINISH_REASONS.get(reason, str(reason))
-            except SSEError as exc:
-                raise invalid_stream(str(exc), provider) from exc
-        if not done and finish is None:
+            events = sse_events(resp, provider)
+            async for sse in events:
+                data = sse.data
+                if data == "[DONE]" or data.strip() == "[DONE]":
+                    done = True
+                    break
+                if not data or not data.strip():
+                    continue
+                try:
+                    chunk = loads(data)
+                except ValueError:
+                    raise malformed(f"not JSON: {data[:80]!r}", provider) from None
+                if type(chunk) is not dict:
+                    raise malformed(f"not an object: {data[:80]!r}", provider)
+                if "error" in chunk:
+                    err = chunk["error"]
+                    text = err.get("message") if isinstance(err, dict) else str(err)
+                    raise ProviderError(
+                        f"LLM request rejected: {text}", kind="provider", provider=provider, detail=text
+                    )
+                if chunk.get("usage"):
+                    usage = usage_from(chunk["usage"]) or usage
+                choices = chunk.get("choices") or []
+                if type(choices) is not list:
+                    raise malformed("choices is not a list", provider)
+                for choice in choices[:1]:
+                    if type(choice) is not dict:
+                        raise malformed("choice is not an object", provider)
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if type(delta) is dict else None
+                    if text:
+                        if type(text) is not str:
+                            raise malformed("delta.content is not a string", provider)
+                        yield TextDelta(text)
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        finish = FINISH_REASONS.get(reason, str(reason))
+            if done:
+                # The answer is complete: report it, then read the stream's tail so the
+                # connection is reused (a consumer that stops here closes it instead).
+                if usage is not None:
+                    yield usage
+                yield Finish(finish or "stop")
+                await drain(events)
+                return
+        if finish is None:
             raise invalid_stream("stream ended before [DONE]", provider)
         if usage is not None:
             yield usage
-        yield Finish(finish or "stop")
+        yield Finish(finish)

@@ -311,3 +311,40 @@ def test_backend_reusable_after_cancel(api, fake):
         return events
 
     assert run(go())[-1] == Finish("stop")
+
+
+# -- connection reuse ---------------------------------------------------------------------------
+
+
+def test_finished_streams_reuse_their_connection():
+    """A stream read to its end returns its keep-alive connection to the pool: the next
+    request does not pay a TCP connect (the bench's fake model keeps connections alive)."""
+    from krabfast.bench.fakemodel import Server
+
+    async def go():
+        fake = Server(chunks=3, delay=0.0)
+        connections = []
+
+        async def handle(reader, writer):
+            connections.append(writer)
+            await fake.handle(reader, writer)
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        cat = catalog("openai-completions", f"http://127.0.0.1:{port}/v1")
+        backend, _ = cat.resolve(None)
+        try:
+            runs = []
+            for _ in range(3):
+                runs.append([ev async for ev in backend.stream(ModelRequest("fake-model", MESSAGES))])
+        finally:
+            await cat.aclose()
+            srv.close()
+            await srv.wait_closed()
+        return runs, len(connections), fake.streams
+
+    runs, connections, streams = run(go())
+    assert streams == 3 and connections == 1
+    for events in runs:
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "tok00 tok01 tok02 "
+        assert events[-1] == Finish("stop")

@@ -267,6 +267,7 @@ def test_importing_models_does_not_import_httpx():
         for ref in ("a/m", "b/m", "c/m"):
             cat.resolve(ref)
         assert "httpx" not in sys.modules and "httpx_sse" not in sys.modules, "httpx imported"
+        assert "aiohttp" not in sys.modules, "aiohttp imported"
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

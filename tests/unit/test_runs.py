@@ -230,3 +230,50 @@ def test_at_most_max_active_runs_stream_at_once():
         for i in range(5):
             assert (await runs.wait(f"r{i}", 5000))["status"] == "ok"
     _go(main())
+
+
+class SlowTail(Backend):
+    """Finishes, then takes `tail` seconds to end (an HTTP backend reading the rest of its
+    stream so the connection is reused)."""
+
+    def __init__(self, tail: float) -> None:
+        super().__init__()
+        self.tail = tail
+        self.ended = False
+
+    async def stream(self, request):
+        async for event in super().stream(request):
+            yield event
+        await asyncio.sleep(self.tail)
+        self.ended = True
+
+
+def test_the_final_does_not_wait_for_the_end_of_the_model_stream():
+    async def main():
+        backend = SlowTail(tail=1.0)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcome = await runs.wait("r1", 5000)
+        assert outcome["status"] == "ok" and loop.time() - start < 0.5
+        assert conv.bus.chat("r1")[-1]["state"] == "final" and not backend.ended
+        for _ in range(100):  # the stream still runs to its end, in the background
+            if backend.ended:
+                break
+            await asyncio.sleep(0.02)
+        assert backend.ended
+        await runs.shutdown()
+    _go(main())
+
+
+def test_shutdown_cancels_a_stream_still_ending_after_its_final():
+    async def main():
+        backend = SlowTail(tail=30.0)
+        runs = RunManager(Conv(backend))
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        assert (await runs.wait("r1", 5000))["status"] == "ok"
+        await asyncio.wait_for(runs.shutdown(), 2)
+        assert not backend.ended and not runs.tasks
+    _go(main())
