@@ -46,7 +46,8 @@ class WebSide:
         except ImportError:
             control_ui_routes = None
         if control_ui_routes is not None:
-            routes.extend(control_ui_routes(self.server.config, token_check=self.token_check))
+            routes.extend(control_ui_routes(self.server.config, token_check=self.token_check,
+                                            device_token_check=self.device_token_check))
         return routes
 
     # -- what the routes ask ---------------------------------------------------------------------
@@ -58,6 +59,12 @@ class WebSide:
             if secret:
                 ok |= hmac.compare_digest(credential.encode(), secret.encode())
         return ok
+
+    def device_token_check(self, credential: str) -> bool:
+        """`credential` is a paired device's live operator token (the Control UI sends its
+        device token as a bearer once it has one)."""
+        held = self.server.hub.pairing.store.token_holder(credential)
+        return held is not None and held.role == "operator"
 
     def _uptime_ms(self) -> int:
         hub = self.server.hub

@@ -45,7 +45,12 @@ def sessions_list(call, params):
     limit = params.limit
     if limit is not UNSET and limit and limit > 0:
         rows = rows[:limit]
-    return {"ts": conv.clock_ms(), "count": len(rows), "sessions": rows}
+    model = conv.models.default
+    # `defaults` is required (SessionsListResult): the reference's Control UI reads
+    # defaults.modelSelectionTarget unguarded and stops rendering the chat without it.
+    defaults = {"modelProvider": model.provider, "model": model.model_id or model.id,
+                "contextTokens": model.context_window}
+    return {"ts": conv.clock_ms(), "count": len(rows), "defaults": defaults, "sessions": rows}
 
 
 @table.method("sessions.subscribe", S.SessionsSubscribeParams, S.SessionsSubscribeResult, READ,

@@ -277,6 +277,16 @@ class DeviceStore:
             return None
         return DeviceToken(row["device_id"], row["role"], json.loads(row["scopes"]), row["issued_at"])
 
+    def token_holder(self, token: str) -> DeviceToken | None:
+        """The live token equal to `token`, whichever device holds it (an HTTP bearer
+        carries no device id). A scan of the in-memory table, by hash."""
+        if not token:
+            return None
+        row = self._tokens.find(token_hash=hash_token(token))
+        if row is None:
+            return None
+        return DeviceToken(row["device_id"], row["role"], json.loads(row["scopes"]), row["issued_at"])
+
     def revoke_token(self, device_id: str, role: str) -> bool:
         """Revoked: the row stays with an impossible hash, so the generation keeps counting
         and a later token for this (device, role) is a new one."""

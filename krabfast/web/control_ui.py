@@ -56,6 +56,10 @@ ROOT_PUBLIC = ("favicon.svg", "favicon-32.png", "favicon.ico", "apple-touch-icon
 STATIC_EXTENSIONS = frozenset({".js", ".css", ".json", ".map", ".svg", ".png", ".jpg",
                                ".jpeg", ".gif", ".webp", ".ico", ".txt", ".wasm",
                                ".webmanifest", ".woff2"})
+# Where the reference's Content-Type differs from krabfast's own table (live).
+REFERENCE_TYPES = {".js": "application/javascript; charset=utf-8",
+                   ".mjs": "application/javascript; charset=utf-8",
+                   ".webmanifest": "application/manifest+json; charset=utf-8"}
 PROBE_PATHS = frozenset({"/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz"})
 # Paths that are never the Control UI (the reference's namespaces, and krabfast's WebChat).
 RESERVED_PREFIXES = ("/api", "/j", "/v1", "/webchat")
@@ -128,15 +132,29 @@ def find_control_ui_root(configured: str | None = None, **kw) -> Path | None:
 
 # --- pieces of the answers -----------------------------------------------------------------
 
+_HTML_RANGES = frozenset({"text/html", "application/xhtml+xml", "text/*", "*/*"})
+
+
 def accepts_html(request: Request) -> bool:
-    """The reference's rule: no (or an empty) Accept, or one naming text/html or
-    application/xhtml+xml (a bare */* does not count)."""
+    """No (or an empty) Accept, or a range covering HTML with q > 0 (text/html, text/*,
+    */*, application/xhtml+xml): what the reference answers with index.html (live:
+    `application/json` and `*/*;q=0` get 404, `application/json, */*` the page)."""
     accept = request.header("accept").strip()
     if not accept:
         return True
     for item in accept.split(","):
-        media = item.split(";", 1)[0].strip().lower()
-        if media in ("text/html", "application/xhtml+xml"):
+        media, *params = item.split(";")
+        if media.strip().lower() not in _HTML_RANGES:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
             return True
     return False
 
@@ -170,6 +188,9 @@ def _host_name(host: str) -> str:
     else:
         name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name if name and _HOSTNAME.fullmatch(name) else ""
+
+
+_PLAIN_CSP = csp_header()  # what every non-HTML answer carries
 
 
 def rewrite_index(text: str, base_path: str, build_id: str, *, terminal: bool = False) -> str:
@@ -221,11 +242,13 @@ class ControlUi:
 
     def __init__(self, root: Path | None, *, base_path: str = "",
                  token_check: Callable[[str], bool] | None = None, auth_required: bool = True,
+                 device_token_check: Callable[[str], bool] | None = None,
                  server_version: str = "", assistant_name: str = "Assistant",
                  cache: FileCache | None = None) -> None:
         self.root = root
         self.base_path = normalize_base_path(base_path)
         self.token_check = token_check
+        self.device_token_check = device_token_check
         self.auth_required = auth_required
         self.server_version = server_version
         self.assistant_name = assistant_name
@@ -288,8 +311,8 @@ class ControlUi:
         return Response.text(404, headers=self._headers())
 
     def _headers(self, *more: tuple[str, str], hashes=(), host: str = "") -> list[tuple[str, str]]:
-        return [*more, *SECURITY_HEADERS,
-                ("Content-Security-Policy", csp_header(list(hashes), host))]
+        csp = csp_header(list(hashes), host) if hashes or host else _PLAIN_CSP
+        return [*more, *SECURITY_HEADERS, ("Content-Security-Policy", csp)]
 
     def _load_index(self) -> _Index | None:
         resolved = resolve_inside(self.root, "index.html")
@@ -337,10 +360,12 @@ class ControlUi:
         chosen = encoded_body(request, entry, rel, siblings=self.cache, root=self.root,
                               dynamic_gzip=False)
         if chosen is None:
-            return Response.text(406, headers=[("Cache-Control", "no-store"), *self._headers()])
+            return Response.text(406, headers=self._headers(("Cache-Control", "no-store"),
+                                                            ("Vary", "Accept-Encoding")))
         coding, body, _etag = chosen
         more = [("Content-Encoding", coding)] if coding != "identity" else []
-        return Response(200, body, content_type(rel), headers=self._headers(*common, *more))
+        ctype = REFERENCE_TYPES.get(os.path.splitext(rel)[1].lower()) or content_type(rel)
+        return Response(200, body, ctype, headers=self._headers(*common, *more))
 
     # --- control-ui-config.json ---------------------------------------------------------
     def authorized(self, request: Request) -> bool:
@@ -348,15 +373,18 @@ class ControlUi:
             return True
         scheme, _, credential = request.header("authorization").strip().partition(" ")
         credential = credential.strip()
-        return (scheme.lower() == "bearer" and bool(credential)
-                and self.token_check is not None and self.token_check(credential))
+        if scheme.lower() != "bearer" or not credential:
+            return False
+        # The UI sends the shared token, and after its first connect its device token too.
+        return any(check is not None and check(credential)
+                   for check in (self.token_check, self.device_token_check))
 
     def config_json(self, request: Request) -> Response:
         import orjson
 
         if not self.authorized(request):
             return Response.json(401, b'{"error":{"message":"Unauthorized","type":"unauthorized"}}',
-                                 headers=[("Cache-Control", "no-store"), *self._headers()])
+                                 headers=self._headers())
         body = {
             "basePath": self.base_path,
             "assistantName": self.assistant_name,
@@ -398,11 +426,14 @@ openclaw</code> in the directory you start krabfast from).</p>
 
 
 def control_ui_routes(config, *, token_check: Callable[[str], bool] | None = None,
+                      device_token_check: Callable[[str], bool] | None = None,
                       root: Path | None = None) -> list[Route]:
     """The Control UI's routes for the app (to go after every other route), from
     GatewayConfig's control_ui_* settings; [] when gateway.controlUi.enabled is false.
-    `token_check(bearer)`: whether a bearer token is the gateway's credential (it guards
-    control-ui-config.json; with auth mode "none" nothing is asked)."""
+    `token_check(bearer)`: whether a bearer token is the gateway's credential, and
+    `device_token_check(bearer)` whether it is a paired device's operator token (either
+    opens control-ui-config.json, as on the reference; with auth mode "none" nothing is
+    asked)."""
     if not getattr(config, "control_ui_enabled", True):
         return []
     from krabfast import __version__
@@ -416,6 +447,6 @@ def control_ui_routes(config, *, token_check: Callable[[str], bool] | None = Non
         log.info("Control UI: serving %s at %s/", root,
                  normalize_base_path(getattr(config, "control_ui_base_path", "")))
     return [ControlUi(root, base_path=getattr(config, "control_ui_base_path", ""),
-                      token_check=token_check,
+                      token_check=token_check, device_token_check=device_token_check,
                       auth_required=getattr(config, "auth_mode", "token") != "none",
                       server_version=__version__, assistant_name=AGENT_NAME)]

@@ -134,8 +134,11 @@ def test_sessions_list_and_topic_events(gateway):
         await other.barrier()
         # Topic events reach only their subscribers.
         assert not other.events("session.message") and not other.events("sessions.changed")
-        listed = (await ws.call("sessions.list", {}))["payload"]["sessions"]
-        assert key in [row["key"] for row in listed]
+        result = (await ws.call("sessions.list", {}))["payload"]
+        assert key in [row["key"] for row in result["sessions"]]
+        # The reference's Control UI stops rendering its chat without `defaults`.
+        assert result["defaults"]["modelProvider"] == "krabfast"
+        assert isinstance(result["defaults"]["model"], str)
         await ws.close()
         await sub.close()
         await other.close()

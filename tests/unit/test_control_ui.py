@@ -146,9 +146,12 @@ def test_index_reread_when_the_file_changes(ui, root):
 
 # --- the SPA fallback ------------------------------------------------------------------
 
-@pytest.mark.parametrize("accept,status", [
+@pytest.mark.parametrize("accept,status", [  # each as the reference answered it (live)
     (None, 200), ("", 200), ("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8", 200),
-    ("application/xhtml+xml", 200), ("application/json", 404), ("*/*", 404),
+    ("application/xhtml+xml", 200), ("*/*", 200), ("text/*", 200),
+    ("application/json, */*", 200), ("application/json;q=0.9, text/html;q=0.1", 200),
+    ("application/json", 404), ("*/*;q=0", 404), ("text/plain", 404), ("image/png", 404),
+    ("text/html;q=0", 404),
 ])
 def test_deep_link_needs_html(ui, accept, status):
     headers = {} if accept is None else {"accept": accept}
@@ -198,7 +201,7 @@ def test_probe_namespace_falls_to_the_spa(ui):
 def test_hashed_asset_sibling_by_accept_encoding(ui):
     r = ui(req("/assets/index-DsEuFQRE.js", accept_encoding="br, gzip"))
     assert (r.status, hdr(r, "Content-Encoding"), r.body) == (200, "br", b"BR-BODY")
-    assert r.content_type == "text/javascript; charset=utf-8"
+    assert r.content_type == "application/javascript; charset=utf-8"  # the reference's
     assert hdr(r, "Cache-Control") == IMMUTABLE and hdr(r, "Vary") == "Accept-Encoding"
     assert hdr(r, "Last-Modified").endswith("GMT") and hdr(r, "ETag") is None
     r = ui(req("/assets/index-DsEuFQRE.js", accept_encoding="gzip"))
@@ -208,6 +211,7 @@ def test_hashed_asset_sibling_by_accept_encoding(ui):
     # no sibling and identity refused: 406
     r = ui(req("/assets/core-2cJmD3kZ.css", accept_encoding="gzip, identity;q=0"))
     assert r.status == 406 and hdr(r, "Cache-Control") == "no-store"
+    assert hdr(r, "Vary") == "Accept-Encoding"
     # without a shipped sibling nothing is compressed on the fly (as the reference)
     r = ui(req("/assets/core-2cJmD3kZ.css", accept_encoding="gzip"))
     assert r.status == 200 and hdr(r, "Content-Encoding") is None
@@ -227,6 +231,8 @@ def test_root_files_no_cache_unless_versioned(ui):
     alias = ui(req("/__openclaw__/favicon.svg"))
     assert alias.status == 200 and alias.body == r.body
     assert ui(req("/__openclaw__/themes/claw.css", accept="application/json")).status == 404
+    manifest = ui(req("/manifest.webmanifest"))
+    assert manifest.content_type == "application/manifest+json; charset=utf-8"
 
 
 def test_conditional_requests_follow_the_reference(ui):
@@ -391,3 +397,27 @@ def test_cli_flag(root):
     args = parser.parse_args(["gateway", "--control-ui-root", str(root)])
     kw, _ = cli.gateway_settings(args, env={})
     assert kw["control_ui_root"] == str(root)
+
+
+def test_config_json_accepts_a_device_token(root):
+    ui = ControlUi(root, token_check=lambda t: t == "T", device_token_check=lambda t: t == "D")
+    assert ui(req("/control-ui-config.json", authorization="Bearer D")).status == 200
+    assert ui(req("/control-ui-config.json", authorization="Bearer E")).status == 401
+
+
+def test_device_store_finds_a_token_by_its_value():
+    from krabfast.store import Database, DeviceStore
+
+    db = Database(":memory:")
+    try:
+        devices = DeviceStore(db)
+        token = devices.issue_token("dev-1", "operator", ["operator.read"], 1000)
+        held = devices.token_holder(token)
+        assert (held.device_id, held.role) == ("dev-1", "operator")
+        assert devices.token_holder("not-a-token") is None and devices.token_holder("") is None
+        newer = devices.issue_token("dev-1", "operator", ["operator.read"], 2000)  # rotation
+        assert devices.token_holder(token) is None and devices.token_holder(newer) is not None
+        devices.revoke_token("dev-1", "operator")
+        assert devices.token_holder(newer) is None
+    finally:
+        db.close()
