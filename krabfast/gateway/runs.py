@@ -52,6 +52,7 @@ class Run:
     done: asyncio.Future | None = None
     last_delta_at: float = 0.0
     flush_handle: asyncio.TimerHandle | None = None
+    start_pending: bool = False    # its lifecycle start is still to be published
     waiters: list = field(default_factory=list)
 
     def outcome(self) -> dict:
@@ -136,7 +137,11 @@ class RunManager:
                 run.status = "running"
                 run.started_at = hub.clock_ms()
                 hub.sessions.run_started(run.run_id, run.session_key, run.started_at)
-                self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
+                # The model request goes out first: the lifecycle start (a fan-out to every
+                # operator.read socket) follows two loop turns later, once the request is
+                # written, and always before any other event of the run (_publish_start).
+                run.start_pending = True
+                asyncio.get_running_loop().call_soon(self._start_soon, run)
                 await self._stream(run)
                 await self._finish_ok(run)
         except asyncio.CancelledError:
@@ -176,6 +181,14 @@ class RunManager:
         task = asyncio.ensure_future(_exhaust(stream))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _start_soon(self, run: Run) -> None:
+        asyncio.get_running_loop().call_soon(self._publish_start, run)
+
+    def _publish_start(self, run: Run) -> None:
+        if run.start_pending:
+            run.start_pending = False
+            self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
 
     # -- deltas ------------------------------------------------------------------------------
     def _maybe_delta(self, run: Run) -> None:
@@ -338,6 +351,8 @@ class RunManager:
 
     # -- events ------------------------------------------------------------------------------
     def _chat_event(self, run: Run, state: str, extra: dict, *, droppable: bool = False) -> None:
+        if run.start_pending:
+            self._publish_start(run)
         run.seq += 1
         payload = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": run.agent_id,
                    "seq": run.seq, "state": state, **extra}
@@ -345,6 +360,8 @@ class RunManager:
 
     def _agent_event(self, run: Run, stream: str, data: dict) -> None:
         # Every run (chat.send's too) reports on the agent stream, as on the reference.
+        if run.start_pending:
+            self._publish_start(run)
         run.agent_seq += 1
         self.hub.bus.publish("agent", {"runId": run.run_id, "seq": run.agent_seq, "stream": stream,
                                        "ts": self.hub.clock_ms(), "data": data,

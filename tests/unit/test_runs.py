@@ -277,3 +277,30 @@ def test_shutdown_cancels_a_stream_still_ending_after_its_final():
         await asyncio.wait_for(runs.shutdown(), 2)
         assert not backend.ended and not runs.tasks
     _go(main())
+
+
+class Immediate(Backend):
+    """Yields everything without ever awaiting (no loop turn before the first delta)."""
+
+    async def stream(self, request):
+        self.requests.append(request)
+        for word in self.words:
+            yield TextDelta(word)
+        yield Finish("stop")
+
+
+@pytest.mark.parametrize("backend", [Backend(), Immediate()], ids=["awaits", "immediate"])
+def test_the_lifecycle_start_is_the_first_agent_event_of_a_run(backend):
+    async def main():
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        assert (await runs.wait("r1", 5000))["status"] == "ok"
+        agent = [p for e, p, _ in conv.bus.events if e == "agent" and p["runId"] == "r1"]
+        assert agent[0]["stream"] == "lifecycle" and agent[0]["data"]["phase"] == "start"
+        assert [p["data"].get("phase") for p in agent if p["stream"] == "lifecycle"] == ["start", "end"]
+        assert [p["seq"] for p in agent] == list(range(1, len(agent) + 1))
+        first_chat = next(i for i, (e, p, _) in enumerate(conv.bus.events) if e == "chat")
+        start = next(i for i, (e, p, _) in enumerate(conv.bus.events) if e == "agent")
+        assert start < first_chat
+    _go(main())
