@@ -127,9 +127,15 @@ def message_json(message) -> dict:
     """A transcript message as chat.history and session.message carry it: user content
     the raw string, assistant content a list of parts."""
     out = {"role": message.role, "content": message.content, "timestamp": message.ts,
-           "messageId": message.message_id, "seq": message.seq}
+           "messageId": message.message_id, "seq": message.seq,
+           # The reference's transcript position: its Control UI tells messages apart by
+           # __openclaw.id/seq, and matches its own pending user message to the stored one
+           # by idempotencyKey "<runId>:user" (without them each turn showed twice).
+           "__openclaw": {"id": message.message_id, "seq": message.seq}}
     if message.run_id:
         out["runId"] = message.run_id
+        if message.role == "user":
+            out["idempotencyKey"] = f"{message.run_id}:user"
     if message.stop_reason:
         out["stopReason"] = message.stop_reason
     if message.usage:

@@ -66,6 +66,12 @@ def test_a_chat_turn_streams_and_lands_in_history(gateway):
         assert roles == ["user", "assistant"]
         assert history["messages"][0]["content"] == "hello there krab"
         assert history["messages"][1]["content"][0]["text"] == text
+        # The reference's transcript position and the user turn's idempotencyKey (what its
+        # Control UI merges history, events and its pending message by).
+        user, reply = history["messages"]
+        assert user["__openclaw"] == {"id": user["messageId"], "seq": 1}
+        assert reply["__openclaw"] == {"id": reply["messageId"], "seq": 2}
+        assert user["idempotencyKey"] == "run-1:user" and "idempotencyKey" not in reply
         # A retry after the run answers ok and starts nothing.
         again = await ws.call("chat.send", {"sessionKey": key, "message": "hello there krab",
                                             "idempotencyKey": "run-1"})
