@@ -91,6 +91,11 @@ def _run_command(call, conv, key: str, agent: str, command: str, run_id: str) ->
 def chat_history(call, params):
     conv = _conv(call)
     key, _agent = _key(call, params)
+    return _history_page(conv, key, params)
+
+
+def _history_page(conv, key: str, params) -> dict:
+    """chat.history's page of `key` for params' limit/offset (chat.startup's too)."""
     record = conv.sessions.get(key)
     if record is None:
         return {"sessionKey": key, "messages": [], "hasMore": False, "totalMessages": 0}
@@ -116,12 +121,12 @@ def chat_history(call, params):
 def chat_startup(call, params):
     conv = _conv(call)
     key, agent = _key(call, params)
-    record = conv.sessions.get(key)
     model = conv.models.default
-    out = {"sessionKey": key, "agentId": agent, "ready": True,
-           "model": model.id, "modelConfigured": conv.models.configured}
-    if record is not None:
-        out["sessionId"] = record.session_id
+    # chat.history's page (ChatStartupResult): the reference's Control UI shows a chat it
+    # opens from this answer alone, so without the messages a reload showed it empty.
+    out = _history_page(conv, key, params)
+    out.update({"agentId": agent, "ready": True, "model": model.id,
+                "modelConfigured": conv.models.configured})
     return out
 
 

@@ -245,7 +245,13 @@ def test_startup_message_get_and_inject(gateway):
         key = _key()
         startup = (await ws.call("chat.startup", {"sessionKey": key}))["payload"]
         assert startup["sessionKey"] == key and startup["modelConfigured"] is False
+        assert startup["messages"] == [] and startup["totalMessages"] == 0
         await _turn(ws, key, "find me", "mg-1")
+        # Once there is a transcript, chat.startup opens the chat with chat.history's page.
+        startup = (await ws.call("chat.startup", {"sessionKey": key, "limit": 1}))["payload"]
+        history = (await ws.call("chat.history", {"sessionKey": key, "limit": 1}))["payload"]
+        assert startup["messages"] == history["messages"] and len(history["messages"]) == 1
+        assert startup["totalMessages"] == 2 and startup["hasMore"] is True
         messages = (await ws.call("chat.history", {"sessionKey": key}))["payload"]["messages"]
         got = await ws.call("chat.message.get", {"sessionKey": key,
                                                  "messageId": messages[0]["messageId"]})
