@@ -61,14 +61,19 @@ class FrameLog:
         return {f["id"]: f for f in self.frames
                 if f["dir"] == "received" and f.get("type") == "res"}
 
-    def summary(self) -> dict[str, dict]:
-        """method -> {"calls": n, "ok": n, "errors": {code: message}} in first-call order."""
+    def summary(self, grace_s: float = 2.0) -> dict[str, dict]:
+        """method -> {"calls": n, "ok": n, "errors": {code: message}} in first-call order;
+        "unanswered" counts requests older than `grace_s` with no answer yet."""
         out: dict[str, dict] = {}
         answers = self.responses()
+        sent_at = {f["id"]: f["t"] for f in self.frames
+                   if f["dir"] == "sent" and f.get("type") == "req"}
         for rid, method in self.requests().items():
             entry = out.setdefault(method, {"calls": 0, "ok": 0, "errors": {}})
             entry["calls"] += 1
             res = answers.get(rid)
+            if res is None and time.monotonic() - sent_at[rid] < grace_s:
+                continue  # still in flight
             if res is None:
                 entry.setdefault("unanswered", 0)
                 entry["unanswered"] += 1
@@ -78,6 +83,13 @@ class FrameLog:
                 err = res.get("error") or {}
                 entry["errors"][str(err.get("code"))] = str(err.get("message"))[:160]
         return out
+
+    def hello(self) -> dict | None:
+        for f in self.frames:
+            if f.get("type") == "res" and f.get("ok") and \
+                    (f.get("payload") or {}).get("type") == "hello-ok":
+                return f["payload"]
+        return None
 
     def events(self) -> list[str]:
         return sorted({f["event"] for f in self.frames
@@ -101,18 +113,18 @@ def test_reference_control_ui_chats_through_krabfast(gateway_server, control_ui_
     # Connected: hello-ok came back on the UI's socket, and the token left the address bar.
     page.wait_for_function("() => !location.hash.includes('token=')", timeout=15_000)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(
-            f.get("type") == "res" and f.get("ok") and (f.get("payload") or {}).get("type")
-            == "hello-ok" for f in log.frames):
+    while time.monotonic() < deadline and log.hello() is None:
         page.wait_for_timeout(200)
     connects = [f for f in log.frames if f["dir"] == "sent" and f.get("method") == "connect"]
     assert connects, "the UI never sent connect"
     params = connects[0]["params"]
     assert params["client"]["id"] == "openclaw-control-ui" and params["auth"]["token"] == TOKEN
     assert params.get("device"), "the UI connected without its device identity"
-    assert any(f.get("type") == "res" and f.get("ok")
-               and (f.get("payload") or {}).get("type") == "hello-ok" for f in log.frames), \
-        f"no hello-ok: {[f for f in log.frames if f.get('type') == 'res'][:3]}\n{gw.output()}"
+    hello = log.hello()
+    assert hello, f"no hello-ok: {[f for f in log.frames if f.get('type') == 'res'][:3]}\n" \
+                  f"{gw.output()}"
+    # Paired silently on loopback: the device got its token in hello-ok.
+    assert (hello.get("auth") or {}).get("deviceToken"), hello.get("auth")
 
     composer = _composer(page)
     expect(composer).to_be_editable(timeout=20_000)
@@ -148,3 +160,12 @@ def test_reference_control_ui_chats_through_krabfast(gateway_server, control_ui_
                 (method, code, message)
     assert not log.closed, f"the UI's socket closed: {log.closed}\n{gw.output()}"
     expect(page.locator("#openclaw-mount-fallback")).to_be_hidden()
+
+    # A reload of the deep link the UI moved to (/chat/...) is the SPA fallback, and the UI
+    # reconnects with the token it kept for this tab: the turn is there, once.
+    assert page.url.startswith(base) and page.url != base, page.url
+    page.reload()
+    expect(page.get_by_text(OFFLINE_REPLY)).to_have_count(1, timeout=20_000)
+    expect(page.get_by_text("hello krab", exact=True)).to_have_count(1)
+    assert len([f for f in log.frames if f["dir"] == "sent"
+                and f.get("method") == "connect"]) == 2
