@@ -5,7 +5,7 @@ Playwright for Python, krabfast's WebChat page, and screenshots kept as test art
   or fails it when KRABFAST_REQUIRE_BROWSER=1 (.ci/run sets it and installs both).
 - `page` (function): a fresh browser context (own storage, so a new device identity) and
   page; uncaught page errors fail the test; a screenshot is saved at teardown.
-- `open_webchat(gw, fragment)`: loads the page for gateway `gw` with `#fragment`.
+- `open_webchat(gw, fragment)`: loads the page the gateway `gw` serves, with `#fragment`.
 - `artifacts`: the directory screenshots go to ($KRABFAST_ARTIFACTS, default artifacts/).
 """
 
@@ -16,7 +16,6 @@ import http.server
 import os
 import re
 import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -97,27 +96,19 @@ def static_origin():
     server.server_close()
 
 
-def gateway_serves_webchat(port: int) -> bool:
-    """True once the gateway's own HTTP side serves this directory at /webchat/."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/webchat/", timeout=2) as res:
-            return res.status == 200 and b"krabfast WebChat" in res.read()
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def open_webchat(page, static_origin):
-    """`open_webchat(gw, "token=T")`: the page from the gateway itself when it serves
-    /webchat/ (same origin), else from `static_origin` pointed at it by `#gateway=`."""
+    """`open_webchat(gw, "token=T")`: the page as the gateway serves it at /webchat/ (same
+    origin); with `cross_origin=True` from `static_origin`, pointed at it by `#gateway=`.
+    `host` names the gateway in the page's URL (127.0.0.1 or localhost)."""
 
-    def open_(gw, fragment: str = "", *, cross_origin: bool = False):
+    def open_(gw, fragment: str = "", *, cross_origin: bool = False, host: str = "127.0.0.1"):
         params = [fragment] if fragment else []
-        if cross_origin or not gateway_serves_webchat(gw.port):
+        if cross_origin:
             base = static_origin
             params.insert(0, f"gateway={gw.url}/")
         else:
-            base = f"http://127.0.0.1:{gw.port}/webchat/"
+            base = f"http://{host}:{gw.port}/webchat/"
         page.goto(base + ("#" + "&".join(params) if params else ""))
         return page
 

@@ -110,13 +110,16 @@ def test_sessions_new_chat_and_switching(gateway_server, open_webchat):
     expect(_replies(page).last).to_have_attribute("data-state", "done")
 
     page.locator("#new-chat").click()
-    expect(page.locator(".msg")).to_have_count(0)
-    _send(page, "second chat")
+    _send(page, "second chat")  # at once: the page must not send it to the previous chat
+    expect(page.locator(".msg")).to_have_count(2)
     expect(_replies(page).last).to_have_attribute("data-state", "done")
     assert 'you said "second chat"' in _body(page)
     sessions = page.locator("#session-list button")
     expect(sessions).to_have_count(2)
-    expect(page.locator('#session-list button[aria-current="true"]')).to_have_count(1)
+    # The new chat is named after its first message (a session label every client sees).
+    current = page.locator('#session-list button[aria-current="true"]')
+    expect(current).to_have_text("second chat")
+    expect(page.locator("#chat-title")).to_have_text("second chat")
 
     # Back to the main chat: its own history.
     page.locator('#session-list button[data-key="agent:main:main"]').click()
@@ -212,6 +215,34 @@ def test_missing_or_wrong_token_is_explained_and_can_be_entered(gateway_server, 
     expect(page.locator("#notice")).to_be_hidden()
     _send(page, "hello krab")
     expect(_replies(page).last).to_have_attribute("data-state", "done")
+
+
+def test_gateway_without_auth_needs_no_token(gateway_server, open_webchat):
+    # `krabfast gateway` as the README starts it: loopback, auth none; the page at localhost.
+    gw = gateway_server()
+    page = open_webchat(gw, host="localhost")
+    _connected(page)
+    expect(page.locator("#notice")).to_be_hidden()
+    _send(page, "hello krab")
+    expect(_replies(page).last).to_have_attribute("data-state", "done")
+    assert OFFLINE_REPLY in _body(page)
+
+
+def test_over_tls_with_the_generated_certificate(gateway_server, chromium, artifacts):
+    gw = gateway_server("--tls", "--token", TOKEN)
+    # The self-signed certificate is what a person accepts once in the browser.
+    context = chromium.new_context(ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.goto(f"https://127.0.0.1:{gw.port}/webchat/#token={TOKEN}")
+        _connected(page)
+        expect(page.locator("#device-line")).to_contain_text(f"wss://127.0.0.1:{gw.port}/")
+        _send(page, "hello krab")
+        expect(_replies(page).last).to_have_attribute("data-state", "done")
+        assert OFFLINE_REPLY in _body(page)
+        page.screenshot(path=str(artifacts / "webchat-tls.png"))
+    finally:
+        context.close()
 
 
 def test_page_on_another_loopback_origin_finds_the_gateway_in_the_fragment(gateway_server,

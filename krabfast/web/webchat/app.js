@@ -248,12 +248,29 @@ function updateStop() {
 
 // -- sessions ------------------------------------------------------------------------------
 
+const TITLE_CHARS = 48;
+const dateFormat = new Intl.DateTimeFormat(undefined,
+                                           { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+
 function sessionTitle(row) {
   if (row.label) return row.label;
   if (row.displayName) return row.displayName;
   if (row.derivedTitle) return row.derivedTitle;
   if (row.key === view.mainKey) return "Main chat";
-  return row.placeholder ? "New chat" : row.key.split(":").slice(2).join(":") || row.key;
+  if (row.placeholder) return "New chat";
+  return row.updatedAt ? `Chat of ${dateFormat.format(new Date(row.updatedAt))}` : row.key;
+}
+
+/** A chat's first message names it (a label every client sees), unless it has a name. */
+function labelNewChat(key, text) {
+  if (key === view.mainKey || $("messages").querySelector('.msg[data-role="user"]')) return;
+  const row = view.sessions.find((r) => r.key === key);
+  if (row && (row.label || row.displayName)) return;
+  const words = text.trim().replace(/\s+/g, " ");
+  const label = words.length > TITLE_CHARS ? `${words.slice(0, TITLE_CHARS - 1)}…` : words;
+  view.gw.request("sessions.patch", { key, label })
+    .then(() => refreshSessionsSoon())
+    .catch((err) => console.warn("webchat: could not name the chat", err));
 }
 
 function renderSessions() {
@@ -316,12 +333,17 @@ async function selectSession(key) {
 }
 
 async function newChat() {
+  // Nothing typed now may go to the chat on screen: it is about to be replaced.
+  view.historyReady = false;
+  updateComposer();
   try {
     const res = await view.gw.request("sessions.create", {});
     view.sessions = [{ key: res.key, placeholder: true, ...(res.entry || {}) }, ...view.sessions];
     await selectSession(res.key);
   } catch (err) {
     showProblem(`Could not start a new chat. ${explainRequestError(err)}`);
+    view.historyReady = true;
+    updateComposer();
   }
 }
 
@@ -443,6 +465,7 @@ function onChatEvent(p) {
 
 async function send(text, key = view.currentKey, idempotencyKey = crypto.randomUUID(),
                     userBubble = null) {
+  if (!userBubble) labelNewChat(key, text);
   const user = userBubble || new Bubble("user", text, "sending");
   user.setState("sending");
   // The reply's bubble waits under the message; runId = idempotencyKey on the gateway, so
