@@ -4,7 +4,8 @@
 config; `catalog.resolve(ref)` gives a `Backend` and its `ModelInfo`; `backend.stream(req)`
 yields TextDelta / Usage / Finish or raises ProviderError. Built-in apis:
 openai-completions, anthropic-messages, ollama; with nothing configured the offline model
-`krabfast/offline` answers. httpx is imported only when an HTTP backend is used.
+`krabfast/offline` answers. The HTTP client (aiohttp, with httpx-sse's SSE decoder) is imported
+only when an HTTP backend streams.
 """
 
 from krabfast.models.base import (

@@ -130,41 +130,31 @@ async def drain(events: AsyncIterator[Any], limit: float = DRAIN_SECONDS) -> Non
         pass
 
 
-async def _text(response: Any) -> AsyncIterator[str]:
-    """The body as UTF-8 text, chunk by chunk as it arrives."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    async for chunk in response.content.iter_any():
-        text = decoder.decode(chunk)
-        if text:
-            yield text
-    text = decoder.decode(b"", True)
-    if text:
-        yield text
-
-
 async def sse_events(response: Any, provider: str | None) -> AsyncIterator[Any]:
     """Server-sent events (httpx-sse's `ServerSentEvent`: event, data, id, retry) of a
-    `text/event-stream` response, parsed by httpx-sse's line and event decoders."""
+    `text/event-stream` response as they arrive, parsed by httpx-sse's line and event
+    decoders (UTF-8, as the SSE spec says)."""
     from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
     content_type = response.headers.get("content-type", "").partition(";")[0]
     if "text/event-stream" not in content_type:
         raise invalid_stream("Expected response header Content-Type to contain "
                              f"'text/event-stream', got {content_type!r}", provider)
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode
     lines = SSELineDecoder()
     events = SSEDecoder()
-    async for text in _text(response):
-        for line in lines.decode(text):
+    async for chunk in response.content.iter_any():
+        for line in lines.decode(text(chunk)):
             sse = events.decode(line)
             if sse is not None:
                 yield sse
-    for line in lines.flush():
+    tail = text(b"", True)
+    for line in [*(lines.decode(tail) if tail else ()), *lines.flush()]:
         sse = events.decode(line)
         if sse is not None:
             yield sse
-    sse = events.decode("")  # an event not followed by its blank line
-    if sse is not None:
-        yield sse
+    # (an event the body ends in the middle of, without its blank line, is not dispatched:
+    # the SSE spec, and httpx-sse's EventSource)
 
 
 async def ndjson_lines(response: Any) -> AsyncIterator[bytes]:

@@ -358,3 +358,53 @@ def test_plugin_factory_failure_is_a_provider_error(plugin_dist):
         cat.resolve("mine/e1")
     assert e.value.kind == "provider" and e.value.provider == "mine"
     assert 'backend "broken-test" for provider mine failed to start (no such device)' in e.value.message
+
+
+# -- stream parsing (krabfast/models/_http.py) ----------------------------------------------------
+
+
+class _Body:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    async def iter_any(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+class _Response:
+    def __init__(self, chunks, content_type="text/event-stream; charset=utf-8"):
+        self.headers = {"content-type": content_type}
+        self.content = _Body(chunks)
+
+
+def _sse(chunks, **kw):
+    from krabfast.models._http import sse_events
+
+    async def go():
+        return [(e.event, e.data) async for e in sse_events(_Response(chunks, **kw), "p")]
+    return asyncio.run(go())
+
+
+def test_sse_events_across_chunk_boundaries_and_line_endings():
+    body = ("event: a\r\ndata: h\u00e9llo\r\n\r\ndata: one\ndata: two\n\n: comment\n\n"
+            "data: x\r\rdata: tail").encode()
+    # the last event, unterminated, is not dispatched
+    expected = [("a", "h\u00e9llo"), ("message", "one\ntwo"), ("message", "x")]
+    assert _sse([body]) == expected
+    assert _sse([body[i:i + 1] for i in range(len(body))]) == expected  # split everywhere, even inside "é"
+
+
+def test_sse_events_need_an_event_stream():
+    with pytest.raises(ProviderError) as e:
+        _sse([b"{}"], content_type="application/json")
+    assert e.value.kind == "bad_response"
+
+
+def test_ndjson_lines_across_chunk_boundaries():
+    from krabfast.models._http import ndjson_lines
+
+    async def go(chunks):
+        return [line async for line in ndjson_lines(_Response(chunks))]
+    lines = asyncio.run(go([b'{"a":1}\n{"b"', b':2}\r\n\n{"c":3}']))
+    assert lines == [b'{"a":1}', b'{"b":2}\r', b"", b'{"c":3}']
