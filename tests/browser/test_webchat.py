@@ -57,13 +57,17 @@ def _config(tmp_path, base_url: str) -> str:
     return str(path)
 
 
-def _paired_devices(url: str) -> list[dict]:
+def _admin_call(url: str, method: str, params: dict) -> dict:
     async def main():
-        async with GatewayClient(url, token=TOKEN, scopes=["operator.pairing"]) as gw:
-            return (await gw.request("device.pair.list", {}))["paired"]
+        async with GatewayClient(url, token=TOKEN, scopes=["operator.admin"]) as gw:
+            return await gw.request(method, params)
     # Playwright's sync API keeps an event loop running in this thread: use another.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, main()).result(timeout=30)
+
+
+def _paired_devices(url: str) -> list[dict]:
+    return _admin_call(url, "device.pair.list", {})["paired"]
 
 
 def test_offline_model_turn_with_the_token_from_the_fragment(gateway_server, open_webchat,
@@ -100,6 +104,51 @@ def test_offline_model_turn_with_the_token_from_the_fragment(gateway_server, ope
     # The URL with the token was replaced, not pushed: one step back is the blank tab.
     page.go_back()
     assert page.url == "about:blank"
+
+
+def test_a_new_tab_signs_in_with_the_device_token(gateway_server, open_webchat):
+    gw = gateway_server("--token", TOKEN)
+    page = open_webchat(gw, f"token={TOKEN}")
+    _connected(page)
+    device_id = page.locator("#device-line").get_attribute("data-device-id")
+    # A second tab has no token (sessionStorage is per tab) but the same device and its token.
+    tab = page.context.new_page()
+    tab.goto(f"http://127.0.0.1:{gw.port}/webchat/")
+    _connected(tab)
+    assert TOKEN not in tab.evaluate("JSON.stringify(Object.values(sessionStorage))")
+    assert tab.locator("#device-line").get_attribute("data-device-id") == device_id
+
+    # Revoked: the gateway closes the device's sockets; the saved device token no longer
+    # works, so the tab asks for the gateway token, and pairs again with it. (The first tab
+    # goes away first: it would re-pair with its own token, and the tabs share the new
+    # device token through localStorage.)
+    page.goto("about:blank")
+    _admin_call(gw.url, "device.token.revoke", {"deviceId": device_id, "role": "operator"})
+    expect(tab.locator("#status")).to_have_attribute("data-state", "needs-credential")
+    expect(tab.locator("#notice-text")).to_contain_text("needs its access token")
+    tab.locator("#credential-input").fill(TOKEN)
+    tab.locator("#credential-form button").click()
+    _connected(tab)
+    _send(tab, "hello krab")
+    expect(_replies(tab).last).to_have_attribute("data-state", "done")
+
+
+def test_waits_for_approval_and_connects_once_approved(gateway_server, open_webchat):
+    # As a browser on another machine sees it (here: local auto-approval turned off).
+    gw = gateway_server("--token", TOKEN, "--no-auto-approve-local")
+    page = open_webchat(gw, f"token={TOKEN}")
+    expect(page.locator("#status")).to_have_attribute("data-state", "pairing")
+    expect(page.locator("#notice-text")).to_contain_text("waiting to be approved")
+    [request] = _admin_call(gw.url, "device.pair.list", {})["pending"]
+    device_id = page.locator("#device-line").get_attribute("data-device-id")
+    assert request["deviceId"] == device_id and request["clientId"] == "webchat"
+    # The notice names the command with this request's id.
+    expect(page.locator("#notice-text")).to_contain_text(
+        f"krabfast devices approve {request['requestId']}")
+    _admin_call(gw.url, "device.pair.approve", {"requestId": request["requestId"]})
+    _connected(page, timeout=20_000)  # by itself: it asks again every few seconds
+    _send(page, "hello krab")
+    expect(_replies(page).last).to_have_attribute("data-state", "done")
 
 
 def test_sessions_new_chat_and_switching(gateway_server, open_webchat):

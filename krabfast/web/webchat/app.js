@@ -173,7 +173,6 @@ const PILL = {
   pairing: "Waiting for approval",
   "needs-credential": "Sign-in needed",
   blocked: "Can't connect",
-  stopped: "Disconnected",
 };
 
 let countdown = null;

@@ -68,26 +68,16 @@ export class Gateway extends EventTarget {
     this.nextId = 1;
     this.pending = new Map();
     this.timers = {};
-    this.stopped = true;
   }
 
   start() {
-    this.stopped = false;
     this._open();
-  }
-
-  stop() {
-    this.stopped = true;
-    this._clearTimer("retry");
-    if (this.ws) this._detach(this.ws, { code: 1000, reason: "", stopped: true });
-    this._setStatus({ state: "stopped", text: "Disconnected." });
   }
 
   /** Reconnect now (after a new credential, or the person asked to). */
   retryNow() {
     this._clearTimer("retry");
     this.attempt = 0;
-    this.stopped = false;
     if (this.ws) this._detach(this.ws, { code: 1000, reason: "", quiet: true });
     this._open();
   }
@@ -239,7 +229,7 @@ export class Gateway extends EventTarget {
   }
 
   /** Forget `ws`, fail what waited on it, and decide what happens next. */
-  _detach(ws, { code, reason, stopped = false, quiet = false }) {
+  _detach(ws, { code, reason, quiet = false }) {
     if (ws !== this.ws) return;
     this.ws = null;
     const wasConnected = this.connected;
@@ -255,7 +245,7 @@ export class Gateway extends EventTarget {
       entry.reject(new GatewayError({ code: "DISCONNECTED", message: "connection lost" }));
     }
     if (wasConnected) this.dispatchEvent(new CustomEvent("disconnected"));
-    if (stopped || quiet || this.stopped) return;
+    if (quiet) return;
     const outcome = ws.outcome;
     if (outcome) {
       switch (outcome.action) {
@@ -287,7 +277,7 @@ export class Gateway extends EventTarget {
     this._setStatus({ ...status, retryAt: Date.now() + ms });
     this.timers.retry = setTimeout(() => {
       delete this.timers.retry;
-      if (!this.stopped) this._open();
+      this._open();
     }, ms);
   }
 }
