@@ -232,8 +232,12 @@ class RunManager:
         await hub.durable()
         run.status = "ok"
         run.ended_at = ended
-        extra = {"message": _assistant(run.text, run.ended_at),
-                 "stopReason": run.stop_reason or "stop"}
+        # The stored message's transcript position, as history and session.message carry
+        # it: the reference's Control UI then shows the streamed reply and the stored one
+        # as one message whichever reaches it first.
+        final = {**_assistant(run.text, run.ended_at),
+                 "__openclaw": {"id": message.message_id, "seq": message.seq}}
+        extra = {"message": final, "stopReason": run.stop_reason or "stop"}
         if run.usage:
             extra["usage"] = run.usage
         self._chat_event(run, "final", extra)

@@ -72,6 +72,7 @@ def test_a_chat_turn_streams_and_lands_in_history(gateway):
         assert user["__openclaw"] == {"id": user["messageId"], "seq": 1}
         assert reply["__openclaw"] == {"id": reply["messageId"], "seq": 2}
         assert user["idempotencyKey"] == "run-1:user" and "idempotencyKey" not in reply
+        assert final["payload"]["message"]["__openclaw"] == reply["__openclaw"]  # one reply
         # A retry after the run answers ok and starts nothing.
         again = await ws.call("chat.send", {"sessionKey": key, "message": "hello there krab",
                                             "idempotencyKey": "run-1"})
