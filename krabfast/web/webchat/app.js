@@ -410,12 +410,14 @@ function reloadHistorySoon() {
 function onChatEvent(p) {
   if (!p || !p.sessionKey || !p.runId) return;
   const ended = ["final", "aborted", "error"].includes(p.state);
+  const wasActive = view.activeRuns.has(p.sessionKey);
   if (ended) {
     if (view.activeRuns.get(p.sessionKey) === p.runId) view.activeRuns.delete(p.sessionKey);
   } else {
     view.activeRuns.set(p.sessionKey, p.runId);
   }
   updateStop();
+  if (wasActive !== view.activeRuns.has(p.sessionKey)) renderSessions(); // its busy mark
   if (p.sessionKey !== view.currentKey) {
     if (ended) refreshSessionsSoon();
     return;
