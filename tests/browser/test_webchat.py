@@ -1,7 +1,10 @@
-"""krabfast's WebChat page in headless Chromium against real gateways: a chat turn with the
-offline model and with a fake OpenAI-compatible model (streamed as it arrives), stop in the
-middle of a reply, the token taken from the fragment and stripped from the address bar,
-errors said in words, sessions, and reconnecting after the gateway restarts."""
+"""krabfast's WebChat page (/webchat/ on the gateway's port) in headless Chromium against
+real gateways: a chat turn with the offline model and with a fake OpenAI-compatible model
+(drawn as it streams), stop in the middle of a reply, the token taken from the fragment and
+stripped from the address bar, silent pairing on loopback (and waiting for approval when
+that is off), the device token in a new tab, refusals said in words, sessions, no-auth and
+TLS gateways, a copy of the page served elsewhere (#gateway=), and reconnecting by itself
+after the gateway restarts. Screenshots go to $KRABFAST_ARTIFACTS/browser/."""
 
 from __future__ import annotations
 
