@@ -283,14 +283,18 @@ class Connection:
                 close_code=CLOSE_PROTOCOL_ERROR)
         if role not in ROLES:
             raise invalid_request("invalid role", close_code=CLOSE_POLICY)
-        if is_control_ui(params.client) and not hub.admission.origin_allowed(self.browser,
-                                                                               self.is_local):
+        # Any socket a browser opened (it sent an Origin) is checked, whatever client id it
+        # claims, as the reference does: else any page could open the loopback gateway as
+        # `cli` and get its operator scopes. Control UI and WebChat clients always are.
+        refusal = hub.admission.origin_refusal(self.browser, self.is_local) \
+            if self.browser is not None or is_control_ui(params.client) else None
+        if refusal is not None:
             raise GatewayError(
                 ErrorCode.INVALID_REQUEST,
                 "origin not allowed (open the Control UI from the gateway host or allow it in "
                 "gateway.controlUi.allowedOrigins)",
                 details={"code": DetailCode.CONTROL_UI_ORIGIN_NOT_ALLOWED.value,
-                         "reason": "origin missing or invalid"},
+                         "reason": refusal},
                 close_code=CLOSE_POLICY)
         if role == ROLE_NODE and params.device is msgspec.UNSET:
             raise GatewayError(ErrorCode.INVALID_REQUEST, "node connections need a device identity",

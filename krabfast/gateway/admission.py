@@ -32,6 +32,18 @@ class Admission:
         verify_device(params, device, role=role, scopes=scopes, token=token, nonce=nonce,
                       now_ms=now_ms)
 
+    def origin_refusal(self, browser: tuple[str, str] | None, is_local: bool) -> str | None:
+        """None when the browser origin is allowed (`origin_allowed`), else the reference's
+        reason: "origin missing or invalid" (none, `null`, unparsable) or "origin not
+        allowed"."""
+        if self.origin_allowed(browser, is_local):
+            return None
+        try:
+            valid = browser is not None and bool(urlsplit(browser[0]).hostname)
+        except ValueError:
+            valid = False
+        return "origin not allowed" if valid else "origin missing or invalid"
+
     def origin_allowed(self, browser: tuple[str, str] | None, is_local: bool) -> bool:
         """The reference's browser-origin rule (docs/reference/web-facts.md section 7): an
         origin listed in gateway.controlUi.allowedOrigins (or "*"); else the gateway's own

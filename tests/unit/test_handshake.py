@@ -258,8 +258,33 @@ def test_control_ui_origin(browser, is_local, ok):
     res = sink.response("c1")
     assert res["ok"] is ok, res
     if not ok:
-        assert res["error"]["details"] == {"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED",
-                                           "reason": "origin missing or invalid"}
+        missing = browser is None or browser[0] == "null"
+        assert res["error"]["details"] == {
+            "code": "CONTROL_UI_ORIGIN_NOT_ALLOWED",
+            "reason": "origin missing or invalid" if missing else "origin not allowed"}
+        assert sink.closed[0] == 1008
+
+
+@pytest.mark.parametrize("browser,is_local,ok", [
+    (("http://evil.example", "127.0.0.1:18789"), True, False),   # a web page, claiming `cli`
+    (("http://127.0.0.1:18789", "127.0.0.1:18789"), True, True),  # the gateway's own page
+    (None, True, True),                                           # no Origin: not a browser
+])
+def test_any_browser_socket_is_origin_checked(browser, is_local, ok):
+    """A page must not open the loopback gateway as a local control tool (`cli`/`cli` keeps
+    its operator scopes without a device): every socket that sent an Origin is checked."""
+    from krabfast.connection import Connection
+    from tests.unit.conftest import RecordingSink
+
+    h = Harness(GatewayConfig())
+    sink = RecordingSink()
+    conn = Connection(h.hub, sink, peer_ip="127.0.0.1", is_local=is_local, browser=browser)
+    conn.start()
+    conn.receive(connect_frame(client_id="cli", mode="cli"))
+    res = sink.response("c1")
+    assert res["ok"] is ok, res
+    if not ok:
+        assert res["error"]["details"]["code"] == "CONTROL_UI_ORIGIN_NOT_ALLOWED"
         assert sink.closed[0] == 1008
 
 
