@@ -3,8 +3,8 @@ real gateways: a chat turn with the offline model and with a fake OpenAI-compati
 (drawn as it streams), stop in the middle of a reply, the token taken from the fragment and
 stripped from the address bar, silent pairing on loopback (and waiting for approval when
 that is off), the device token in a new tab, refusals said in words, sessions, no-auth and
-TLS gateways, a copy of the page served elsewhere (#gateway=), and reconnecting by itself
-after the gateway restarts. Screenshots go to $KRABFAST_ARTIFACTS/browser/."""
+TLS gateways, a copy of the page served elsewhere (#gateway=), a reply that goes on across
+a reconnect, and reconnecting by itself after the gateway restarts. Screenshots go to $KRABFAST_ARTIFACTS/browser/."""
 
 from __future__ import annotations
 
@@ -245,6 +245,33 @@ def test_stop_button_aborts_mid_stream(gateway_server, open_webchat, tmp_path):
         fake.set_behaviour(text="after the stop", chunks=2, delay=0)
         _send(page, "again")
         expect(_replies(page).last.locator(".body")).to_have_text("after the stop")
+    finally:
+        fake.stop()
+
+
+def test_a_reply_in_progress_goes_on_after_a_reconnect(gateway_server, open_webchat, tmp_path):
+    text = " ".join(f"word{i}" for i in range(60))
+    fake = start_fake_openai(text=text, chunks=60, delay=0.1)  # about 6 s in full
+    try:
+        gw = gateway_server("--config", _config(tmp_path, fake.base_url))
+        page = open_webchat(gw, f"token={TOKEN}")
+        _connected(page)
+        _send(page, "a long answer, please")
+        page.wait_for_function(
+            """() => {
+                const el = [...document.querySelectorAll('.msg[data-role="assistant"]')].pop();
+                return el && el.querySelector('.body').textContent.includes('word3');
+            }""")
+        # Removing the device closes its socket (4001); the run belongs to the gateway and
+        # goes on. The page says why, pairs again with its token, and picks the reply up.
+        device_id = page.locator("#device-line").get_attribute("data-device-id")
+        _admin_call(gw.url, "device.pair.remove", {"deviceId": device_id})
+        expect(page.locator("#notice-text")).to_contain_text("removed from the gateway's devices")
+        _connected(page)
+        expect(_replies(page).last).to_have_attribute("data-state", "done", timeout=20_000)
+        assert _body(page) == text
+        expect(page.locator(".msg")).to_have_count(2)  # one question, one answer
+        assert len(fake.requests) == 1
     finally:
         fake.stop()
 
