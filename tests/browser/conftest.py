@@ -23,10 +23,11 @@ import pytest
 from tests.conftest import REPO
 
 CHROMIUM = os.environ.get("KRABFAST_CHROMIUM", "/usr/bin/chromium")
-# No network beyond loopback, no GPU, nothing that phones home or updates itself.
+# No network beyond loopback, no GPU, nothing that phones home or updates itself; shared
+# memory in /tmp, as a container's /dev/shm can be too small for the renderer.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 WEBCHAT_DIR = REPO / "krabfast" / "web" / "webchat"
 
 
