@@ -46,8 +46,11 @@ class WebSide:
         except ImportError:
             control_ui_routes = None
         if control_ui_routes is not None:
+            from krabfast.methods.agents import AGENT_NAME
+
             routes.extend(control_ui_routes(self.server.config, token_check=self.token_check,
-                                            device_token_check=self.device_token_check))
+                                            device_token_check=self.device_token_check,
+                                            assistant_name=AGENT_NAME))
         return routes
 
     # -- what the routes ask ---------------------------------------------------------------------

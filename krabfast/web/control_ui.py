@@ -427,17 +427,17 @@ openclaw</code> in the directory you start krabfast from).</p>
 
 def control_ui_routes(config, *, token_check: Callable[[str], bool] | None = None,
                       device_token_check: Callable[[str], bool] | None = None,
+                      assistant_name: str = "Assistant",
                       root: Path | None = None) -> list[Route]:
     """The Control UI's routes for the app (to go after every other route), from
     GatewayConfig's control_ui_* settings; [] when gateway.controlUi.enabled is false.
     `token_check(bearer)`: whether a bearer token is the gateway's credential, and
     `device_token_check(bearer)` whether it is a paired device's operator token (either
     opens control-ui-config.json, as on the reference; with auth mode "none" nothing is
-    asked)."""
+    asked). `assistant_name`: the agent's display name the bootstrap JSON gives."""
     if not getattr(config, "control_ui_enabled", True):
         return []
     from krabfast import __version__
-    from krabfast.methods.agents import AGENT_NAME
 
     if root is None:
         root = find_control_ui_root(getattr(config, "control_ui_root", None))
@@ -449,4 +449,4 @@ def control_ui_routes(config, *, token_check: Callable[[str], bool] | None = Non
     return [ControlUi(root, base_path=getattr(config, "control_ui_base_path", ""),
                       token_check=token_check, device_token_check=device_token_check,
                       auth_required=getattr(config, "auth_mode", "token") != "none",
-                      server_version=__version__, assistant_name=AGENT_NAME)]
+                      server_version=__version__, assistant_name=assistant_name)]
