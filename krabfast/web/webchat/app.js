@@ -602,8 +602,12 @@ async function main() {
   gw.addEventListener("hello", (ev) => onHello(ev.detail));
   gw.addEventListener("gateway-event", (ev) => onGatewayEvent(ev.detail));
   gw.addEventListener("disconnected", () => {
-    view.historyReady = false; // until the reconnect has re-read it (events were missed)
+    // Events will have been missed: the history is re-read on reconnect, and a run still
+    // going is known again by its next delta.
+    view.historyReady = false;
+    view.activeRuns.clear();
     updateComposer();
+    renderSessions();
   });
   // Back online or back in view: do not wait for the backoff timer.
   window.addEventListener("online", () => { if (!gw.connected) gw.retryNow(); });
