@@ -41,6 +41,9 @@ from krabfast.models.base import (
 DRAIN_SECONDS = 2.0
 """How long the tail of a finished stream (after its last event) may take to arrive before
 the connection is dropped instead of reused."""
+KEEPALIVE_SECONDS = 4.0
+"""How long an idle pooled connection is kept: under uvicorn's 5 s (vLLM and other servers
+built on it), so a request is not sent on a connection the server is closing."""
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """Idle (per read) timeout when `timeoutSeconds` is not set (the reference's agent default)."""
 CONNECT_TIMEOUT_SECONDS = 30.0
@@ -220,7 +223,8 @@ class HttpBackend:
                 import httpx
 
                 ssl_context = httpx.create_ssl_context(trust_env=True)
-            connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+            connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True,
+                                             keepalive_timeout=KEEPALIVE_SECONDS)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(t, CONNECT_TIMEOUT_SECONDS),
