@@ -10,13 +10,23 @@ import weakref
 
 from krabfast import __version__
 from krabfast.gateway import proxies
+from krabfast.methods.agents import AGENT_NAME
 from krabfast.web.app import WEBCHAT_ROOT, Readiness, WebApp, probe_routes
+from krabfast.web.control_ui import control_ui_routes
 from krabfast.web.http import HttpProtocol
 from krabfast.web.request import Response
+from krabfast.web.static import static_routes
 
 log = logging.getLogger("krabfast.gateway")
 
 _LIVENESS = ("/healthz", "/health")
+# The page's own meta CSP, as a header too: only a header can forbid framing.
+WEBCHAT_HEADERS = [
+    ("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; "
+     "img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; "
+     "object-src 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+]
 
 
 class WebSide:
@@ -35,22 +45,11 @@ class WebSide:
 
     def _routes(self, ready: Readiness) -> list:
         routes = [probe_routes(ready)]
-        try:
-            from krabfast.web.static import static_routes
-        except ImportError:
-            static_routes = None
-        if static_routes is not None and WEBCHAT_ROOT.is_dir():
-            routes.extend(static_routes(WEBCHAT_ROOT, "/webchat/"))
-        try:
-            from krabfast.web.control_ui import control_ui_routes
-        except ImportError:
-            control_ui_routes = None
-        if control_ui_routes is not None:
-            from krabfast.methods.agents import AGENT_NAME
-
-            routes.extend(control_ui_routes(self.server.config, token_check=self.token_check,
-                                            device_token_check=self.device_token_check,
-                                            assistant_name=AGENT_NAME))
+        if WEBCHAT_ROOT.is_dir():
+            routes.extend(static_routes(WEBCHAT_ROOT, "/webchat/", headers=WEBCHAT_HEADERS))
+        routes.extend(control_ui_routes(self.server.config, token_check=self.token_check,
+                                        device_token_check=self.device_token_check,
+                                        assistant_name=AGENT_NAME))
         return routes
 
     # -- what the routes ask ---------------------------------------------------------------------

@@ -260,3 +260,24 @@ def test_a_bad_trusted_proxies_entry_is_a_clear_error(gateway_server, tmp_path):
     logs = sorted(tmp_path.glob("gateway-*.log"))
     assert logs and "gateway.trustedProxies" in logs[-1].read_text()
     assert "not an IP address or CIDR: 'not-an-ip'" in logs[-1].read_text()
+
+
+def test_the_webchat_page_is_served_and_may_not_be_framed(web_gw):
+    status, headers, body = _get(web_gw.port, "/webchat/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'<script type="module" src="app.js"></script>' in body
+    assert headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    status, headers, _ = _get(web_gw.port, "/webchat/app.js")
+    assert status == 200 and "javascript" in headers["content-type"]
+    # A validator, and 304 on a conditional request that matches it.
+    etag = headers.get("etag")
+    if etag:
+        assert _get(web_gw.port, "/webchat/app.js", f"If-None-Match: {etag}")[0] == 304
+    else:
+        modified = headers["last-modified"]
+        assert _get(web_gw.port, "/webchat/app.js", f"If-Modified-Since: {modified}")[0] == 304
+    status, headers, body = _get(web_gw.port, "/webchat/app.js", "Accept-Encoding: gzip")
+    assert status == 200 and headers.get("content-encoding") == "gzip"
+    import gzip
+    assert b"import" in gzip.decompress(body)
