@@ -16,7 +16,7 @@ import pytest
 from krabfast.gateway.config import GatewayConfig
 from krabfast.web import control_ui as cu
 from krabfast.web.control_ui import ControlUi, control_ui_routes, normalize_base_path
-from krabfast.web.request import Request
+from tests.unit.webreq import hdr, req
 from krabfast.web.static import IMMUTABLE, http_date
 
 BUILD = "2026.9.6-release-abc-2026-09-23T16-33-12.144Z-314f"
@@ -37,16 +37,6 @@ INDEX = f"""<!doctype html>
 </html>
 """
 JS = b"console.log('control ui');\n" * 30
-
-
-def req(path, method="GET", query="", **headers):
-    return Request(method, path, query, {k.replace("_", "-"): v for k, v in headers.items()})
-
-
-def hdr(resp, name):
-    values = [v for k, v in resp.headers if k.lower() == name.lower()]
-    assert len(values) <= 1, (name, resp.headers)
-    return values[0] if values else None
 
 
 @pytest.fixture

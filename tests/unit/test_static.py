@@ -10,20 +10,10 @@ import time
 import pytest
 
 from krabfast.web import static
-from krabfast.web.request import Request
+from tests.unit.webreq import hdr, req
 from krabfast.web.static import FileCache, StaticDirectory, resolve_inside
 
 JS = b"export const x = 1;\n" * 40  # compressible and above GZIP_MIN_BYTES
-
-
-def req(path, method="GET", query="", **headers):
-    return Request(method, path, query, {k.replace("_", "-"): v for k, v in headers.items()})
-
-
-def hdr(resp, name):
-    values = [v for k, v in resp.headers if k.lower() == name.lower()]
-    assert len(values) <= 1, (name, resp.headers)
-    return values[0] if values else None
 
 
 @pytest.fixture
