@@ -39,6 +39,7 @@ cdef class PreauthGate(_GateBase):
     cdef bint _refused
     cdef public bint _open
     cdef bytes _handoff
+    cdef public bint forwarded        # the upgrade request has a forwarding header
 
     cpdef get_buffer(self, Py_ssize_t sizehint)
     cpdef buffer_updated(self, Py_ssize_t nbytes)
@@ -50,3 +51,4 @@ cdef class PreauthGate(_GateBase):
     cdef _to_http(self)
 
 cpdef bint _is_upgrade(bytearray head, Py_ssize_t end)
+cpdef bint _has_forwarding(bytearray head, Py_ssize_t end)

@@ -33,7 +33,16 @@ _parsing = None
 
 def _is_upgrade(head, end):
     """The request head `head[:end]` has an Upgrade header (names are case-insensitive)."""
-    return bytes(head[:end]).lower().find(_UPGRADE) >= 0
+    return head.lower().find(_UPGRADE, 0, end) >= 0
+
+
+def _has_forwarding(head, end):
+    """The request head `head[:end]` has a header that marks it as proxied (Forwarded,
+    X-Real-IP, X-Forwarded-*; krabfast/gateway/proxies.py decides what to make of it)."""
+    lowered = head.lower()
+    return (lowered.find(b"\r\nx-forwarded-", 0, end) >= 0
+            or lowered.find(b"\r\nforwarded:", 0, end) >= 0
+            or lowered.find(b"\r\nx-real-ip:", 0, end) >= 0)
 
 
 def parsing():
@@ -48,7 +57,7 @@ class _GateBase:
 
 class PreauthGate(_GateBase, asyncio.BufferedProtocol):
     __slots__ = ("inner", "limit", "http", "transport", "listener", "_view", "_head", "_hdr",
-                 "_skip", "_refused", "_open", "_handoff")
+                 "_skip", "_refused", "_open", "_handoff", "forwarded")
 
     def __init__(self, inner, limit, http=None):
         self.inner = inner
@@ -63,6 +72,7 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
         self._refused = False
         self._open = False
         self._handoff = None  # the bytes read so far, once the socket is found to be HTTP
+        self.forwarded = False  # the upgrade request carries a forwarding header
 
     # -- asyncio.BufferedProtocol, forwarded ---------------------------------------------------
     def connection_made(self, transport):
@@ -138,6 +148,8 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
             if self.http is not None and not _is_upgrade(head, end + 2):
                 self._handoff = bytes(head)  # the request and whatever followed it
                 return True
+            # Read by the listener factory (trusted proxies) instead of walking the headers.
+            self.forwarded = _has_forwarding(head, end + 2)
         hdr = self._hdr
         while i < n:
             if self._skip:

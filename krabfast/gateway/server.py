@@ -26,7 +26,6 @@ from krabfast.gateway import picows_adapter
 from krabfast.gateway import tls as _tls
 from krabfast.gateway.loopmon import LoopMonitor
 from krabfast.gateway.proxies import REFUSAL_BODY as _PROXY_REFUSAL
-from krabfast.gateway.proxies import forwarding_header as _forwarding
 from krabfast.gateway.web_side import WebSide
 from krabfast.logutil import ThrottledLog
 from krabfast.sysutil import pin_mmap_threshold, raise_fd_limit
@@ -172,7 +171,7 @@ class GatewayServer:
             if self._too_many_preauth(peer_ip):
                 return _reject(503, _TOO_MANY_PREAUTH)
         is_local = peer_ip is not None and is_loopback(peer_ip)
-        if peer_ip is not None and any(_forwarding(name) for name in request.headers.keys()):
+        if peer_ip is not None and gate.forwarded:
             # Through a reverse proxy: the client is whom a trusted proxy names, and never
             # local (krabfast/gateway/proxies.py).
             web = self.web

@@ -110,3 +110,17 @@ def test_without_an_http_factory_everything_stays_with_picows(gate_mod):
     gate.connection_made(Transport())
     _read(gate, PLAIN)
     assert bytes(picows.fed) == PLAIN and picows.calls == ["made"]
+
+
+@pytest.mark.parametrize("gate_mod", GATES)
+@pytest.mark.parametrize("extra,expected", [
+    (b"", False), (b"X-Forwarded-For: 1.2.3.4\r\n", True), (b"x-forwarded-proto: https\r\n", True),
+    (b"Forwarded: for=1.2.3.4\r\n", True), (b"X-Real-IP: 1.2.3.4\r\n", True),
+    (b"X-Forwarded: no dash suffix\r\n", False), (b"X-Not-Forwarded-For: 1\r\n", False)])
+def test_the_gate_notes_forwarding_headers_of_an_upgrade(gate_mod, extra, expected):
+    """What the listener factory reads to apply trusted proxies (no walk of the headers)."""
+    picows = Inner()
+    gate = gate_mod.PreauthGate(picows, 65536, lambda: pytest.fail("handed to HTTP"))
+    gate.connection_made(Transport())
+    _read(gate, UPGRADE[:-2] + extra + b"\r\n")
+    assert gate.forwarded is expected
