@@ -42,8 +42,12 @@ def artifacts() -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium():
+    # Package scope, not session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, and every asyncio.run() in the tests after this package
+    # (tests/integration, tests/interop) would fail with "cannot be called from a running
+    # event loop".
     missing = None
     try:
         from playwright.sync_api import sync_playwright
