@@ -91,8 +91,10 @@ class Conversations:
                "isMain": record.key == MAIN_SESSION_KEY}
         if record.label:
             row["label"] = record.label
-        active = self.runs.active.get(record.key)
-        row["status"] = "running" if active is not None else "idle"
+        # Only "running" is known without a look at the run table; the schema's statuses
+        # have no "idle", so a session with no run going carries none.
+        if self.runs.active.get(record.key) is not None:
+            row["status"] = "running"
         return row
 
     def session_message(self, key: str, message) -> None:

@@ -85,7 +85,10 @@ def sessions_messages_unsubscribe(call, params):
 def sessions_describe(call, params):
     conv = _conv(call)
     key, _agent = conv.normalize_key(params.key)
-    return {"session": conv.session_row(_known(conv, key))}
+    record = conv.sessions.get(key)
+    # An unknown key (the main session before its first turn too) is `session: null`, as
+    # the reference answers, not an error.
+    return {"session": conv.session_row(record) if record is not None else None}
 
 
 @table.method("sessions.resolve", S.SessionsResolveParams, S.SessionsResolveResult, READ,

@@ -311,7 +311,12 @@ def test_session_lifecycle(gateway):
         deleted = (await ws.call("sessions.delete", {"key": key}))["payload"]
         assert deleted["deleted"] is True
         assert key not in [r["key"] for r in (await ws.call("sessions.list", {}))["payload"]["sessions"]]
-        assert (await ws.call("sessions.describe", {"key": key}))["ok"] is False
+        gone = await ws.call("sessions.describe", {"key": key})
+        assert gone["ok"] is True and gone["payload"] == {"session": None}  # as the reference
+        # A session row never carries a status outside the schema's (no "idle").
+        rows = (await ws.call("sessions.list", {}))["payload"]["sessions"]
+        assert all(r.get("status", "running") in ("queued", "running", "done", "failed",
+                                                  "killed", "timeout") for r in rows), rows
         await ws.close()
     run(main())
 
