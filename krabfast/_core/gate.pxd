@@ -50,5 +50,5 @@ cdef class PreauthGate(_GateBase):
     cdef _refuse(self)
     cdef _to_http(self)
 
-cpdef bint _is_upgrade(bytearray head, Py_ssize_t end)
-cpdef bint _has_forwarding(bytearray head, Py_ssize_t end)
+cpdef bint _is_upgrade(bytearray lowered, Py_ssize_t end)
+cpdef bint _has_forwarding(bytearray lowered, Py_ssize_t end)

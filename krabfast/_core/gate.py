@@ -31,15 +31,16 @@ _CLOSE_TOO_BIG = b"\x88\x02\x03\xf1"
 _parsing = None
 
 
-def _is_upgrade(head, end):
-    """The request head `head[:end]` has an Upgrade header (names are case-insensitive)."""
-    return head.lower().find(_UPGRADE, 0, end) >= 0
+def _is_upgrade(lowered, end):
+    """The request head `lowered[:end]` (lower-cased: names are case-insensitive) has an
+    Upgrade header."""
+    return lowered.find(_UPGRADE, 0, end) >= 0
 
 
-def _has_forwarding(head, end):
-    """The request head `head[:end]` has a header that marks it as proxied (Forwarded,
-    X-Real-IP, X-Forwarded-*; krabfast/gateway/proxies.py decides what to make of it)."""
-    lowered = head.lower()
+def _has_forwarding(lowered, end):
+    """The request head `lowered[:end]` (lower-cased) has a header that marks it as proxied
+    (Forwarded, X-Real-IP, X-Forwarded-*; krabfast/gateway/proxies.py decides what to make
+    of it)."""
     return (lowered.find(b"\r\nx-forwarded-", 0, end) >= 0
             or lowered.find(b"\r\nforwarded:", 0, end) >= 0
             or lowered.find(b"\r\nx-real-ip:", 0, end) >= 0)
@@ -135,7 +136,7 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
             end = head.find(_HEAD_END, start)
             if end < 0:
                 if (self.http is not None and len(head) > _HTTP_HEAD_MAX
-                        and not _is_upgrade(head, len(head))):
+                        and not _is_upgrade(head.lower(), len(head))):
                     self._handoff = bytes(head)
                     self._head = None
                     return True
@@ -145,11 +146,12 @@ class PreauthGate(_GateBase, asyncio.BufferedProtocol):
                 return True
             i = end + 4 - (len(head) - n)
             self._head = None
-            if self.http is not None and not _is_upgrade(head, end + 2):
+            lowered = head.lower()  # once, for both questions
+            if self.http is not None and not _is_upgrade(lowered, end + 2):
                 self._handoff = bytes(head)  # the request and whatever followed it
                 return True
             # Read by the listener factory (trusted proxies) instead of walking the headers.
-            self.forwarded = _has_forwarding(head, end + 2)
+            self.forwarded = _has_forwarding(lowered, end + 2)
         hdr = self._hdr
         while i < n:
             if self._skip:

@@ -8,6 +8,8 @@ import hmac
 import logging
 import weakref
 
+import msgspec
+
 from krabfast import __version__
 from krabfast.gateway import proxies
 from krabfast.methods.agents import AGENT_NAME
@@ -77,8 +79,6 @@ class WebSide:
         loop = getattr(snapshot, "event_loop", None)
         if loop is None:
             return {"degraded": False}
-        import msgspec
-
         return msgspec.to_builtins(loop)
 
     # -- the protocol ------------------------------------------------------------------------------

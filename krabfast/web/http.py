@@ -153,8 +153,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     def on_message_begin(self) -> None:
         self._in_message = True
-        if self._timer is None or not self._headers_done:
-            self._arm(self.header_timeout)
+        self._arm(self.header_timeout)  # this request's head must come in time
 
     def on_url(self, url: bytes) -> None:
         self._head_bytes += len(url)
