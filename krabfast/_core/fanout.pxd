@@ -19,8 +19,12 @@ cdef class Subscriber:
     cdef public object owner          # .slow_consumer()
     cdef object __weakref__
 
-@cython.locals(sub=Subscriber, delivered=cython.long, queued=cython.longlong, wire_sink=WireSink,
-               is_wire=bint)
+@cython.locals(delivered=cython.long, sub=Subscriber)
 cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need_mask,
                   bint droppable, long long drop_above, long long close_above,
-                  object hold_key=*) except -1
+                  object hold_key=*, Subscriber first=*, list corked=*) except -1
+
+@cython.locals(queued=cython.longlong, wire_sink=WireSink, is_wire=bint)
+cdef inline long _deliver(Subscriber sub, bytes prefix, bytes suffix, long long need_mask,
+                          bint droppable, long long drop_above, long long close_above,
+                          object hold_key, list corked) except -1

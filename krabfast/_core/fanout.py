@@ -24,7 +24,7 @@ class Subscriber:
 
 
 def fanout(prefix, suffix, subscribers, need_mask, droppable, drop_above, close_above,
-           hold_key=None):
+           hold_key=None, first=None, corked=None):
     """Deliver one pre-serialized event to every subscriber whose scopes match.
 
     need_mask == 0 means every subscriber; otherwise a subscriber needs any of its bits.
@@ -34,32 +34,53 @@ def fanout(prefix, suffix, subscribers, need_mask, droppable, drop_above, close_
     instead, to be sent once the socket drains, newest only. A non-droppable event for a
     socket over `close_above` calls its owner's `slow_consumer()` instead. Returns the
     number delivered.
+
+    `first` (one of `subscribers`, or None) is served before the others: the socket that
+    asked for what the event reports (a chat run's sender) gets it without waiting for the
+    writes to every watcher. With a list `corked`, a WireSink that is not batching starts a
+    batch (`begin`) and is appended to the list instead of being written at once: the
+    caller `flush`es them in that order after its last event, one write per socket for
+    several events (a chat delta and its agent twin).
     """
     delivered = 0
+    if first is not None:
+        delivered += _deliver(first, prefix, suffix, need_mask, droppable, drop_above,
+                              close_above, hold_key, corked)
     for sub in subscribers:
-        if need_mask and not (sub.scope_mask & need_mask):
+        if sub is first:
             continue
-        sink = sub.sink
-        # Compiled, a WireSink (or subclass) is called through its C methods.
-        is_wire = type(sink) is WireSink or isinstance(sink, WireSink)
-        if is_wire:
-            wire_sink = sink
-            queued = wire_sink.buffered()
-        else:
-            queued = sink.buffered()
-        if droppable:
-            if queued > drop_above:
-                if hold_key is not None:
-                    sub.owner.hold(hold_key, prefix, suffix)
-                continue
-        elif queued > close_above:
-            sub.owner.slow_consumer()
-            continue
-        sub.seq += 1
-        frame = b"%b%d%b" % (prefix, sub.seq, suffix)
-        if is_wire:
-            wire_sink.send(frame)
-        else:
-            sink.send(frame)
-        delivered += 1
+        delivered += _deliver(sub, prefix, suffix, need_mask, droppable, drop_above,
+                              close_above, hold_key, corked)
     return delivered
+
+
+def _deliver(sub, prefix, suffix, need_mask, droppable, drop_above, close_above, hold_key,
+             corked):
+    """fanout's work for one subscriber: 1 if the frame was handed to its sink, else 0."""
+    if need_mask and not (sub.scope_mask & need_mask):
+        return 0
+    sink = sub.sink
+    # Compiled, a WireSink (or subclass) is called through its C methods.
+    is_wire = type(sink) is WireSink or isinstance(sink, WireSink)
+    if is_wire:
+        wire_sink = sink
+        queued = wire_sink.buffered()
+    else:
+        queued = sink.buffered()
+    if droppable:
+        if queued > drop_above:
+            if hold_key is not None:
+                sub.owner.hold(hold_key, prefix, suffix)
+            return 0
+    elif queued > close_above:
+        sub.owner.slow_consumer()
+        return 0
+    sub.seq += 1
+    frame = b"%b%d%b" % (prefix, sub.seq, suffix)
+    if is_wire:
+        if corked is not None and wire_sink.begin():
+            corked.append(wire_sink)
+        wire_sink.send(frame)
+    else:
+        sink.send(frame)
+    return 1

@@ -36,7 +36,7 @@ cdef class WireSink:
     cpdef send(self, bytes data)
     @cython.locals(mid=bytes, buf=bytearray, pending=bytearray)
     cpdef send_response(self, str req_id, bint ok, object body)
-    cpdef begin(self)
+    cpdef bint begin(self) except -1
     @cython.locals(pending=bytearray)
     cpdef flush(self)
     cpdef long long buffered(self) except -1

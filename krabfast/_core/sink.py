@@ -159,8 +159,12 @@ class WireSink:
         self._raw_write(buf)
 
     def begin(self):
+        """Start a batch; True if this call started it (False: one is already open, or
+        the sink is closed), so only the caller that started it flushes it."""
         if self.pending is None and not self.closed:
             self.pending = bytearray()
+            return True
+        return False
 
     def flush(self):
         pending = self.pending

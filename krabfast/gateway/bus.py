@@ -10,6 +10,8 @@ keep this local fan-out.
 
 from __future__ import annotations
 
+import contextlib
+
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.protocol.methods import EVENTS
@@ -30,6 +32,7 @@ class EventBus:
         # Owners with coalesced events parked until they drain (see Connection.hold).
         self.holding: set = set()
         self.closed = False  # after `shutdown` nothing more is published
+        self._corked: list | None = None  # sinks batching inside `corked()`, in order
 
     # -- subscriptions ------------------------------------------------------------------------
     def attach(self, conn_id: str, sub: _fanout.Subscriber) -> None:
@@ -80,11 +83,12 @@ class EventBus:
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, event: str, payload, *, topic: str = ALL,
                 state_version: tuple[int, int] | None = None,
-                droppable: bool | None = None) -> int:
+                droppable: bool | None = None, first: str | None = None) -> int:
         """Serialize once, deliver to the topic's subscribers allowed to see the event
         (its declared scope); returns how many got it. `droppable` overrides the event's
         declaration for this one (a chat delta may be skipped by a socket that is behind,
-        its final never)."""
+        its final never). `first` names a connection served before the others (the one
+        whose request the event answers), if it is among them."""
         if self.closed:
             return 0
         subs = self._all if topic == ALL else self._topics.get(topic)
@@ -97,7 +101,25 @@ class EventBus:
         return _fanout.fanout(prefix, suffix, list(subs.values()), need,
                               spec.droppable if droppable is None else droppable,
                               self.drop_if_slow_bytes, self.max_buffered_bytes,
-                              event if spec.coalesce else None)
+                              event if spec.coalesce else None,
+                              subs.get(first) if first is not None else None, self._corked)
+
+    @contextlib.contextmanager
+    def corked(self):
+        """`with bus.corked():` the events published inside reach each socket in one write
+        at the end (in the order the sockets were first served), not one write each: a
+        chat delta and its agent twin cost one syscall and one wake-up per watcher. Nested,
+        the outermost block writes."""
+        if self._corked is not None:
+            yield
+            return
+        self._corked = sinks = []
+        try:
+            yield
+        finally:
+            self._corked = None
+            for sink in sinks:
+                sink.flush()
 
     def flush_held(self) -> int:
         """Send the events parked for sockets that were behind, to those that drained."""

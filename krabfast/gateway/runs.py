@@ -37,6 +37,7 @@ class Run:
     message: str
     kind: str                      # "chat" or "agent"
     model: str | None = None       # "provider/model" override, else the session's / default
+    origin: str | None = None      # connection id of the socket that asked (served first)
     status: str = "queued"         # queued, running, ok, error, aborted, interrupted
     started_at: int | None = None
     ended_at: int | None = None
@@ -85,16 +86,19 @@ class RunManager:
         return self.runs.get(run_id)
 
     def submit(self, session_key: str, agent_id: str, message: str, run_id: str, *,
-               kind: str = "chat", model: str | None = None) -> tuple[Run, bool]:
+               kind: str = "chat", model: str | None = None,
+               origin: str | None = None) -> tuple[Run, bool]:
         """Start (or queue) a run; (run, False) when `run_id` is already known: the same
-        idempotency key never starts a second model request."""
+        idempotency key never starts a second model request. `origin`: the asking
+        connection, which gets the run's events before the other watchers."""
         known = self.runs.get(run_id)
         if known is not None:
             return known, False
         if self.closing:
             raise ProviderError("the gateway is shutting down", kind="provider")
         session, created = self.hub.sessions.ensure(session_key, agent_id)
-        run = Run(run_id, session_key, agent_id, message, kind, model or session.model or None)
+        run = Run(run_id, session_key, agent_id, message, kind, model or session.model or None,
+                  origin)
         run.done = asyncio.get_running_loop().create_future()
         self._remember(run)
         if created:
@@ -206,10 +210,11 @@ class RunManager:
         delta = run.text[run.emitted:]
         run.emitted = len(run.text)
         run.last_delta_at = asyncio.get_running_loop().time()
-        self._chat_event(run, "delta", {"deltaText": delta,
-                                        "message": _assistant(run.text, self.hub.clock_ms())},
-                         droppable=True)
-        self._agent_event(run, "assistant", {"text": run.text, "delta": delta})
+        with self.hub.bus.corked():  # the pair goes out in one write per socket
+            self._chat_event(run, "delta", {"deltaText": delta,
+                                            "message": _assistant(run.text, self.hub.clock_ms())},
+                             droppable=True)
+            self._agent_event(run, "assistant", {"text": run.text, "delta": delta})
 
     def _cancel_flush(self, run: Run) -> None:
         if run.flush_handle is not None:
@@ -240,10 +245,11 @@ class RunManager:
         extra = {"message": final, "stopReason": run.stop_reason or "stop"}
         if run.usage:
             extra["usage"] = run.usage
-        self._chat_event(run, "final", extra)
-        self._agent_event(run, "lifecycle", {"phase": "end", "endedAt": run.ended_at})
-        hub.session_message(run.session_key, message)
-        hub.sessions_changed(run.session_key, "run-end")
+        with hub.bus.corked():
+            self._chat_event(run, "final", extra)
+            self._agent_event(run, "lifecycle", {"phase": "end", "endedAt": run.ended_at})
+            hub.session_message(run.session_key, message)
+            hub.sessions_changed(run.session_key, "run-end")
 
     def _finish_aborted(self, run: Run) -> None:
         self._cancel_flush(run)
@@ -360,7 +366,7 @@ class RunManager:
         run.seq += 1
         payload = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": run.agent_id,
                    "seq": run.seq, "state": state, **extra}
-        self.hub.bus.publish("chat", payload, droppable=droppable)
+        self.hub.bus.publish("chat", payload, droppable=droppable, first=run.origin)
 
     def _agent_event(self, run: Run, stream: str, data: dict) -> None:
         # Every run (chat.send's too) reports on the agent stream, as on the reference.
@@ -370,7 +376,7 @@ class RunManager:
         self.hub.bus.publish("agent", {"runId": run.run_id, "seq": run.agent_seq, "stream": stream,
                                        "ts": self.hub.clock_ms(), "data": data,
                                        "sessionKey": run.session_key, "agentId": run.agent_id},
-                             droppable=stream == "assistant")
+                             droppable=stream == "assistant", first=run.origin)
 
 
 async def _exhaust(stream) -> None:

@@ -38,7 +38,8 @@ def agent(call, params):
     run = conv.runs.get(run_id)
     if run is None:
         try:
-            run, _ = conv.runs.submit(key, agent_id, params.message, run_id, kind="agent")
+            run, _ = conv.runs.submit(key, agent_id, params.message, run_id, kind="agent",
+                                      origin=call.conn_id)
         except conv.ProviderError as exc:
             raise GatewayError(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from None
     accepted = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": run.agent_id,

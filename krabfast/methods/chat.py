@@ -55,7 +55,8 @@ def chat_send(call, params):
         status = "in_flight" if run.done is not None and not run.done.done() else "ok"
         return {"runId": run.run_id, "status": status}
     try:
-        run, _ = conv.runs.submit(key, agent, text, params.idempotency_key, kind="chat")
+        run, _ = conv.runs.submit(key, agent, text, params.idempotency_key, kind="chat",
+                                  origin=call.conn_id)
     except conv.ProviderError as exc:
         raise _provider_failure(exc) from None
     return {"runId": run.run_id, "status": "started"}

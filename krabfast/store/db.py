@@ -213,7 +213,12 @@ class _Mutation:
         try:
             if self.bump and exc_type is None:
                 core.gen += 1
-                core.cond.notify()
+                # Only an idle writer needs waking: one already gathering or writing takes
+                # this row with its batch, and each needless wake made it contend for the
+                # GIL in the middle of the request that mutated (five times per chat.send).
+                if core.idle:
+                    core.idle = False  # (it is awake from now on, before it gets the GIL)
+                    core.cond.notify()
         finally:
             core.lock.release()
 
@@ -412,6 +417,7 @@ class _Core:
         self.waiters: list[tuple[int, Future, bool]] = []  # (gen, future, consumes errors)
         self.unreported: list[BaseException] = []
         self.kick = False
+        self.idle = False    # the writer waits for a mutation (only then is it notified)
         self.closing = False
         self.failing = 0     # consecutive failed batches
         self.retry_at = 0.0
@@ -632,7 +638,9 @@ class _Core:
         while True:
             with self.cond:
                 while not self._ready():
+                    self.idle = True
                     self.cond.wait(max(0.0, self.retry_at - time.monotonic()) if self.failing else None)
+                self.idle = False
                 self._gather()
                 final = self.closing
                 self.kick = False

@@ -632,3 +632,78 @@ def test_wire_sink_buffered_drives_fanout(impl):
     assert impl.fanout.fanout(b"[", b"]", subs, 0, False, 1000, 5000) == 1
     assert parse_frames(b"".join(plain.raw.writes)) == [b"[1]", b"[2]"]
     assert padded_owner.slow == 1 and subs[1].seq == 0 and plain.slow == 0
+
+
+class OrderedRaw(FakeRaw):
+    """A transport that also notes, in a shared log, which socket wrote when."""
+
+    def __init__(self, name: str, log: list) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def write(self, data) -> None:
+        super().write(data)
+        self.log.append(self.name)
+
+
+def _ordered_subs(impl, names, log):
+    subs = []
+    for name in names:
+        ws = FakeWS()
+        ws.underlying_transport = OrderedRaw(name, log)
+        subs.append(impl.fanout.Subscriber(impl.sink.WireSink(ws), FakeSock(), 1))
+    return subs
+
+
+def test_fanout_serves_first_before_the_others_once(impl):
+    log: list[str] = []
+    subs = _ordered_subs(impl, ["w1", "w2", "sender", "w3"], log)
+    assert impl.fanout.fanout(b"[", b"]", subs, 0, False, 1000, 5000, None, subs[2]) == 4
+    assert log == ["sender", "w1", "w2", "w3"]
+    assert [s.seq for s in subs] == [1, 1, 1, 1]
+    # A `first` its scopes exclude is skipped like any other subscriber.
+    subs[2].scope_mask = 2
+    log.clear()
+    assert impl.fanout.fanout(b"[", b"]", subs, 1, False, 1000, 5000, None, subs[2]) == 3
+    assert log == ["w1", "w2", "w3"] and subs[2].seq == 1
+
+
+def test_fanout_corked_batches_each_socket_until_flushed(impl):
+    log: list[str] = []
+    subs = _ordered_subs(impl, ["w1", "sender", "w2"], log)
+    corked: list = []
+    for body in (b"a", b"b"):
+        impl.fanout.fanout(b"[" + body, b"]", subs, 0, True, 1000, 5000, None, subs[1], corked)
+    assert log == []  # nothing written yet
+    assert corked == [subs[1].sink, subs[0].sink, subs[2].sink]  # each once, sender first
+    for sink in corked:
+        sink.flush()
+    assert log == ["sender", "w1", "w2"]  # one write per socket
+    for sub in subs:
+        assert parse_frames(sub.sink.raw.writes[0]) == [b"[a1]", b"[b2]"]
+    # A sink already batching (its own read being processed) is left to its owner.
+    subs[0].sink.begin()
+    corked = []
+    impl.fanout.fanout(b"[c", b"]", subs, 0, True, 1000, 5000, None, None, corked)
+    assert subs[0].sink not in corked and len(corked) == 2
+
+
+def test_bus_corked_one_write_per_socket_sender_first():
+    from krabfast.gateway.bus import EventBus
+    from krabfast._core import fanout as live_fanout, sink as live_sink
+
+    log: list[str] = []
+    bus = EventBus(1 << 20, 1 << 22)
+    for name in ("w1", "w2", "sender"):
+        ws = FakeWS()
+        ws.underlying_transport = OrderedRaw(name, log)
+        bus.attach(name, live_fanout.Subscriber(live_sink.WireSink(ws), FakeSock(),
+                                                SCOPE_BIT[READ]))
+    with bus.corked():
+        bus.publish("chat", {"state": "delta"}, first="sender", droppable=True)
+        with bus.corked():  # nested: the outer block writes
+            bus.publish("agent", {"stream": "assistant"}, first="sender", droppable=True)
+        assert log == []
+    assert log == ["sender", "w1", "w2"]
+    bus.publish("chat", {"state": "final"}, first="nobody")  # an unknown `first`: no one first
+    assert log[3:] == ["w1", "w2", "sender"]

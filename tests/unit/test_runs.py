@@ -4,6 +4,7 @@ and a bus that records what it publishes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -16,10 +17,24 @@ from krabfast.store.sessions import SessionStore
 class Bus:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict, bool | None]] = []
+        self.firsts: list[str | None] = []  # each publish's `first`
+        self.corks: list[list[str]] = []    # the events of each corked block
+        self._cork: list[str] | None = None
 
-    def publish(self, event, payload, *, topic="", state_version=None, droppable=None):
+    def publish(self, event, payload, *, topic="", state_version=None, droppable=None,
+                first=None):
         self.events.append((event, payload, droppable))
+        self.firsts.append(first)
+        if self._cork is not None:
+            self._cork.append(event)
         return 1
+
+    @contextlib.contextmanager
+    def corked(self):
+        self._cork = []
+        yield
+        self.corks.append(self._cork)
+        self._cork = None
 
     def chat(self, run_id):
         return [p for e, p, _ in self.events if e == "chat" and p["runId"] == run_id]
@@ -108,6 +123,23 @@ def test_a_run_streams_deltas_then_a_final_and_writes_the_transcript():
         roles = [m.role for m in conv.sessions.messages("agent:main:s")]
         assert roles == ["user", "assistant"]
         assert conv.sessions.run("r1").status == "ok"
+    _go(main())
+
+
+def test_the_asker_is_served_first_and_a_delta_pair_goes_out_corked():
+    async def main():
+        conv = Conv(Backend())
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1", origin="conn-7")
+        await runs.wait("r1", 5000)
+        # Every event of the run names its asker as the connection served first.
+        assert conv.bus.firsts and set(conv.bus.firsts) == {"conn-7"}
+        # Each delta and its agent twin share one corked block (one write per socket);
+        # so do the final and the run's closing events.
+        assert ["chat", "agent"] in conv.bus.corks
+        assert conv.bus.corks[-1][:2] == ["chat", "agent"]
+        for block in conv.bus.corks[:-1]:  # (the lifecycle start may join the first)
+            assert block[-2:] == ["chat", "agent"] and len(block) <= 3
     _go(main())
 
 

@@ -306,3 +306,30 @@ def test_a_failing_batch_is_retried_until_it_is_saved(db_path, monkeypatch, capl
     assert "saved again" in caplog.text
     db.close()
     assert _on_disk(db_path, "SELECT device_id FROM devices ORDER BY device_id") == [("dev-1",), ("dev-2",)]
+
+
+def test_only_an_idle_writer_is_woken_by_a_mutation(db_path, monkeypatch):
+    """The first write after a quiet spell wakes the writer; the ones that follow while it
+    gathers (the rest of a chat.send) do not: each wake made the writer thread contend for
+    the GIL in the middle of the request. Everything still reaches the disk."""
+    db = Database(db_path)
+    devices = DeviceStore(db)
+    core = db._core
+    deadline = time.monotonic() + 5
+    while not core.idle and time.monotonic() < deadline:  # the writer settles after opening
+        time.sleep(0.001)
+    assert core.idle
+    wakes = []
+    real_notify = core.cond.notify
+
+    def notify(n=1):
+        wakes.append(n)
+        real_notify(n)
+
+    monkeypatch.setattr(core.cond, "notify", notify)
+    for i in range(10):
+        devices.save(_device(i))
+    assert len(wakes) == 1, wakes
+    db.flush().result(10)
+    db.close()
+    assert _on_disk(db_path, "SELECT count(*) FROM devices") == [(10,)]
