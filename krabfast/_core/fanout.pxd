@@ -25,6 +25,6 @@ cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need
                   object hold_key=*, Subscriber first=*, list corked=*) except -1
 
 @cython.locals(queued=cython.longlong, wire_sink=WireSink, is_wire=bint)
-cdef inline long _deliver(Subscriber sub, bytes prefix, bytes suffix, long long need_mask,
-                          bint droppable, long long drop_above, long long close_above,
-                          object hold_key, list corked) except -1
+cdef long _deliver(Subscriber sub, bytes prefix, bytes suffix, long long need_mask,
+                   bint droppable, long long drop_above, long long close_above,
+                   object hold_key, list corked) except -1

@@ -175,8 +175,9 @@ def test_sessions_new_chat_and_switching(gateway_server, open_webchat):
 
     # Back to the main chat: its own history.
     page.locator('#session-list button[data-key="agent:main:main"]').click()
+    # The other chat also shows two messages: wait for this one's history, not a count.
+    expect(_replies(page).last.locator(".body")).to_contain_text(OFFLINE_REPLY)
     expect(page.locator(".msg")).to_have_count(2)
-    assert OFFLINE_REPLY in _body(page)
     expect(page.locator('#session-list button[data-key="agent:main:main"]')) \
         .to_have_attribute("aria-current", "true")
 
