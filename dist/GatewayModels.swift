@@ -1079,6 +1079,12 @@ public struct ServerInfo: Codable, Sendable {
     public let connId: String
 }
 
+public struct SessionAgentStatus: Codable, Sendable {
+    public let note: String
+    public let expiresAt: Double
+    public let attention: String?
+}
+
 public struct SessionDefaults: Codable, Sendable {
     public let defaultAgentId: String
     public let modelConfigured: Bool?
@@ -1125,6 +1131,13 @@ public struct SessionRow: Codable, Sendable {
     public let status: String?
     public let lastRunError: String?
     public let lastRunId: String?
+    public let startedAt: Double?
+    public let endedAt: Double?
+    public let runtimeMs: Double?
+    public let abortedLastRun: Bool?
+    public let agentStatus: SessionAgentStatus?
+    public let markedUnreadAt: Double?
+    public let category: String?
     public let permissionMode: String?
     public let createdVia: String?
     public let createdAt: Double?

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 
 from krabfast.gateway.runs import RunManager
+from krabfast.gateway.session_patch import patch_changes
+from krabfast.gateway.session_rows import list_filter, list_page, session_row
 
 log = logging.getLogger("krabfast.gateway")
 
 SESSIONS_TOPIC = "sessions"
 DEFAULT_AGENT_ID = "main"
 MAIN_KEY = "main"
-MAIN_SESSION_KEY = f"agent:{DEFAULT_AGENT_ID}:{MAIN_KEY}"
 
 
 def session_topic(key: str) -> str:
@@ -85,17 +86,34 @@ class Conversations:
 
     # -- rows and events ------------------------------------------------------------------------
     def session_row(self, record) -> dict:
-        """A session as `sessions.list` and `sessions.changed` show it (SessionRow)."""
-        row = {"key": record.key, "kind": "direct", "sessionId": record.session_id,
-               "agentId": record.agent_id, "updatedAt": record.updated_at,
-               "isMain": record.key == MAIN_SESSION_KEY}
-        if record.label:
-            row["label"] = record.label
-        # Only "running" is known without a look at the run table; the schema's statuses
-        # have no "idle", so a session with no run going carries none.
-        if self.runs.active.get(record.key) is not None:
-            row["status"] = "running"
-        return row
+        """A session as `sessions.list` and the session events show it (SessionRow), its
+        last run's outcome included."""
+        last = self.sessions.run(record.last_run_id) if record.last_run_id else None
+        return session_row(record, active=self.runs.active.get(record.key), last=last,
+                           now=self.clock_ms())
+
+    def list_sessions(self, params) -> tuple[list[dict], dict]:
+        """sessions.list: (the rows of the page, its paging fields)."""
+        keep = list_filter(params, now=self.clock_ms(),
+                           normalize_agent=lambda agent: normalize_key(None, agent)[1])
+        records = [r for r in self.sessions.list() if keep(r)] if keep is not None else []
+        page, paging = list_page(records, params)
+        return [self.session_row(r) for r in page], paging
+
+    def patch_session(self, key: str, agent: str, params):
+        """sessions.patch: every check first (a refused patch changes nothing, and creates
+        no session), then the change; the session record after it."""
+        existing = self.sessions.get(key)
+
+        def label_in_use(label: str) -> bool:
+            return any(r.label == label and r.key != key for r in self.sessions.list(agent))
+
+        changes = patch_changes(params, existing, key=key, now=self.clock_ms(),
+                                label_in_use=label_in_use)
+        if changes.get("model"):
+            self.models.resolve(changes["model"])  # an unknown model is refused now
+        record = existing or self.sessions.ensure(key, agent)[0]
+        return self.sessions.patch(key, **changes) if changes else record
 
     def session_message(self, key: str, message) -> None:
         record = self.sessions.get(key)
@@ -106,14 +124,31 @@ class Conversations:
             "messageId": message.message_id, "messageSeq": message.seq,
             "session": self.session_row(record)}, topic=session_topic(key))
 
-    def sessions_changed(self, key: str, reason: str) -> None:
+    def sessions_changed(self, key: str, reason: str | None = None, *, phase: str | None = None,
+                         run_id: str | None = None) -> None:
+        """`sessions.changed` to the `sessions.subscribe`d sockets, as the reference: a
+        mutation has a `reason` (create, send, patch, archive, unarchive, reset, delete), a
+        run's lifecycle a `phase` (start, end, error) and its `runId`; the row is `session`,
+        and its identity and status are repeated at the top level."""
         if self.bus.count(SESSIONS_TOPIC) == 0:
             return
         record = self.sessions.get(key)
-        payload = {"sessionKey": key, "reason": reason, "ts": self.clock_ms()}
+        payload = {"sessionKey": key, "ts": self.clock_ms()}
+        if reason is not None:
+            payload["reason"] = reason
+        if phase is not None:
+            payload["phase"] = phase
+        if run_id is not None:
+            payload["runId"] = run_id
         if record is not None:
+            row = self.session_row(record)
             payload["agentId"] = record.agent_id
-            payload["session"] = self.session_row(record)
+            payload["sessionId"] = record.session_id
+            payload["updatedAt"] = record.updated_at
+            payload["kind"] = row["kind"]
+            if "status" in row:
+                payload["status"] = row["status"]
+            payload["session"] = row
         self.bus.publish("sessions.changed", payload, topic=SESSIONS_TOPIC)
 
     @staticmethod

@@ -102,7 +102,7 @@ class RunManager:
         run.done = asyncio.get_running_loop().create_future()
         self._remember(run)
         if created:
-            self.hub.sessions_changed(session_key, "created")
+            self.hub.sessions_changed(session_key, "create")
         if session_key in self.active:
             self.queued.setdefault(session_key, deque()).append(run)
         else:
@@ -125,7 +125,7 @@ class RunManager:
         user = hub.sessions.append_message(run.session_key, "user", run.message,
                                            run_id=run.run_id, ts=hub.clock_ms())
         hub.session_message(run.session_key, user)
-        hub.sessions_changed(run.session_key, "message")
+        hub.sessions_changed(run.session_key, "send")
         task = asyncio.ensure_future(self._execute(run))
         run.task = task
         self.tasks.add(task)
@@ -193,6 +193,7 @@ class RunManager:
         if run.start_pending:
             run.start_pending = False
             self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
+            self.hub.sessions_changed(run.session_key, phase="start", run_id=run.run_id)
 
     # -- deltas ------------------------------------------------------------------------------
     def _maybe_delta(self, run: Run) -> None:
@@ -249,7 +250,7 @@ class RunManager:
             self._chat_event(run, "final", extra)
             self._agent_event(run, "lifecycle", {"phase": "end", "endedAt": run.ended_at})
             hub.session_message(run.session_key, message)
-            hub.sessions_changed(run.session_key, "run-end")
+            hub.sessions_changed(run.session_key, phase="end", run_id=run.run_id)
 
     def _finish_aborted(self, run: Run) -> None:
         self._cancel_flush(run)
@@ -285,6 +286,10 @@ class RunManager:
             run.done.set_result(run.outcome())
         if self.active.get(run.session_key) is run:
             del self.active[run.session_key]
+        if run.status in ("aborted", "error") and run.started_at is not None:
+            # (an ok run announced its end with its final, in one write)
+            hub.sessions_changed(run.session_key, phase="error" if run.status == "error" else "end",
+                                 run_id=run.run_id)
         waiting = self.queued.get(run.session_key)
         if waiting:
             nxt = waiting.popleft()

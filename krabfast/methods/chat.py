@@ -77,7 +77,7 @@ def _run_command(call, conv, key: str, agent: str, command: str, run_id: str) ->
     conv.runs.abort(key)
     conv.sessions.ensure(key, agent)
     conv.sessions.reset(key)
-    conv.sessions_changed(key, "reset")
+    conv.sessions_changed(key, "new" if command == "new" else "reset")  # the reference's reasons
     # Watchers see the command's answer as a final chat message, as the reference's
     # command replies arrive.
     conv.bus.publish("chat", {"runId": run_id, "sessionKey": key, "agentId": agent, "seq": 1,

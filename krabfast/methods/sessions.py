@@ -26,7 +26,7 @@ def _conv(call):
 
 def _write_scope(params) -> str:
     """The reference's scope here is params-dependent (`dynamic`): what krabfast's sessions
-    can change (label, model) needs operator.write."""
+    can change (label, model, settings, archived/pinned/unread) needs operator.write."""
     return WRITE
 
 
@@ -38,19 +38,17 @@ def _known(conv, key: str):
 
 
 @table.method("sessions.list", S.SessionsListParams, S.SessionsListResult, READ,
-              summary="sessions, most recently updated first")
+              summary="sessions, most recently updated first, a page at a time")
 def sessions_list(call, params):
     conv = _conv(call)
-    rows = [conv.session_row(r) for r in conv.sessions.list()]
-    limit = params.limit
-    if limit is not UNSET and limit and limit > 0:
-        rows = rows[:limit]
+    rows, paging = conv.list_sessions(params)
     model = conv.models.default
     # `defaults` is required (SessionsListResult): the reference's Control UI reads
     # defaults.modelSelectionTarget unguarded and stops rendering the chat without it.
     defaults = {"modelProvider": model.provider, "model": model.model_id or model.id,
                 "contextTokens": model.context_window}
-    return {"ts": conv.clock_ms(), "count": len(rows), "defaults": defaults, "sessions": rows}
+    return {"ts": conv.clock_ms(), "count": len(rows), **paging, "defaults": defaults,
+            "sessions": rows}
 
 
 @table.method("sessions.subscribe", S.SessionsSubscribeParams, S.SessionsSubscribeResult, READ,
@@ -110,36 +108,67 @@ def sessions_resolve(call, params):
     raise invalid_request(f"no session matches {wanted!r}")
 
 
+# sessions.create params for what krabfast sessions do not have (subagents, forks,
+# projects, worktrees, incognito, ...): refused when set, never silently dropped.
+_CREATE_UNSUPPORTED = (
+    "incognito", "catalog_id", "parent_session_key", "spawn_depth", "fork", "fork_from",
+    "emit_command_hooks", "succeeds_parent", "task", "attachments", "project_id",
+    "project_git_url", "worktree", "worktree_base_ref", "worktree_name", "cwd", "agent_runtime",
+    "mentions", "worktree_source", "title_source", "repository", "timeout_ms")
+# sessions.create params that are sessions.patch settings of the new session.
+_CREATE_SETTINGS = ("label", "category", "model", "context_window", "thinking_level",
+                    "fast_mode", "permission_mode", "tool_overrides", "exec_node")
+
+
 @table.method("sessions.create", S.SessionsCreateParams, S.SessionsCreateResult, DYNAMIC_SCOPE,
-              scope_for=_write_scope, durable=True, summary="create a session (a new key unless one is given)")
+              scope_for=_write_scope, durable=True, idempotent=True,
+              summary="create a session (a new key unless one is given), its first message "
+                      "optionally")
 def sessions_create(call, params):
     conv = _conv(call)
+    for name in _CREATE_UNSUPPORTED:
+        if getattr(params, name) not in (UNSET, None, False, [], ""):
+            raise invalid_request(f"sessions.create: {name} is not supported by krabfast")
+    if params.visibility not in (UNSET, "shared"):
+        raise invalid_request("sessions.create: only visibility \"shared\" is supported")
     name = params.key or f"chat-{uuid.uuid4().hex[:12]}"
     key, agent = conv.normalize_key(name, params.agent_id or None)
-    record, created = conv.sessions.ensure(key, agent)
-    if params.label:
-        record = conv.sessions.patch(key, label=params.label)
+    created = conv.sessions.get(key) is None
+    settings = {n: getattr(params, n) for n in _CREATE_SETTINGS if getattr(params, n) is not UNSET}
+    record = conv.patch_session(key, agent, S.SessionsPatchParams(key=key, **settings))
+    if params.display_name is not UNSET:
+        record = conv.sessions.patch(key, display_name=params.display_name)
     if created:
-        conv.sessions_changed(key, "created")
-    return {"ok": True, "key": key, "sessionId": record.session_id,
-            "entry": conv.session_row(record)}
+        conv.sessions_changed(key, "create")
+    out = {"ok": True, "key": key, "sessionId": record.session_id}
+    if params.message not in (UNSET, ""):
+        run_id = params.idempotency_key or str(uuid.uuid4())
+        try:
+            run, _ = conv.runs.submit(key, agent, params.message, run_id, kind="chat",
+                                      origin=call.conn_id)
+        except conv.ProviderError as exc:
+            out["runStarted"] = False
+            out["runError"] = {"code": "UNAVAILABLE", "message": str(exc), "retryable": True}
+        else:
+            out.update(runStarted=True, runId=run.run_id)
+            record = conv.sessions.get(key)
+            if conv.runs.active.get(key) is run:  # its message is in the transcript now
+                out["messageSeq"] = record.message_count
+    out["entry"] = conv.session_row(record)
+    return out
 
 
 @table.method("sessions.patch", S.SessionsPatchParams, S.SessionsPatchResult, DYNAMIC_SCOPE,
-              scope_for=_write_scope, durable=True, summary="change a session's label or model")
+              scope_for=_write_scope, durable=True,
+              summary="change a session's label, model, settings, archived/pinned/unread state")
 def sessions_patch(call, params):
     conv = _conv(call)
     key, agent = conv.normalize_key(params.key)
-    conv.sessions.ensure(key, agent)
-    changes = {}
-    if params.label is not UNSET:
-        changes["label"] = params.label or None
-    if params.model is not UNSET:
-        if params.model:
-            conv.models.resolve(params.model)  # an unknown model is refused now, not later
-        changes["model"] = params.model or None
-    record = conv.sessions.patch(key, **changes) if changes else conv.sessions.get(key)
-    conv.sessions_changed(key, "patched")
+    record = conv.patch_session(key, agent, params)
+    reason = "patch"
+    if params.archived is not UNSET:
+        reason = "archive" if params.archived else "unarchive"
+    conv.sessions_changed(key, reason)
     return {"ok": True, "key": key, "entry": conv.session_row(record)}
 
 
@@ -163,7 +192,7 @@ def sessions_delete(call, params):
     conv.runs.abort(key)
     deleted = conv.sessions.delete(key)
     if deleted:
-        conv.sessions_changed(key, "deleted")
+        conv.sessions_changed(key, "delete")
     return {"ok": True, "key": key, "deleted": deleted}
 
 

@@ -27,6 +27,15 @@ SessionStatus = Literal["queued", "running", "done", "failed", "killed", "timeou
 
 # -- the row ---------------------------------------------------------------------------------
 
+class SessionAgentStatus(Open):
+    """A session's status note (sessions.patch statusNote/attention/ttlMinutes), shown
+    until `expiresAt`."""
+
+    note: str
+    expires_at: float
+    attention: str | Unset = UNSET
+
+
 class SessionRow(Open):
     """One session as sessions.list, sessions.describe and session events carry it. The
     reference allows more keys than these; these are the ones krabfast fills."""
@@ -56,6 +65,14 @@ class SessionRow(Open):
     status: SessionStatus | Unset = UNSET
     last_run_error: str | Unset = UNSET
     last_run_id: NonEmptyStr | Unset = UNSET
+    # the current or last run, as the reference projects its lifecycle onto the session
+    started_at: float | Unset = UNSET
+    ended_at: float | Unset = UNSET
+    runtime_ms: float | Unset = UNSET
+    aborted_last_run: bool | Unset = UNSET
+    agent_status: SessionAgentStatus | Unset = UNSET
+    marked_unread_at: float | Unset = UNSET
+    category: str | Unset = UNSET
     permission_mode: PermissionMode | Unset = UNSET
     created_via: Literal["operator", "spawn", "channel", "cron", "talk", "run", "plugin",
                          "internal"] | Unset = UNSET

@@ -39,7 +39,7 @@ SETTINGS_FIELDS = frozenset({
     "thinking_level", "fast_mode", "verbose_level", "trace_level", "reasoning_level",
     "response_usage", "elevated_level", "exec_host", "exec_security", "exec_ask", "exec_node",
     "permission_mode", "send_policy", "group_activation", "tool_overrides", "archived_at",
-    "pinned_at", "marked_unread_at", "last_read_at",
+    "pinned_at", "marked_unread_at", "last_read_at", "agent_status", "display_name",
 })
 PATCH_FIELDS = frozenset(COLUMN_FIELDS) | SETTINGS_FIELDS | {"updated_at"}
 

@@ -9,6 +9,7 @@ import contextlib
 import pytest
 
 from krabfast.gateway.runs import RunManager
+from krabfast.gateway.session_rows import run_fields
 from krabfast.models.base import Finish, ProviderError, TextDelta, Usage
 from krabfast.store import Database
 from krabfast.store.sessions import SessionStore
@@ -92,8 +93,15 @@ class Conv:
     def session_message(self, key, message):
         self.messages.append((key, message.role))
 
-    def sessions_changed(self, key, reason):
-        self.changed.append((key, reason))
+    def sessions_changed(self, key, reason=None, *, phase=None, run_id=None):
+        # With the run manager known, what the session's row says at that moment.
+        status = None
+        runs = getattr(self, "runs", None)
+        record = self.sessions.get(key)
+        if runs is not None and record is not None:
+            last = self.sessions.run(record.last_run_id) if record.last_run_id else None
+            status = run_fields(runs.active.get(key), last).get("status")
+        self.changed.append((reason or phase, run_id, status))
 
     async def durable(self):
         pass
@@ -172,6 +180,32 @@ def test_one_active_run_per_session_others_wait_in_order():
         last = backend.requests[-1] if backend.requests[-1].messages[-1].content == "two" else \
             next(r for r in backend.requests if r.messages[-1].content == "two")
         assert [m.content for m in last.messages] == ["one", "a b c", "two"]
+    _go(main())
+
+
+def test_session_events_follow_the_run_lifecycle_with_the_row_status_of_each_moment():
+    async def main():
+        conv = Conv(Backend())
+        conv.runs = runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "hi", "r1")
+        await runs.wait("r1", 5000)
+        # As the reference: created, a message sent, the run's start (running) and end
+        # (done: the row is no longer "running" when its end is announced).
+        assert conv.changed == [("create", None, None), ("send", None, "running"),
+                                ("start", "r1", "running"), ("end", "r1", "done")]
+        conv.changed.clear()
+        conv.models.backend = Backend(fail=ProviderError("LLM request timed out.",
+                                                         kind="timeout"))
+        runs.submit("agent:main:s", "main", "again", "r2")
+        await runs.wait("r2", 5000)
+        assert conv.changed[-1] == ("error", "r2", "failed")
+        conv.changed.clear()
+        conv.models.backend = Backend(words=["w "] * 200, pause=0.01)
+        runs.submit("agent:main:s", "main", "long", "r3")
+        await asyncio.sleep(0.05)
+        runs.abort("agent:main:s")
+        await runs.wait("r3", 5000)
+        assert conv.changed[-1] == ("end", "r3", "killed")
     _go(main())
 
 
