@@ -1135,6 +1135,8 @@ public struct SessionRow: Codable, Sendable {
     public let endedAt: Double?
     public let runtimeMs: Double?
     public let abortedLastRun: Bool?
+    public let hasActiveRun: Bool?
+    public let activeRunIds: [String]?
     public let agentStatus: SessionAgentStatus?
     public let markedUnreadAt: Double?
     public let category: String?
@@ -1318,6 +1320,7 @@ public struct SessionsListResult: Codable, Sendable {
     public let offset: Int?
     public let nextOffset: Int?
     public let hasMore: Bool?
+    public let owners: [AnyCodable]?
 }
 
 public struct SessionsMessagesSubscribeParams: Codable, Sendable {

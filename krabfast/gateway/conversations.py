@@ -89,8 +89,10 @@ class Conversations:
         """A session as `sessions.list` and the session events show it (SessionRow), its
         last run's outcome included."""
         last = self.sessions.run(record.last_run_id) if record.last_run_id else None
+        model = self.models.default
         return session_row(record, active=self.runs.active.get(record.key), last=last,
-                           now=self.clock_ms())
+                           now=self.clock_ms(),
+                           default_model=(model.provider, model.model_id or model.id))
 
     def list_sessions(self, params) -> tuple[list[dict], dict]:
         """sessions.list: (the rows of the page, its paging fields)."""

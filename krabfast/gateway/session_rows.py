@@ -28,13 +28,15 @@ def run_fields(active, last) -> dict:
     no lastRunId; after it, its outcome. `active`: the session's run in flight (or one whose
     end is being announced, `ended_at` set); `last`: the stored record of its last run."""
     if active is not None and active.ended_at is None:
-        out = {"status": "running", "abortedLastRun": False}
+        out = {"status": "running", "abortedLastRun": False, "hasActiveRun": True,
+               "activeRunIds": [active.run_id]}
         if active.started_at is not None:
             out["startedAt"] = active.started_at
         return out
+    out = {"hasActiveRun": False, "activeRunIds": []}
     if last is None:
-        return {}
-    out = {"lastRunId": last.run_id}
+        return out
+    out["lastRunId"] = last.run_id
     status = _SESSION_STATUS.get(last.status)
     if status is None:  # still "running" in the store: the end is being recorded
         return out
@@ -57,8 +59,10 @@ def active_agent_status(record, now: int) -> dict | None:
     return status
 
 
-def session_row(record, *, active=None, last=None, now: int) -> dict:
-    """A session as sessions.list/describe/create/patch and the session events carry it."""
+def session_row(record, *, active=None, last=None, now: int,
+                default_model: tuple[str, str] | None = None) -> dict:
+    """A session as sessions.list/describe/create/patch and the session events carry it;
+    `default_model` (provider, model): what a session without its own model uses."""
     row = {"key": record.key, "kind": "direct", "sessionId": record.session_id,
            "agentId": record.agent_id, "createdAt": record.created_at,
            "updatedAt": record.updated_at, "isMain": record.key == MAIN_SESSION_KEY,
@@ -66,11 +70,13 @@ def session_row(record, *, active=None, last=None, now: int) -> dict:
     if record.label:
         row["label"] = record.label
         row["displayName"] = record.label
-    if record.model:  # a per-session model ("provider/model"), as sessions.patch set it
-        provider, _, model = record.model.partition("/")
-        if model:
-            row["modelProvider"], row["model"] = provider, model
-            row["modelOverrideSource"] = "user"
+    provider, _, model = (record.model or "").partition("/")
+    if model:  # a per-session model ("provider/model"), as sessions.patch set it
+        row["modelProvider"], row["model"] = provider, model
+        row["modelOverrideSource"] = "user"
+    elif default_model is not None:  # the reference's rows name the model in use
+        row["modelProvider"], row["model"] = default_model
+        row["modelOverrideSource"] = None
     if record.previous_session_id:
         row["previousSessionId"] = record.previous_session_id
     # What sessions.patch stored (icon, thinkingLevel, archivedAt, ...), under the names
@@ -82,6 +88,16 @@ def session_row(record, *, active=None, last=None, now: int) -> dict:
     if status is not None:
         row["agentStatus"] = status
     row.update(run_fields(active, last))
+    # A turn is an interaction (its run's start stands for the message's time); as on the
+    # reference, a session with one since it was last read is unread, and a direct chat.
+    interaction = last.started_at if last is not None else None
+    if active is not None and active.started_at is not None:
+        interaction = active.started_at
+    if interaction is not None:
+        row["lastInteractionAt"] = interaction
+        row["chatType"] = "direct"
+        read_at = record.settings.get("last_read_at", record.created_at)
+        row["unread"] = bool(record.unread) or interaction > read_at
     return row
 
 

@@ -47,8 +47,9 @@ def sessions_list(call, params):
     # defaults.modelSelectionTarget unguarded and stops rendering the chat without it.
     defaults = {"modelProvider": model.provider, "model": model.model_id or model.id,
                 "contextTokens": model.context_window}
-    return {"ts": conv.clock_ms(), "count": len(rows), **paging, "defaults": defaults,
-            "sessions": rows}
+    # `owners`: the reference's owner facet; krabfast sessions have no owners.
+    return {"ts": conv.clock_ms(), "count": len(rows), **paging, "owners": [],
+            "defaults": defaults, "sessions": rows}
 
 
 @table.method("sessions.subscribe", S.SessionsSubscribeParams, S.SessionsSubscribeResult, READ,
@@ -131,7 +132,7 @@ def sessions_create(call, params):
             raise invalid_request(f"sessions.create: {name} is not supported by krabfast")
     if params.visibility not in (UNSET, "shared"):
         raise invalid_request("sessions.create: only visibility \"shared\" is supported")
-    name = params.key or f"chat-{uuid.uuid4().hex[:12]}"
+    name = params.key or f"dashboard:{uuid.uuid4()}"  # the reference's form for a new one
     key, agent = conv.normalize_key(name, params.agent_id or None)
     created = conv.sessions.get(key) is None
     settings = {n: getattr(params, n) for n in _CREATE_SETTINGS if getattr(params, n) is not UNSET}
@@ -169,7 +170,9 @@ def sessions_patch(call, params):
     if params.archived is not UNSET:
         reason = "archive" if params.archived else "unarchive"
     conv.sessions_changed(key, reason)
-    return {"ok": True, "key": key, "entry": conv.session_row(record)}
+    entry = conv.session_row(record)
+    return {"ok": True, "key": key, "entry": entry,
+            "resolved": {"modelProvider": entry["modelProvider"], "model": entry["model"]}}
 
 
 @table.method("sessions.reset", S.SessionsResetParams, S.SessionsResetResult, ADMIN,

@@ -70,6 +70,8 @@ class SessionRow(Open):
     ended_at: float | Unset = UNSET
     runtime_ms: float | Unset = UNSET
     aborted_last_run: bool | Unset = UNSET
+    has_active_run: bool | Unset = UNSET
+    active_run_ids: list[str] | Unset = UNSET
     agent_status: SessionAgentStatus | Unset = UNSET
     marked_unread_at: float | Unset = UNSET
     category: str | Unset = UNSET
@@ -153,6 +155,7 @@ class SessionsListResult(Model):
     offset: NonNegInt | Unset = UNSET
     next_offset: NonNegInt | None | Unset = UNSET
     has_more: bool | Unset = UNSET
+    owners: list[dict[str, Any]] | Unset = UNSET
 
 
 class SessionsSubscribeParams(Open):

@@ -98,6 +98,10 @@ def test_rows_and_sessions_changed_follow_a_run(gateway):
             row["endedAt"] - row["startedAt"]
         described = (await ws.call("sessions.describe", {"key": key}))["payload"]["session"]
         assert described["status"] == "done" and described["lastRunId"] == run_id
+        # A turn since the session was last read makes it unread, until it is read.
+        assert described["unread"] is True and described["lastInteractionAt"] > 0
+        read = (await ws.call("sessions.patch", {"key": key, "unread": False}))["payload"]
+        assert read["entry"]["unread"] is False
         listed = await _list(ws, search=key, requireLastInteraction=True)
         assert [r["key"] for r in listed["sessions"]] == [key]
         await ws.close()

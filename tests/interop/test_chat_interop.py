@@ -382,3 +382,140 @@ def test_burst_deltas_add_up_to_the_final(target, request, probe_fake):
     assert deltas, describe
     assert "".join(p["deltaText"] for p in deltas) == BURST_TEXT, describe
     assert text_of(deltas[-1]["message"]) == BURST_TEXT, describe
+
+
+async def sessions_probe(url: str) -> dict:
+    """Sessions made, paged, archived, pinned and refused on a gateway, as its answers."""
+    ws = await admin_ws(url)
+    try:
+        tag = "sp" + uuid.uuid4().hex[:8]
+        made = [await ws.call("sessions.create", {"label": f"{tag} {i}"}, timeout=30)
+                for i in range(3)]
+        assert all(m["ok"] for m in made), made
+        keys = [m["payload"]["key"] for m in made]
+        sid0 = made[0]["payload"].get("sessionId") or made[0]["payload"]["entry"]["sessionId"]
+
+        async def call(method, params):
+            return await ws.call(method, params, timeout=30)
+
+        return {
+            "keys": keys,
+            "first": await call("sessions.list", {"search": tag, "limit": 2}),
+            "second": await call("sessions.list", {"search": tag, "limit": 2, "offset": 2}),
+            "no_expected": await call("sessions.patch", {"key": keys[0], "archived": True}),
+            "archived": await call("sessions.patch", {"key": keys[0], "archived": True,
+                                                      "expectedSessionId": sid0}),
+            "pin_archived": await call("sessions.patch", {"key": keys[0], "pinned": True}),
+            "default": await call("sessions.list", {"search": tag}),
+            "only_archived": await call("sessions.list", {"search": tag, "archived": True}),
+            "duplicate_label": await call("sessions.patch", {"key": keys[1],
+                                                             "label": f"{tag} 2"}),
+            "pinned": await call("sessions.patch", {"key": keys[1], "pinned": True}),
+            "spawned": await call("sessions.list", {"spawnedBy": keys[1]}),
+            "after_run": await _after_a_run(ws, keys[2]),
+        }
+    finally:
+        await ws.close()
+
+
+async def _after_a_run(ws, key: str) -> dict:
+    """A chat turn on `key`, then the session's row as sessions.describe shows it."""
+    run_id = "sp-run-" + uuid.uuid4().hex[:8]
+    sent = await ws.call("chat.send", {"sessionKey": key, "message": "one turn",
+                                       "idempotencyKey": run_id}, timeout=30)
+    assert sent["ok"], sent
+    await ws.event("chat", 120, pred=lambda f: f["payload"].get("runId") == run_id
+                   and f["payload"].get("state") in ("final", "error", "aborted"))
+    for _ in range(50):  # the row settles once the run's end is recorded
+        row = (await ws.call("sessions.describe", {"key": key}, timeout=30))["payload"]["session"]
+        if row.get("status") not in (None, "running"):
+            break
+        await asyncio.sleep(0.1)
+    return {"runId": run_id, "row": row}
+
+
+def sessions_outcome(got: dict) -> dict:
+    def page(res):
+        p = res["payload"]
+        return {k: p.get(k, "absent") for k in ("count", "totalCount", "limitApplied", "offset",
+                                                 "nextOffset", "hasMore")}
+
+    def refused(res):
+        return (res["ok"], (res.get("error") or {}).get("code"))
+
+    keys = got["keys"]
+    return {
+        "first page": page(got["first"]),
+        "first page order": [r["key"] for r in got["first"]["payload"]["sessions"]],
+        "second page": page(got["second"]),
+        "archive without expectedSessionId": refused(got["no_expected"]),
+        # The reference's `entry` here is its stored entry (archivedAt, no `archived` flag).
+        "archived entry": got["archived"]["ok"]
+        and isinstance(got["archived"]["payload"]["entry"].get("archivedAt"), (int, float)),
+        "resolved model": got["archived"]["payload"].get("resolved", {}).get("model"),
+        "pin an archived session": refused(got["pin_archived"]),
+        "default list": [r["key"] for r in got["default"]["payload"]["sessions"]],
+        "archived list": [r["key"] for r in got["only_archived"]["payload"]["sessions"]],
+        "label in use": refused(got["duplicate_label"]),
+        "pinned entry": got["pinned"]["ok"]
+        and isinstance(got["pinned"]["payload"]["entry"].get("pinnedAt"), (int, float)),
+        "rows say whether a run is going": [
+            (r.get("hasActiveRun"), r.get("activeRunIds"))
+            for r in got["default"]["payload"]["sessions"]],
+        "new session keys": all(k.startswith("agent:main:dashboard:") for k in keys),
+        "spawnedBy a plain session": got["spawned"]["payload"]["count"],
+        # (sessions.describe's row has no hasActiveRun on the reference)
+        "row after a run": {k: got["after_run"]["row"].get(k) for k in (
+            "status", "abortedLastRun", "unread", "chatType")},
+        "run times after a run": all(isinstance(got["after_run"]["row"].get(k), (int, float))
+                                     for k in ("startedAt", "endedAt", "runtimeMs",
+                                               "lastInteractionAt")),
+        "lastRunId after a run": got["after_run"]["row"].get("lastRunId")
+        == got["after_run"]["runId"],
+        "_keys": keys,
+    }
+
+
+def sessions_expected(keys: list[str]) -> dict:
+    return {
+        "first page": {"count": 2, "totalCount": 3, "limitApplied": 2, "offset": "absent",
+                       "nextOffset": 2, "hasMore": True},
+        "first page order": [keys[2], keys[1]],
+        "second page": {"count": 1, "totalCount": 3, "limitApplied": 2, "offset": 2,
+                        "nextOffset": None, "hasMore": False},
+        "archive without expectedSessionId": (False, "INVALID_REQUEST"),
+        "archived entry": True,
+        "resolved model": FAKE_MODEL,
+        "pin an archived session": (False, "INVALID_REQUEST"),
+        "default list": [keys[2], keys[1]],
+        "archived list": [keys[0]],
+        "label in use": (False, "INVALID_REQUEST"),
+        "pinned entry": True,
+        "rows say whether a run is going": [(False, []), (False, [])],
+        "new session keys": True,
+        "spawnedBy a plain session": 0,
+        "row after a run": {"status": "done", "abortedLastRun": False, "unread": True,
+                            "chatType": "direct"},
+        "run times after a run": True,
+        "lastRunId after a run": True,
+        "_keys": keys,
+    }
+
+
+@pytest.mark.parametrize("target", [
+    pytest.param("reference", marks=pytest.mark.slow),
+    "krabfast",
+])
+def test_sessions_probe_matches_reference(target, request, ref_schema):
+    fixture = "ref_chat_gateway" if target == "reference" else "krabfast_chat_gateway"
+    gw = request.getfixturevalue(fixture)
+    got = run(sessions_probe(gw.url), timeout=150)
+    for name in ("first", "second", "default", "only_archived", "spawned"):
+        for row in got[name]["payload"]["sessions"]:  # (no published list result)
+            assert ref_schema("SessionRow", row) == [], row
+    outcome = sessions_outcome(got)
+    expected = sessions_expected(got["keys"])
+    diff = {k: {"got": outcome.get(k), "expected": v} for k, v in expected.items()
+            if outcome.get(k) != v}
+    assert not diff, (json.dumps(diff, indent=1, default=str) + "\n--- answers\n"
+                      + json.dumps(got, default=str))
