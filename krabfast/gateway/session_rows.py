@@ -96,8 +96,10 @@ def session_row(record, *, active=None, last=None, now: int,
     if interaction is not None:
         row["lastInteractionAt"] = interaction
         row["chatType"] = "direct"
-        read_at = record.settings.get("last_read_at", record.created_at)
-        row["unread"] = bool(record.unread) or interaction > read_at
+        read_at = record.settings.get("last_read_at")
+        # (a session its first turn created: unread, even when both fall in one ms)
+        since = interaction > read_at if read_at is not None else interaction >= record.created_at
+        row["unread"] = bool(record.unread) or since
     return row
 
 
