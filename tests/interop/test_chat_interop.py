@@ -246,6 +246,20 @@ def krabfast_chat_gateway(gateway_server_module, probe_fake, tmp_path_factory):
     return gateway_server_module("--token", TOKEN, "--config", str(config))
 
 
+# One test, two gateways: the reference's answers are the spec for krabfast's.
+BOTH_GATEWAYS = pytest.mark.parametrize("target", [
+    pytest.param("reference", marks=pytest.mark.slow),
+    "krabfast",
+])
+
+
+@pytest.fixture
+def gw(target, request):
+    """The chat-configured gateway of `target` (BOTH_GATEWAYS)."""
+    return request.getfixturevalue("ref_chat_gateway" if target == "reference"
+                                   else "krabfast_chat_gateway")
+
+
 async def chat_probe(url: str, fake) -> dict:
     """One chat turn on a fresh session of `url`, a retry during it and one after it."""
     ws = await admin_ws(url)
@@ -338,13 +352,8 @@ def expected_outcome(got: dict) -> dict:
 PROBES: dict[str, dict] = {}
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("reference", marks=pytest.mark.slow),
-    "krabfast",
-])
-def test_chat_probe_matches_reference(target, request, probe_fake, ref_schema):
-    fixture = "ref_chat_gateway" if target == "reference" else "krabfast_chat_gateway"
-    gw = request.getfixturevalue(fixture)
+@BOTH_GATEWAYS
+def test_chat_probe_matches_reference(target, gw, probe_fake, ref_schema):
     got = run(chat_probe(gw.url, probe_fake), timeout=150)
     PROBES[target] = got
     for payload in got["events"]:
@@ -359,16 +368,11 @@ def test_chat_probe_matches_reference(target, request, probe_fake, ref_schema):
 BURST_TEXT = "Three quick pieces, sent back to back."
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("reference", marks=pytest.mark.slow),
-    "krabfast",
-])
-def test_burst_deltas_add_up_to_the_final(target, request, probe_fake):
+@BOTH_GATEWAYS
+def test_burst_deltas_add_up_to_the_final(gw, probe_fake):
     # The whole reply arrives at once (no pacing at the fake): the deltas are coalesced, yet
     # on the reference their deltaText still adds up to the final text and the last delta
     # carries the whole text.
-    fixture = "ref_chat_gateway" if target == "reference" else "krabfast_chat_gateway"
-    gw = request.getfixturevalue(fixture)
     probe_fake.set_behaviour(text=BURST_TEXT, chunks=3, delay=0.0)
     try:
         got = run(chat_probe(gw.url, probe_fake), timeout=150)
@@ -502,13 +506,8 @@ def sessions_expected(keys: list[str]) -> dict:
     }
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("reference", marks=pytest.mark.slow),
-    "krabfast",
-])
-def test_sessions_probe_matches_reference(target, request, ref_schema):
-    fixture = "ref_chat_gateway" if target == "reference" else "krabfast_chat_gateway"
-    gw = request.getfixturevalue(fixture)
+@BOTH_GATEWAYS
+def test_sessions_probe_matches_reference(gw, ref_schema):
     got = run(sessions_probe(gw.url), timeout=150)
     for name in ("first", "second", "default", "only_archived", "spawned"):
         for row in got[name]["payload"]["sessions"]:  # (no published list result)
