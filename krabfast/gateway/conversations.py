@@ -96,15 +96,15 @@ class Conversations:
 
     def list_sessions(self, params) -> tuple[list[dict], dict]:
         """sessions.list: (the rows of the page, its paging fields)."""
-        keep = list_filter(params, now=self.clock_ms(),
-                           normalize_agent=lambda agent: normalize_key(None, agent)[1])
+        keep = list_filter(params, now=self.clock_ms())
         records = [r for r in self.sessions.list() if keep(r)] if keep is not None else []
         page, paging = list_page(records, params)
         return [self.session_row(r) for r in page], paging
 
-    def patch_session(self, key: str, agent: str, params):
+    def patch_session(self, key: str, agent: str, params, extra: dict | None = None):
         """sessions.patch: every check first (a refused patch changes nothing, and creates
-        no session), then the change; the session record after it."""
+        no session), then the change, with `extra` store fields (checked by the caller) in
+        the same write; the session record after it."""
         existing = self.sessions.get(key)
 
         def label_in_use(label: str) -> bool:
@@ -114,6 +114,8 @@ class Conversations:
                                 label_in_use=label_in_use)
         if changes.get("model"):
             self.models.resolve(changes["model"])  # an unknown model is refused now
+        if extra:
+            changes.update(extra)
         record = existing or self.sessions.ensure(key, agent)[0]
         return self.sessions.patch(key, **changes) if changes else record
 

@@ -5,6 +5,9 @@ filters and page, from a SessionRecord and its runs. Pure functions: no bus, no 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+
+from msgspec import UNSET
 
 MAIN_SESSION_KEY = "agent:main:main"
 DEFAULT_LIST_LIMIT = 100  # the reference's page when `limit` is not given
@@ -16,6 +19,7 @@ _SESSION_STATUS = {"ok": "done", "error": "failed", "aborted": "killed",
 _RUN_ERROR_MAX = 400
 
 
+@lru_cache(maxsize=256)  # a few dozen setting names, renamed for every row
 def camel(name: str) -> str:
     """snake_case -> the wire's camelCase."""
     head, *rest = name.split("_")
@@ -105,12 +109,10 @@ def session_row(record, *, active=None, last=None, now: int,
 
 # -- sessions.list ---------------------------------------------------------------------------
 def _given(value) -> bool:
-    from msgspec import UNSET
-
     return value is not UNSET and value is not None
 
 
-def list_filter(params, *, now: int, normalize_agent):
+def list_filter(params, *, now: int):
     """A predicate on SessionRecords for sessions.list's params, or None when nothing can
     match. Facets krabfast has no data for (boards, creators, owners, profiles, spawning)
     match nothing when asked for, as the reference's filters do on sessions without them."""
@@ -118,7 +120,7 @@ def list_filter(params, *, now: int, normalize_agent):
         if _given(getattr(params, absent)):
             return None
     archived = params.archived if _given(params.archived) else False
-    agent_id = normalize_agent(params.agent_id) if _given(params.agent_id) else None
+    agent_id = params.agent_id if _given(params.agent_id) else None
     label = params.label.strip() if _given(params.label) else ""
     search = params.search.strip().lower() if _given(params.search) else ""
     cutoff = None

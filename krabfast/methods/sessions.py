@@ -136,9 +136,8 @@ def sessions_create(call, params):
     key, agent = conv.normalize_key(name, params.agent_id or None)
     created = conv.sessions.get(key) is None
     settings = {n: getattr(params, n) for n in _CREATE_SETTINGS if getattr(params, n) is not UNSET}
-    record = conv.patch_session(key, agent, S.SessionsPatchParams(key=key, **settings))
-    if params.display_name is not UNSET:
-        record = conv.sessions.patch(key, display_name=params.display_name)
+    extra = {"display_name": params.display_name} if params.display_name is not UNSET else None
+    record = conv.patch_session(key, agent, S.SessionsPatchParams(key=key, **settings), extra)
     if created:
         conv.sessions_changed(key, "create")
     out = {"ok": True, "key": key, "sessionId": record.session_id}
