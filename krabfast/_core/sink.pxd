@@ -4,6 +4,7 @@
 #   to the transport in one write (and never touches it again). Outside a batch each frame
 #   is written at once.
 # - After mark_closed() nothing more is written (it flushes what was queued first).
+# - buffered() is the transport's queue plus the open batch.
 # - send_response(id, ok, body) puts on the wire exactly the bytes of
 #   send(wire.response_ok(id, body)) (or response_error), without building them first.
 
@@ -39,6 +40,7 @@ cdef class WireSink:
     cpdef bint begin(self) except -1
     @cython.locals(pending=bytearray)
     cpdef flush(self)
+    @cython.locals(pending=bytearray)
     cpdef long long buffered(self) except -1
     cpdef mark_closed(self)
 

@@ -177,6 +177,11 @@ class WireSink:
             self._raw_write(pending)
 
     def buffered(self):
+        """Bytes not yet on the wire: the transport's queue and the open batch (a batch
+        can span a loop turn, see EventBus.publish, and must count against the limits)."""
+        pending = self.pending
+        if pending is not None:
+            return self._raw_buffered() + len(pending)
         return self._raw_buffered()
 
     def mark_closed(self):

@@ -10,12 +10,16 @@ keep this local fan-out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
 from krabfast.protocol.methods import EVENTS
 from krabfast.protocol.scopes import SCOPE_BIT
+
+log = logging.getLogger("krabfast.gateway")
 
 ALL = ""  # the topic of every authenticated socket
 
@@ -33,6 +37,8 @@ class EventBus:
         self.holding: set = set()
         self.closed = False  # after `shutdown` nothing more is published
         self._corked: list | None = None  # sinks batching inside `corked()`, in order
+        self._cork_firsts: list = []      # inside `corked()`: the askers' sinks
+        self._deferred: list | None = None  # watchers' sinks batching until the next turn
 
     # -- subscriptions ------------------------------------------------------------------------
     def attach(self, conn_id: str, sub: _fanout.Subscriber) -> None:
@@ -87,8 +93,14 @@ class EventBus:
         """Serialize once, deliver to the topic's subscribers allowed to see the event
         (its declared scope); returns how many got it. `droppable` overrides the event's
         declaration for this one (a chat delta may be skipped by a socket that is behind,
-        its final never). `first` names a connection served before the others (the one
-        whose request the event answers), if it is among them."""
+        its final never).
+
+        `first` names the connection whose request the event answers (a run's asker), or
+        None. With it, the asker's socket is written at once and the other sockets' copies
+        wait in their batch until the loop's next turn (`_flush_deferred`): an asker never
+        waits for the watchers' writes of another run's event, and the events of one loop
+        turn reach each watcher in one write. Each socket's frames stay in order: while a
+        socket's batch is open, everything sent to it joins that batch."""
         if self.closed:
             return 0
         subs = self._all if topic == ALL else self._topics.get(topic)
@@ -98,28 +110,66 @@ class EventBus:
         prefix = wire.event_prefix(event, None if payload is None else _encode(payload))
         suffix = wire.event_suffix(state_version)
         need = SCOPE_BIT[spec.scope] if spec.scope else 0
-        return _fanout.fanout(prefix, suffix, list(subs.values()), need,
-                              spec.droppable if droppable is None else droppable,
-                              self.drop_if_slow_bytes, self.max_buffered_bytes,
-                              event if spec.coalesce else None,
-                              subs.get(first) if first is not None else None, self._corked)
+        asker = subs.get(first) if first is not None else None
+        batch = self._corked
+        deferred = None
+        if batch is None and first is not None:
+            batch = deferred = self._deferral()
+        elif batch is not None and asker is not None:
+            self._cork_firsts.append(asker.sink)
+        delivered = _fanout.fanout(prefix, suffix, list(subs.values()), need,
+                                   spec.droppable if droppable is None else droppable,
+                                   self.drop_if_slow_bytes, self.max_buffered_bytes,
+                                   event if spec.coalesce else None, asker, batch)
+        if deferred is not None and asker is not None and asker.sink in deferred:
+            asker.sink.flush()  # its batch, this event included, goes now
+        return delivered
+
+    def _deferral(self) -> list | None:
+        """The list of sinks batching until the loop's next turn (None outside a loop:
+        then every socket is written at once)."""
+        deferred = self._deferred
+        if deferred is None:
+            loop = asyncio._get_running_loop()
+            if loop is None:
+                return None
+            deferred = self._deferred = []
+            loop.call_soon(self._flush_deferred)
+        return deferred
+
+    def _flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        for sink in deferred or ():
+            try:
+                sink.flush()
+            except Exception:  # noqa: BLE001 - its socket closed during the turn (uvloop
+                # raises on a closed handle): nobody is left to read it; the rest still go
+                log.debug("a deferred batch met a closed socket", exc_info=True)
 
     @contextlib.contextmanager
     def corked(self):
         """`with bus.corked():` the events published inside reach each socket in one write
-        at the end (in the order the sockets were first served), not one write each: a
-        chat delta and its agent twin cost one syscall and one wake-up per watcher. Nested,
-        the outermost block writes."""
+        (in the order the sockets were first served), not one write each: a chat delta and
+        its agent twin cost one syscall and one wake-up per watcher. At the end of the
+        block the askers' sockets (see `publish`) are written; when the block published a
+        run's events the others wait for the loop's next turn, else they are written too.
+        Nested, the outermost block writes."""
         if self._corked is not None:
             yield
             return
         self._corked = sinks = []
+        self._cork_firsts = firsts = []
         try:
             yield
         finally:
             self._corked = None
+            self._cork_firsts = []
+            deferred = self._deferral() if firsts else None
             for sink in sinks:
-                sink.flush()
+                if deferred is None or sink in firsts:
+                    sink.flush()
+                else:
+                    deferred.append(sink)  # still batching: flushed with the deferred ones
 
     def flush_held(self) -> int:
         """Send the events parked for sockets that were behind, to those that drained."""

@@ -120,8 +120,12 @@ class Conversations:
         return self.sessions.patch(key, **changes) if changes else record
 
     def session_message(self, key: str, message) -> None:
+        # Subscribers first: the record is rebuilt after every append (a new row), and
+        # this runs on the path from chat.send to the model request.
+        if self.bus.count(session_topic(key)) == 0:
+            return
         record = self.sessions.get(key)
-        if self.bus.count(session_topic(key)) == 0 or record is None:
+        if record is None:
             return
         self.bus.publish("session.message", {
             "sessionKey": key, "agentId": record.agent_id, "message": message_json(message),

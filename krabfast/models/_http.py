@@ -227,6 +227,7 @@ class HttpBackend:
                                              keepalive_timeout=KEEPALIVE_SECONDS)
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # model APIs set none worth keeping
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(t, CONNECT_TIMEOUT_SECONDS),
                                               sock_read=t),
             )

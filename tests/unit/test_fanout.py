@@ -707,3 +707,115 @@ def test_bus_corked_one_write_per_socket_sender_first():
     assert log == ["sender", "w1", "w2"]
     bus.publish("chat", {"state": "final"}, first="nobody")  # an unknown `first`: no one first
     assert log[3:] == ["w1", "w2", "sender"]
+
+
+def _live_bus(names, log):
+    from krabfast.gateway.bus import EventBus
+    from krabfast._core import fanout as live_fanout, sink as live_sink
+
+    bus = EventBus(1 << 20, 1 << 22)
+    sinks = {}
+    for name in names:
+        ws = FakeWS()
+        ws.underlying_transport = OrderedRaw(name, log)
+        sinks[name] = live_sink.WireSink(ws)
+        bus.attach(name, live_fanout.Subscriber(sinks[name], FakeSock(), SCOPE_BIT[READ]))
+    return bus, sinks
+
+
+def _events(sink) -> list[tuple[int, str]]:
+    """(seq, payload state) of every frame a sink wrote, in wire order."""
+    frames = [json.loads(f) for w in sink.raw.writes for f in parse_frames(w)]
+    return [(f["seq"], f["payload"].get("state") or f["payload"].get("stream")) for f in frames]
+
+
+def test_bus_run_events_reach_the_asker_at_once_and_the_watchers_next_turn():
+    """In a loop, a run's events (published with `first`) are written to the asker at once;
+    the other sockets' copies wait in one batch per socket until the loop's next turn, and
+    whatever else is sent to such a socket meanwhile joins its batch, so each socket's
+    frames keep their order."""
+    import asyncio
+
+    async def main():
+        log: list[str] = []
+        bus, sinks = _live_bus(("w1", "sender", "w2"), log)
+        with bus.corked():
+            bus.publish("chat", {"state": "delta"}, first="sender", droppable=True)
+            bus.publish("agent", {"stream": "assistant"}, first="sender", droppable=True)
+        assert log == ["sender"]  # the asker's pair, one write; the watchers wait
+        assert sinks["w2"].buffered() > 0  # a waiting batch counts against the limits
+        bus.publish("chat", {"state": "final"}, first="w1")  # w1 asked this other run
+        assert log == ["sender", "w1"]  # w1's batch (its pair, then this final) goes now
+        bus.publish("chat", {"state": "error"})  # no asker: no deferral of its own
+        assert log == ["sender", "w1", "w1"]  # w1's batch was gone: written at once
+        await asyncio.sleep(0)
+        assert log == ["sender", "w1", "w1", "w2", "sender"]
+        expected = [(1, "delta"), (2, "assistant"), (3, "final"), (4, "error")]
+        for name in ("w1", "sender", "w2"):
+            assert _events(sinks[name]) == expected, name
+        assert [len(s.raw.writes) for s in sinks.values()] == [2, 2, 1]
+        await asyncio.sleep(0)
+        assert len(log) == 5  # nothing left over
+
+    asyncio.run(main())
+
+
+def test_bus_deferred_batch_keeps_a_response_behind_the_events_before_it():
+    """A watcher whose request is answered while its events wait gets them first."""
+    import asyncio
+
+    async def main():
+        log: list[str] = []
+        bus, sinks = _live_bus(("w1", "sender"), log)
+        bus.publish("chat", {"state": "delta"}, first="sender", droppable=True)
+        sinks["w1"].begin()  # its own read buffer starts being processed: already batching
+        sinks["w1"].send_response("req-1", True, b"{}")
+        sinks["w1"].flush()  # the end of its read buffer
+        frames = [json.loads(f) for w in sinks["w1"].raw.writes for f in parse_frames(w)]
+        assert [f["type"] for f in frames] == ["event", "res"]
+        await asyncio.sleep(0)
+        assert log == ["sender", "w1"]  # the deferred flush found nothing more to write
+
+    asyncio.run(main())
+
+
+def test_wire_sink_buffered_counts_the_open_batch(impl):
+    sink = impl.sink.WireSink(FakeWS())
+    sink.raw.size = 7
+    assert sink.buffered() == 7
+    sink.begin()
+    sink.send(b"x" * 100)
+    assert sink.buffered() == 7 + 2 + 100
+    sink.flush()
+    assert sink.buffered() == 7
+
+
+def test_bus_deferred_flush_survives_a_socket_closed_during_the_turn():
+    """uvloop raises on a write to a closed handle: that socket's batch is dropped (nobody
+    reads it), every other watcher still gets its own."""
+    import asyncio
+
+    from krabfast._core import fanout as live_fanout, sink as live_sink
+
+    class ClosedRaw(OrderedRaw):
+        def write(self, data) -> None:
+            raise RuntimeError("unable to perform operation; the handler is closed")
+
+    async def main():
+        log: list[str] = []
+        bus, sinks = _live_bus(("sender",), log)
+        ws = FakeWS()
+        ws.underlying_transport = ClosedRaw("gone", log)
+        gone = live_sink.WireSink(ws)
+        bus.attach("gone", live_fanout.Subscriber(gone, FakeSock(), SCOPE_BIT[READ]))
+        ws = FakeWS()  # served (and flushed) after the closed one
+        ws.underlying_transport = OrderedRaw("w2", log)
+        sinks["w2"] = live_sink.WireSink(ws)
+        bus.attach("w2", live_fanout.Subscriber(sinks["w2"], FakeSock(), SCOPE_BIT[READ]))
+        bus.publish("chat", {"state": "delta"}, first="sender", droppable=True)
+        await asyncio.sleep(0)
+        assert log == ["sender", "w2"]
+        assert _events(sinks["w2"]) == [(1, "delta")]
+        assert gone.buffered() == 0  # the batch is gone, not stuck open
+
+    asyncio.run(main())
