@@ -39,8 +39,12 @@ def test_sessions_list_pages_and_filters(gateway):
         first = await _list(ws, search=tag, limit=2)
         assert first["count"] == 2 and first["totalCount"] == 5 and first["limitApplied"] == 2
         assert first["hasMore"] is True and first["nextOffset"] == 2 and "offset" not in first
-        # Newest first: the last one created leads.
-        assert [r["key"] for r in first["sessions"]] == keys[::-1][:2]
+        # Newest first (updatedAt; sessions created in one millisecond tie, and the tie's
+        # order is the list's own): the first page is the head of the whole list.
+        whole = (await _list(ws, search=tag))["sessions"]
+        stamps = [r["updatedAt"] for r in whole]
+        assert stamps == sorted(stamps, reverse=True)
+        assert [r["key"] for r in first["sessions"]] == [r["key"] for r in whole][:2]
         second = await _list(ws, search=tag, limit=2, offset=first["nextOffset"])
         assert second["offset"] == 2 and second["nextOffset"] == 4
         last = await _list(ws, search=tag, limit=2, offset=4)
