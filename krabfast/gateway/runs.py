@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
 
 log = logging.getLogger("krabfast.runs")
@@ -86,11 +87,12 @@ class RunManager:
         return self.runs.get(run_id)
 
     def submit(self, session_key: str, agent_id: str, message: str, run_id: str, *,
-               kind: str = "chat", model: str | None = None,
-               origin: str | None = None) -> tuple[Run, bool]:
+               kind: str = "chat", model: str | None = None, origin: str | None = None,
+               launch: bool = True) -> tuple[Run, bool]:
         """Start (or queue) a run; (run, False) when `run_id` is already known: the same
         idempotency key never starts a second model request. `origin`: the asking
-        connection, which gets the run's events before the other watchers."""
+        connection, which gets the run's events before the other watchers. With
+        `launch=False` the caller starts it with `launch(run)` (once its answer is out)."""
         known = self.runs.get(run_id)
         if known is not None:
             return known, False
@@ -103,11 +105,19 @@ class RunManager:
         self._remember(run)
         if created:
             self.hub.sessions_changed(session_key, "create")
-        if session_key in self.active:
-            self.queued.setdefault(session_key, deque()).append(run)
-        else:
-            self._start(run)
+        if launch:
+            self.launch(run)
         return run, True
+
+    def launch(self, run: Run, *, eager: bool = False) -> None:
+        """Start a submitted run, or queue it behind its session's active run. `eager`: its
+        first step (which writes the model request) runs now, not on the loop's next turn
+        (see gateway/eager.py); for a caller whose answer is already out, so no event of
+        the run can precede it."""
+        if run.session_key in self.active:
+            self.queued.setdefault(run.session_key, deque()).append(run)
+        else:
+            self._start(run, eager)
 
     def _remember(self, run: Run) -> None:
         self.runs[run.run_id] = run
@@ -117,7 +127,7 @@ class RunManager:
                 break  # never forget a live run
             del self.runs[oldest_id]
 
-    def _start(self, run: Run) -> None:
+    def _start(self, run: Run, eager: bool = False) -> None:
         """The run becomes its session's active one: its message enters the transcript now
         (a queued message waits outside it, so each turn sees the turns before it)."""
         self.active[run.session_key] = run
@@ -126,7 +136,8 @@ class RunManager:
                                            run_id=run.run_id, ts=hub.clock_ms())
         hub.session_message(run.session_key, user)
         hub.sessions_changed(run.session_key, "send")
-        task = asyncio.ensure_future(self._execute(run))
+        coro = self._execute(run)
+        task = start_eager(coro) if eager else asyncio.ensure_future(coro)
         run.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

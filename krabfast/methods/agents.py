@@ -36,16 +36,20 @@ def agent(call, params):
         raise invalid_request(f"unknown agent id: {agent_id}")
     run_id = params.idempotency_key
     run = conv.runs.get(run_id)
+    launch = None
     if run is None:
         try:
             run, _ = conv.runs.submit(key, agent_id, params.message, run_id, kind="agent",
-                                      origin=call.conn_id)
+                                      origin=call.conn_id, launch=False)
         except conv.ProviderError as exc:
             raise GatewayError(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from None
+        # As chat.send: "accepted" first, then the run starts eagerly (the model request
+        # goes out in this turn).
+        launch = lambda: conv.runs.launch(run, eager=True)  # noqa: E731
     accepted = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": run.agent_id,
                 "status": "accepted", "acceptedAt": conv.clock_ms()}
     timeout_s = params.timeout if params.timeout is not UNSET else AGENT_TIMEOUT_S
-    return Reply(accepted, final=_final(conv, run, timeout_s))
+    return Reply(accepted, after=launch, final=_final(conv, run, timeout_s))
 
 
 async def _final(conv, run, timeout_s: float) -> dict:

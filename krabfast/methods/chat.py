@@ -12,7 +12,7 @@ from msgspec import UNSET
 
 from krabfast.protocol import chat as C
 from krabfast.protocol.errors import ErrorCode, GatewayError, invalid_request
-from krabfast.protocol.methods import MethodTable
+from krabfast.protocol.methods import MethodTable, Reply
 from krabfast.protocol.scopes import ADMIN, READ, WRITE
 
 table = MethodTable()
@@ -56,10 +56,13 @@ def chat_send(call, params):
         return {"runId": run.run_id, "status": status}
     try:
         run, _ = conv.runs.submit(key, agent, text, params.idempotency_key, kind="chat",
-                                  origin=call.conn_id)
+                                  origin=call.conn_id, launch=False)
     except conv.ProviderError as exc:
         raise _provider_failure(exc) from None
-    return {"runId": run.run_id, "status": "started"}
+    # Answered first, then started eagerly: the model request goes out in this same turn
+    # and no event of the run can reach the caller before its `started`.
+    return Reply({"runId": run.run_id, "status": "started"},
+                 after=lambda: conv.runs.launch(run, eager=True))
 
 
 def _slash(text: str) -> str | None:

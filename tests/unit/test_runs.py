@@ -370,3 +370,52 @@ def test_the_lifecycle_start_is_the_first_agent_event_of_a_run(backend):
         start = next(i for i, (e, p, _) in enumerate(conv.bus.events) if e == "agent")
         assert start < first_chat
     _go(main())
+
+
+def test_an_eager_launch_sends_the_model_request_before_it_returns():
+    async def main():
+        backend = Backend(pause=0.01)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        run, _ = runs.submit("agent:main:s", "main", "hi", "e1", launch=False)
+        # Submitted, not launched: nothing in the transcript, no model request yet.
+        assert run.task is None and conv.sessions.messages("agent:main:s") == []
+        runs.launch(run, eager=True)
+        assert len(backend.requests) == 1  # in this turn, not the loop's next one
+        assert [m.role for m in conv.sessions.messages("agent:main:s")] == ["user"]
+        assert run.task is not None and not run.task.done()
+        assert (await runs.wait("e1", 5000))["status"] == "ok"
+        # A plain launch still starts on the loop's next turn.
+        later, _ = runs.submit("agent:main:t", "main", "hi", "e2")
+        assert len(backend.requests) == 1
+        await runs.wait("e2", 5000)
+        assert len(backend.requests) == 2
+    _go(main())
+
+
+def test_an_eager_launch_behind_an_active_run_waits_its_turn():
+    async def main():
+        backend = Backend(pause=0.01)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        runs.submit("agent:main:s", "main", "one", "q1")
+        second, _ = runs.submit("agent:main:s", "main", "two", "q2", launch=False)
+        runs.launch(second, eager=True)
+        assert second.status == "queued" and [r.run_id for r in runs.queued["agent:main:s"]] == ["q2"]
+        assert (await runs.wait("q2", 5000))["status"] == "ok"
+        assert [r.messages[-1].content for r in backend.requests] == ["one", "two"]
+    _go(main())
+
+
+def test_an_eager_run_aborted_in_the_same_turn_ends_aborted():
+    async def main():
+        backend = Backend(pause=0.05)
+        conv = Conv(backend)
+        runs = RunManager(conv)
+        run, _ = runs.submit("agent:main:s", "main", "hi", "a1", launch=False)
+        runs.launch(run, eager=True)
+        assert runs.abort("agent:main:s") == ["a1"]  # before the task's first step
+        assert (await runs.wait("a1", 5000))["status"] == "aborted"
+        assert [e["state"] for e in conv.bus.chat("a1")] == ["aborted"]
+        assert backend.cancelled == 1
+    _go(main())
