@@ -15,7 +15,7 @@ first send to the last run's end):
   received by any socket: watchers and runners alike, all of them operator.read) and per run;
 - the first delta at the sender: from sending `chat.send` to the first `chat` delta of that
   run, minus the model's own time to first chunk as the fake server measured it for that very
-  request (request read -> first content chunk written) = the gateway's added first-delta
+  request (request arrived -> first content chunk written) = the gateway's added first-delta
   latency (p50/p99); the fake's time to first chunk as a plain client on this machine sees it
   is measured directly too (`model_direct_ttfc_ms`, for reference);
 - errors (failed `chat.send`, runs ending in error/aborted, runs with no end in `--timeout`),

@@ -6,9 +6,10 @@ model's own time to first chunk is `delay`), over HTTP/1.1 keep-alive.
 
 It prints one JSON line `{"base_url": ..., "pid": ...}` once it listens. For every streamed
 request it records, by the run marker found in the request body (`kfb-` + 16 hex digits, the
-last one in the body: the newest user turn), when the request was read and when the first
-content chunk was written (time.monotonic(), i.e. CLOCK_MONOTONIC, comparable across
-processes on the machine); `GET /bench/timings` returns and clears them:
+last one in the body: the newest user turn), when the request's first bytes arrived (its
+own parsing is the model server's time, not the caller's) and when the first content chunk
+was written (time.monotonic(), i.e. CLOCK_MONOTONIC, comparable across processes on the
+machine); `GET /bench/timings` returns and clears them:
 `{"timings": {marker: [t_request, t_first_chunk]}, "requests": n, "streams": n}`.
 
 `FakeModel` (parent side) starts it as a subprocess, fetches the timings and measures the
@@ -69,7 +70,11 @@ class Server:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 body = await self._body(reader, headers)
-                t_request = monotonic()
+                t_request = getattr(reader, "arrived", None)  # a StampedReader's
+                if t_request is None:
+                    t_request = monotonic()
+                else:
+                    reader.arrived = None  # the next request's bytes set it again
                 self.requests += 1
                 if not await self.respond(writer, method, path, body, t_request):
                     break
@@ -158,9 +163,27 @@ class Server:
         writer.write(_sse(b"[DONE]") + b"0\r\n\r\n")
 
 
+class StampedReader(asyncio.StreamReader):
+    """A StreamReader that notes when bytes arrive while none are awaited (a request's
+    first bytes: the handler clears `arrived` once it has read a request)."""
+
+    arrived: float | None = None
+
+    def feed_data(self, data: bytes) -> None:
+        if self.arrived is None:
+            self.arrived = monotonic()
+        super().feed_data(data)
+
+
 async def serve(host: str, port: int, chunks: int, delay: float) -> None:
     server = Server(chunks, delay)
-    srv = await asyncio.start_server(server.handle, host, port, limit=1 << 24, backlog=1024)
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> asyncio.StreamReaderProtocol:  # what start_server builds, stamped
+        return asyncio.StreamReaderProtocol(StampedReader(limit=1 << 24, loop=loop),
+                                            server.handle, loop=loop)
+
+    srv = await loop.create_server(protocol, host, port, backlog=1024)
     bound = srv.sockets[0].getsockname()[1]
     print(json.dumps({"base_url": f"http://{host}:{bound}/v1", "pid": _pid()}), flush=True)
     async with srv:

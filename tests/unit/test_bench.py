@@ -755,3 +755,45 @@ def test_fake_model_streams_and_reports_timings():
     assert data.count(b'"content":"tok') == 3 and b"data: [DONE]" in data
     t_req, t_first = timings["kfb-0123456789abcdef"]
     assert t_first >= t_req and again == {}
+
+
+def test_fake_model_times_a_request_from_the_arrival_of_its_first_bytes():
+    """Its own parsing is the model server's time: a request whose body comes 0.2 s after
+    its head is timed from the head (and the next request on the connection from its own
+    first bytes)."""
+    import asyncio
+    import time
+
+    from krabfast.bench.fakemodel import MODEL_ID, FakeModel
+
+    fake = FakeModel.start(chunks=1, delay=0.0)
+
+    async def request(reader, writer, marker: str, pause: float):
+        body = orjson.dumps({"model": MODEL_ID, "stream": True, "messages": [
+            {"role": "user", "content": f"{marker} hi"}]})
+        t0 = time.monotonic()
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d"
+                     b"\r\n\r\n" % len(body))
+        await writer.drain()
+        await asyncio.sleep(pause)
+        t1 = time.monotonic()
+        writer.write(body)
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            data += await reader.read(65536)
+        return t0, t1
+
+    async def go():
+        reader, writer = await asyncio.open_connection(fake.host, fake.port)
+        first = await request(reader, writer, "kfb-00000000000000a1", 0.2)
+        await asyncio.sleep(0.2)
+        second = await request(reader, writer, "kfb-00000000000000a2", 0.0)
+        writer.close()
+        return first, second, await fake.timings()
+
+    try:
+        (t0, t1), (u0, _u1), timings = asyncio.run(go())
+    finally:
+        fake.stop()
+    assert t0 <= timings["kfb-00000000000000a1"][0] < t1
+    assert timings["kfb-00000000000000a2"][0] >= u0  # not the first request's stamp
