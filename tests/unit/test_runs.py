@@ -386,7 +386,7 @@ def test_an_eager_launch_sends_the_model_request_before_it_returns():
         assert run.task is not None and not run.task.done()
         assert (await runs.wait("e1", 5000))["status"] == "ok"
         # A plain launch still starts on the loop's next turn.
-        later, _ = runs.submit("agent:main:t", "main", "hi", "e2")
+        runs.submit("agent:main:t", "main", "hi", "e2")
         assert len(backend.requests) == 1
         await runs.wait("e2", 5000)
         assert len(backend.requests) == 2
