@@ -141,7 +141,8 @@ def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | Non
                 reference=None, core: str | None = None,
                 info_path: Path | None = None, config_path: Path | None = None
                 ) -> tuple[list[str], dict[str, str], Path | None]:
-    """(argv, env, temp HOME or None) to run target kind `name` on `port`; krabfast and echo
+    """(argv, env, temp dir or None: the reference's HOME, krabfast's state directory; removed
+    when the target stops) to run target kind `name` on `port`; krabfast and echo
     on `core` (compiled, pure, or None for whatever is built), reporting to `info_path`;
     krabfast and the reference reading the openclaw.json `config_path` (None: no file)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -149,13 +150,17 @@ def command_for(name: str, port: int, token: str, *, tick_interval_ms: int | Non
     env.pop("KRABFAST_CONFIG", None)
     launch = [sys.executable, "-m", "krabfast.bench.launch", "--info", str(info_path)]
     if name == "krabfast":
+        # A fresh state directory per server (removed when it stops): every run starts from
+        # an empty store, as the reference's temporary HOME does, and none writes into the
+        # user's own ~/.krabfast.
+        state = Path(tempfile.mkdtemp(prefix="krabfast-bench-state-"))
         argv = [*launch, "gateway", "--port", str(port), "--bind", "127.0.0.1", "--token", token,
-                "--log-level", "warning"]
+                "--log-level", "warning", "--state-dir", str(state)]
         if config_path is not None:
             argv += ["--config", str(config_path)]
         if tick_interval_ms:
             argv += ["--tick-interval-ms", str(tick_interval_ms)]
-        return argv, core_env(env, core), None
+        return argv, core_env(env, core), state
     if name == "echo":
         argv = [*launch, "echo", "--port", str(port)]
         if tick_interval_ms:
@@ -270,7 +275,7 @@ async def start_target(name: str, token: str, *, tick_interval_ms: int | None = 
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=str(home or REPO))
+                                cwd=str(home if kind == "reference" else REPO))
     target = Target(name, f"ws://127.0.0.1:{port}", port, token, proc, log, home,
                     info_path=info_path, config_path=config_path)
     try:
