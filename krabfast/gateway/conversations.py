@@ -85,21 +85,27 @@ class Conversations:
             await self.database.flushed()
 
     # -- rows and events ------------------------------------------------------------------------
-    def session_row(self, record) -> dict:
+    def session_row(self, record, params=None) -> dict:
         """A session as `sessions.list` and the session events show it (SessionRow), its
-        last run's outcome included."""
+        last run's outcome included; `params` (of sessions.list / describe) may ask for
+        the derived title and the last message's preview."""
         last = self.sessions.run(record.last_run_id) if record.last_run_id else None
         model = self.models.default
+        title = params is not None and params.include_derived_titles is True
+        preview = None
+        if params is not None and params.include_last_message is True:
+            preview = self.sessions.preview(record.key)
         return session_row(record, active=self.runs.active.get(record.key), last=last,
                            now=self.clock_ms(),
-                           default_model=(model.provider, model.model_id or model.id))
+                           default_model=(model.provider, model.model_id or model.id),
+                           derived_title=title, preview=preview)
 
     def list_sessions(self, params) -> tuple[list[dict], dict]:
         """sessions.list: (the rows of the page, its paging fields)."""
         keep = list_filter(params, now=self.clock_ms())
         records = [r for r in self.sessions.list() if keep(r)] if keep is not None else []
         page, paging = list_page(records, params)
-        return [self.session_row(r) for r in page], paging
+        return [self.session_row(r, params) for r in page], paging
 
     def patch_session(self, key: str, agent: str, params, extra: dict | None = None):
         """sessions.patch: every check first (a refused patch changes nothing, and creates

@@ -9,6 +9,8 @@ from functools import lru_cache
 
 from msgspec import UNSET
 
+from krabfast.store.session_text import derived_title as derived_title_of
+
 MAIN_SESSION_KEY = "agent:main:main"
 DEFAULT_LIST_LIMIT = 100  # the reference's page when `limit` is not given
 
@@ -64,9 +66,12 @@ def active_agent_status(record, now: int) -> dict | None:
 
 
 def session_row(record, *, active=None, last=None, now: int,
-                default_model: tuple[str, str] | None = None) -> dict:
+                default_model: tuple[str, str] | None = None, derived_title: bool = False,
+                preview: str | None = None) -> dict:
     """A session as sessions.list/describe/create/patch and the session events carry it;
-    `default_model` (provider, model): what a session without its own model uses."""
+    `default_model` (provider, model): what a session without its own model uses.
+    `derived_title` / `preview`: add `derivedTitle` / `lastMessagePreview` (when there is
+    one), as the reference does for includeDerivedTitles / includeLastMessage."""
     row = {"key": record.key, "kind": "direct", "sessionId": record.session_id,
            "agentId": record.agent_id, "createdAt": record.created_at,
            "updatedAt": record.updated_at, "isMain": record.key == MAIN_SESSION_KEY,
@@ -104,6 +109,12 @@ def session_row(record, *, active=None, last=None, now: int,
         # (a session its first turn created: unread, even when both fall in one ms)
         since = interaction > read_at if read_at is not None else interaction >= record.created_at
         row["unread"] = bool(record.unread) or since
+    if derived_title:
+        title = derived_title_of(record.label, row.get("displayName"))
+        if title:
+            row["derivedTitle"] = title
+    if preview:
+        row["lastMessagePreview"] = preview
     return row
 
 

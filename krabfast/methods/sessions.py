@@ -87,7 +87,7 @@ def sessions_describe(call, params):
     record = conv.sessions.get(key)
     # An unknown key (the main session before its first turn too) is `session: null`, as
     # the reference answers, not an error.
-    return {"session": conv.session_row(record) if record is not None else None}
+    return {"session": conv.session_row(record, params) if record is not None else None}
 
 
 @table.method("sessions.resolve", S.SessionsResolveParams, S.SessionsResolveResult, READ,

@@ -118,4 +118,11 @@ MIGRATIONS: tuple[str, ...] = (
         error        TEXT
     );
     """,
+    # 6: the preview a session row shows of its newest message (store/session_text.py),
+    # kept when a message is appended so listing sessions reads no transcript. Sessions
+    # from before have preview_known = 0 and get it from their transcript on first use.
+    """
+    ALTER TABLE sessions ADD COLUMN last_preview TEXT;  -- the newest message that shows
+    ALTER TABLE sessions ADD COLUMN preview_known INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -1,4 +1,4 @@
-"""Chat sessions, their transcripts and agent runs (tables of migration 5).
+"""Chat sessions, their transcripts and agent runs (tables of migrations 5 and 6).
 
 A session is one row per session key ("agent:<agentId>:<name>", e.g. "agent:main:main"); its
 `session_id` (a uuid) names the current transcript and changes on reset, so a reset session
@@ -10,7 +10,9 @@ Memory stays bounded: sessions and runs are mirrored whole (small rows; finished
 transcript of a session is read from the file the first time it is needed (`messages`,
 `message`, `append_message`), kept while it is among the `max_loaded_sessions` most recently
 used, then dropped from memory (once the writer has it on disk; it is read again on next
-use). That first read is one indexed SQLite query on the caller's thread.
+use). That first read is one indexed SQLite query on the caller's thread. A session's row
+keeps the preview of its newest message (`preview`, store/session_text.py), set when a
+message is appended, so listing sessions reads no transcript.
 
 Every read is served from memory and returns frozen dataclasses (don't mutate their
 `content`, `usage` or `settings`); writes update memory at once and reach the file on the
@@ -27,6 +29,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from krabfast.store.db import Database
+from krabfast.store.session_text import display_text
 
 ROLES = frozenset({"user", "assistant", "system"})
 RUN_STATUSES = frozenset({"running", "ok", "error", "aborted", "interrupted"})
@@ -77,6 +80,7 @@ class SessionRecord:
     message_count: int = 0  # messages of the current session_id (the last seq)
     last_run_id: str | None = None
     previous_session_id: str | None = None
+    last_preview: str | None = None  # the newest message that shows, as a row shows it
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,8 @@ def _session(row: dict) -> SessionRecord:
         title=row["title"], model=row["model"], pinned=bool(row["pinned"]),
         archived=bool(row["archived"]), unread=bool(row["unread"]),
         settings=json.loads(row["settings"]), message_count=row["message_count"],
-        last_run_id=row["last_run_id"], previous_session_id=row["previous_session_id"])
+        last_run_id=row["last_run_id"], previous_session_id=row["previous_session_id"],
+        last_preview=row["last_preview"])
 
 
 def _message(row: dict) -> MessageRecord:
@@ -150,6 +155,20 @@ class SessionStore:
         self._finished: deque[str] = deque(r["run_id"] for r in finished)
         self._prune_runs()
 
+    def preview(self, key: str) -> str | None:
+        """The row's preview of the session's newest message. A session written before
+        the store kept it (schema 6) gets it from its transcript on first use."""
+        row = self._sessions.get(key)
+        if row is None:
+            return None
+        if not row["preview_known"]:
+            shown = (display_text(m.role, m.content, flatten=True)
+                     for m in reversed(self._transcript(row["session_id"])))
+            last = next((t for t in shown if t), None)
+            self._sessions.update((key,), {"last_preview": last, "preview_known": 1})
+            return last
+        return row["last_preview"]
+
     # -- sessions --------------------------------------------------------------------------------
     def get(self, key: str) -> SessionRecord | None:
         row = self._sessions.get(key)
@@ -176,7 +195,7 @@ class SessionStore:
         ts = now_ms() if ts is None else ts
         row = {"session_key": key, "agent_id": agent_id, "session_id": str(uuid.uuid4()),
                "created_at": ts, "updated_at": ts}
-        row.update({"settings": "{}", "pinned": 0, "archived": 0, "unread": 0})
+        row.update({"settings": "{}", "pinned": 0, "archived": 0, "unread": 0, "preview_known": 1})
         row.update(self._changes(row, fields))
         self._sessions.insert(row)
         self._new_transcript(row["session_id"])
@@ -236,6 +255,7 @@ class SessionStore:
         new = str(uuid.uuid4())
         self._sessions.update((key,), {
             "session_id": new, "previous_session_id": old, "message_count": 0,
+            "last_preview": None, "preview_known": 1,
             "updated_at": now_ms() if ts is None else ts})
         self._new_transcript(new)
         old_transcript = self._loaded.get(old)
@@ -320,6 +340,10 @@ class SessionStore:
         changes = {"message_count": seq, "updated_at": max(ts, record.updated_at)}
         if run_id is not None:
             changes["last_run_id"] = run_id
+        preview = display_text(role, content, flatten=True)
+        if preview is not None:
+            changes["last_preview"] = preview
+            changes["preview_known"] = 1
         with self.db.atomic():
             self._messages.insert(row)
             self._sessions.update((key,), changes)

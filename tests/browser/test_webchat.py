@@ -170,7 +170,9 @@ def test_sessions_new_chat_and_switching(gateway_server, open_webchat):
     expect(sessions).to_have_count(2)
     # The new chat is named after its first message (a session label every client sees).
     current = page.locator('#session-list button[aria-current="true"]')
-    expect(current).to_have_text("second chat")
+    expect(current.locator(".title")).to_have_text("second chat")
+    # Under it, the preview of its newest message (sessions.list's includeLastMessage).
+    expect(current.locator(".preview")).to_contain_text('you said "second chat"')
     expect(page.locator("#chat-title")).to_have_text("second chat")
 
     # Back to the main chat: its own history.

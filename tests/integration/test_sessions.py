@@ -113,6 +113,40 @@ def test_rows_and_sessions_changed_follow_a_run(gateway):
     run(main())
 
 
+def test_rows_show_a_derived_title_and_the_last_message_when_asked(gateway):
+    """As the reference: the label (else the display name; none from the messages), and
+    the newest message, flattened; only with includeDerivedTitles / includeLastMessage."""
+    async def main():
+        ws = await _operator(gateway.url)
+        key = f"agent:main:title-{uuid.uuid4().hex[:8]}"
+        run_id = f"title-{uuid.uuid4().hex[:8]}"
+        await ws.call("chat.send", {"sessionKey": key, "idempotencyKey": run_id,
+                                    "message": "Hi. fix the **flaky** test please"})
+        final = await ws.event("chat", 10, lambda f: f["payload"].get("runId") == run_id
+                               and f["payload"]["state"] == "final")
+        reply = final["payload"]["message"]["content"][0]["text"]
+        plain = (await _list(ws, search=key))["sessions"][0]
+        assert "derivedTitle" not in plain and "lastMessagePreview" not in plain
+        row = (await _list(ws, search=key, includeDerivedTitles=True,
+                           includeLastMessage=True))["sessions"][0]
+        assert "derivedTitle" not in row  # no label, no display name
+        assert row["lastMessagePreview"] == reply.replace("**", "")[:237] + "..." \
+            if len(reply.replace("**", "")) > 240 else reply.replace("**", "")
+        described = (await ws.call("sessions.describe", {
+            "key": key, "includeLastMessage": True}))["payload"]["session"]
+        assert described["lastMessagePreview"] == row["lastMessagePreview"]
+        assert "derivedTitle" not in described
+        await ws.call("sessions.patch", {"key": key, "label": f"named {run_id}"})
+        row = (await _list(ws, search=key, includeDerivedTitles=True))["sessions"][0]
+        assert row["derivedTitle"] == f"named {run_id}"
+        await ws.call("sessions.reset", {"key": key})
+        row = (await _list(ws, search=key, includeDerivedTitles=True,
+                           includeLastMessage=True))["sessions"][0]
+        assert row["derivedTitle"] == f"named {run_id}" and "lastMessagePreview" not in row
+        await ws.close()
+    run(main())
+
+
 def test_sessions_patch_settings_and_flags(gateway):
     async def main():
         ws = await _operator(gateway.url)

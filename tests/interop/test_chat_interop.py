@@ -518,3 +518,58 @@ def test_sessions_probe_matches_reference(gw, ref_schema):
             if outcome.get(k) != v}
     assert not diff, (json.dumps(diff, indent=1, default=str) + "\n--- answers\n"
                       + json.dumps(got, default=str))
+
+
+async def titles_probe(url: str) -> dict:
+    """A chat turn on a fresh session, then its row with includeDerivedTitles and
+    includeLastMessage (the reference fills the preview in a moment later: asked again)."""
+    ws = await admin_ws(url)
+    try:
+        key = "agent:main:titles-" + uuid.uuid4().hex[:10]
+        run_id = "titles-" + uuid.uuid4().hex[:8]
+        sent = await ws.call("chat.send", {"sessionKey": key, "idempotencyKey": run_id,
+                                           "message": "Hi. fix the **flaky** test please"},
+                             timeout=30)
+        assert sent["ok"], sent
+        await ws.event("chat", 120, pred=lambda f: f["payload"].get("runId") == run_id
+                       and f["payload"].get("state") in ("final", "error", "aborted"))
+        plain = row = None
+        for _ in range(50):
+            plain = (await ws.call("sessions.list", {"search": key[len("agent:main:"):]},
+                                   timeout=30))["payload"]["sessions"]
+            listed = (await ws.call("sessions.list", {
+                "search": key[len("agent:main:"):], "includeDerivedTitles": True,
+                "includeLastMessage": True}, timeout=30))["payload"]["sessions"]
+            row = next((r for r in listed if r["key"] == key), None)
+            if row is not None and "lastMessagePreview" in row:
+                break
+            await asyncio.sleep(0.2)
+        plain_row = next((r for r in plain or [] if r["key"] == key), {})
+        described = (await ws.call("sessions.describe", {
+            "key": key, "includeDerivedTitles": True, "includeLastMessage": True},
+            timeout=30))["payload"]["session"]
+        label = "titled " + run_id
+        patched = await ws.call("sessions.patch", {"key": key, "label": label}, timeout=30)
+        assert patched["ok"], patched
+        labelled = (await ws.call("sessions.describe", {"key": key, "includeDerivedTitles": True},
+                                  timeout=30))["payload"]["session"]
+        return {"row": row or {}, "plain": plain_row, "described": described, "label": label,
+                "labelled": labelled}
+    finally:
+        await ws.close()
+
+
+@BOTH_GATEWAYS
+def test_session_titles_and_previews_match_reference(gw, ref_schema):
+    got = run(titles_probe(gw.url), timeout=150)
+    row, plain, described = got["row"], got["plain"], got["described"]
+    for shown in (row, plain, described):
+        assert ref_schema("SessionRow", shown) == [], shown
+    outcome = {"list": (row.get("derivedTitle"), row.get("lastMessagePreview")),
+               "labelled": got["labelled"].get("derivedTitle") == got["label"],
+               "describe": (described.get("derivedTitle"), described.get("lastMessagePreview")),
+               "plain row has them": ("derivedTitle" in plain, "lastMessagePreview" in plain)}
+    # No title from the first message (no label, no display name), on the reference too.
+    assert outcome == {"list": (None, PROBE_TEXT), "describe": (None, PROBE_TEXT),
+                       "labelled": True,
+                       "plain row has them": (False, False)}, json.dumps(got, indent=1)

@@ -308,3 +308,50 @@ def test_a_batch_in_flight_keeps_its_rows_in_memory_and_load_waits_for_it(db_pat
     assert table.rows == {}
     assert [r["seq"] for r in store.db.load("session_messages", session_id=sid)] == [1, 2]
     store.db.close()
+
+
+def test_rows_keep_the_newest_preview(store):
+    store.ensure("agent:main:t", "main", ts=1)
+    assert store.preview("agent:main:t") is None and store.preview("agent:main:none") is None
+    store.append_message("agent:main:t", "user", "  fix the **build**  ", ts=2)
+    assert store.preview("agent:main:t") == "fix the build"
+    store.append_message("agent:main:t", "assistant", _parts("**Done:** it builds"), ts=3)
+    store.append_message("agent:main:t", "assistant", _parts("NO_REPLY"), ts=4)  # not shown
+    assert store.preview("agent:main:t") == "Done: it builds"
+    again = _reopen(store)
+    assert again.preview("agent:main:t") == "Done: it builds"
+    again.reset("agent:main:t", ts=6)
+    assert again.preview("agent:main:t") is None
+    again.append_message("agent:main:t", "assistant", _parts("*hello*"), ts=7)
+    assert again.preview("agent:main:t") == "hello"
+
+
+def test_sessions_from_before_schema_6_learn_their_preview_on_first_use(db_path):
+    from krabfast.store.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(db_path)  # a file krabfast wrote at schema 5
+    for statement in MIGRATIONS[:5]:
+        conn.executescript(statement)
+    conn.execute("PRAGMA user_version=5")
+    conn.execute("INSERT INTO sessions (session_key, agent_id, session_id, message_count, "
+                 "created_at, updated_at) VALUES ('agent:main:old', 'main', 's1', 2, 1, 2), "
+                 "('agent:main:empty', 'main', 's2', 0, 1, 1)")
+    conn.execute("INSERT INTO session_messages (session_id, seq, message_id, session_key, role, "
+                 "content, ts) VALUES ('s1', 1, 'm1', 'agent:main:old', 'user', "
+                 "'\"write the report\"', 1), ('s1', 2, 'm2', 'agent:main:old', 'assistant', "
+                 "'[{\"type\":\"text\",\"text\":\"# Report\\nall good\"}]', 2)")
+    conn.commit()
+    conn.close()
+    db = Database(db_path)
+    try:
+        store = SessionStore(db)
+        assert store.loaded_sessions() == []  # nothing read when the store opens
+        assert store.preview("agent:main:old") == "Report all good"
+        assert store.preview("agent:main:empty") is None
+        db.flush().result(10)
+    finally:
+        db.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT preview_known FROM sessions ORDER BY session_key").fetchall() == [
+        (1,), (1,)]
+    conn.close()
