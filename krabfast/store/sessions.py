@@ -80,7 +80,6 @@ class SessionRecord:
     message_count: int = 0  # messages of the current session_id (the last seq)
     last_run_id: str | None = None
     previous_session_id: str | None = None
-    last_preview: str | None = None  # the newest message that shows, as a row shows it
 
 
 @dataclass(frozen=True)
@@ -118,8 +117,7 @@ def _session(row: dict) -> SessionRecord:
         title=row["title"], model=row["model"], pinned=bool(row["pinned"]),
         archived=bool(row["archived"]), unread=bool(row["unread"]),
         settings=json.loads(row["settings"]), message_count=row["message_count"],
-        last_run_id=row["last_run_id"], previous_session_id=row["previous_session_id"],
-        last_preview=row["last_preview"])
+        last_run_id=row["last_run_id"], previous_session_id=row["previous_session_id"])
 
 
 def _message(row: dict) -> MessageRecord:
