@@ -71,7 +71,18 @@ def flatten_markdown(text: str, head: int | None = None) -> str:
     return " ".join(text.split())  # runs of white space as one space, trimmed
 
 
-def _parts_text(content, types: tuple[str, ...], *, skip_blank: bool) -> str | None:
+# Per role that shows: the content part types that carry its text, and whether blank parts
+# are left out (the reference joins an assistant's non-blank parts, a user's every part).
+_TEXT_PARTS = {"user": (("text", "input_text"), False),
+               "assistant": (("text", "output_text"), True)}
+
+
+def _text(role: str, content) -> str | None:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    types, skip_blank = _TEXT_PARTS[role]
     parts = [p["text"] for p in content if isinstance(p, dict) and p.get("type") in types
              and isinstance(p.get("text"), str) and not (skip_blank and not p["text"].strip())]
     return "\n".join(parts) if parts else None
@@ -85,17 +96,9 @@ def _is_control_reply(text: str) -> bool:
 def display_text(role: str, content, *, flatten: bool = False) -> str | None:
     """How a message shows in a session row (None: it does not show); `flatten`: its
     markdown as plain text, as the preview shows it."""
-    if role == "user":
-        text = content if isinstance(content, str) else (
-            _parts_text(content, ("text", "input_text"), skip_blank=False)
-            if isinstance(content, list) else None)
-    elif role == "assistant":
-        text = content if isinstance(content, str) else (
-            _parts_text(content, ("text", "output_text"), skip_blank=True)
-            if isinstance(content, list) else None)
-    else:
+    if role not in _TEXT_PARTS:
         return None
-    text = (text or "").strip()
+    text = (_text(role, content) or "").strip()
     if not text or (role == "assistant" and _is_control_reply(text)):
         return None
     if role == "user":

@@ -372,11 +372,16 @@ def test_the_lifecycle_start_is_the_first_agent_event_of_a_run(backend):
     _go(main())
 
 
+def _paced(pause: float):
+    """A manager over a backend that pauses `pause` s before each word: (backend, conv, runs)."""
+    backend = Backend(pause=pause)
+    conv = Conv(backend)
+    return backend, conv, RunManager(conv)
+
+
 def test_an_eager_launch_sends_the_model_request_before_it_returns():
     async def main():
-        backend = Backend(pause=0.01)
-        conv = Conv(backend)
-        runs = RunManager(conv)
+        backend, conv, runs = _paced(0.01)
         run, _ = runs.submit("agent:main:s", "main", "hi", "e1", launch=False)
         # Submitted, not launched: nothing in the transcript, no model request yet.
         assert run.task is None and conv.sessions.messages("agent:main:s") == []
@@ -395,9 +400,7 @@ def test_an_eager_launch_sends_the_model_request_before_it_returns():
 
 def test_an_eager_launch_behind_an_active_run_waits_its_turn():
     async def main():
-        backend = Backend(pause=0.01)
-        conv = Conv(backend)
-        runs = RunManager(conv)
+        backend, _conv, runs = _paced(0.01)
         runs.submit("agent:main:s", "main", "one", "q1")
         second, _ = runs.submit("agent:main:s", "main", "two", "q2", launch=False)
         runs.launch(second, eager=True)
@@ -409,9 +412,7 @@ def test_an_eager_launch_behind_an_active_run_waits_its_turn():
 
 def test_an_eager_run_aborted_in_the_same_turn_ends_aborted():
     async def main():
-        backend = Backend(pause=0.05)
-        conv = Conv(backend)
-        runs = RunManager(conv)
+        backend, conv, runs = _paced(0.05)
         run, _ = runs.submit("agent:main:s", "main", "hi", "a1", launch=False)
         runs.launch(run, eager=True)
         assert runs.abort("agent:main:s") == ["a1"]  # before the task's first step
