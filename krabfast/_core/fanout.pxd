@@ -22,7 +22,8 @@ cdef class Subscriber:
 @cython.locals(delivered=cython.long, sub=Subscriber)
 cpdef long fanout(bytes prefix, bytes suffix, object subscribers, long long need_mask,
                   bint droppable, long long drop_above, long long close_above,
-                  object hold_key=*, Subscriber first=*, list corked=*) except -1
+                  object hold_key=*, Subscriber first=*, list corked=*,
+                  bint serve_first=*) except -1
 
 @cython.locals(queued=cython.longlong, wire_sink=WireSink, is_wire=bint)
 cdef long _deliver(Subscriber sub, bytes prefix, bytes suffix, long long need_mask,

@@ -24,7 +24,7 @@ class Subscriber:
 
 
 def fanout(prefix, suffix, subscribers, need_mask, droppable, drop_above, close_above,
-           hold_key=None, first=None, corked=None):
+           hold_key=None, first=None, corked=None, serve_first=True):
     """Deliver one pre-serialized event to every subscriber whose scopes match.
 
     need_mask == 0 means every subscriber; otherwise a subscriber needs any of its bits.
@@ -41,9 +41,12 @@ def fanout(prefix, suffix, subscribers, need_mask, droppable, drop_above, close_
     batch (`begin`) and is appended to the list instead of being written at once: the
     caller `flush`es them in that order after its last event, one write per socket for
     several events (a chat delta and its agent twin).
+
+    With `serve_first` False, `first` is skipped instead: the caller served it already (an
+    asker written before the watchers are even queued).
     """
     delivered = 0
-    if first is not None:
+    if first is not None and serve_first:
         delivered += _deliver(first, prefix, suffix, need_mask, droppable, drop_above,
                               close_above, hold_key, corked)
     for sub in subscribers:

@@ -16,6 +16,7 @@ import logging
 
 from krabfast._core import fanout as _fanout
 from krabfast._core import wire
+from krabfast._core.sink import WireSink
 from krabfast.protocol.methods import EVENTS
 from krabfast.protocol.scopes import SCOPE_BIT
 
@@ -38,6 +39,7 @@ class EventBus:
         self.closed = False  # after `shutdown` nothing more is published
         self._corked: list | None = None  # sinks batching inside `corked()`, in order
         self._cork_firsts: list = []      # inside `corked()`: the askers' sinks
+        self._rest: list = []  # inside `corked()`: (fan-out job, asker) not yet queued
         self._deferred: list | None = None  # watchers' sinks batching until the next turn
 
     # -- subscriptions ------------------------------------------------------------------------
@@ -100,7 +102,9 @@ class EventBus:
         wait in their batch until the loop's next turn (`_flush_deferred`): an asker never
         waits for the watchers' writes of another run's event, and the events of one loop
         turn reach each watcher in one write. Each socket's frames stay in order: while a
-        socket's batch is open, everything sent to it joins that batch."""
+        socket's batch is open, everything sent to it joins that batch. The asker's write
+        comes before the others' copies are queued; inside `corked()` they are queued at
+        the block's end, so there the count is the asker's alone."""
         if self.closed:
             return 0
         subs = self._all if topic == ALL else self._topics.get(topic)
@@ -110,20 +114,35 @@ class EventBus:
         prefix = wire.event_prefix(event, None if payload is None else _encode(payload))
         suffix = wire.event_suffix(state_version)
         need = SCOPE_BIT[spec.scope] if spec.scope else 0
+        job = (prefix, suffix, list(subs.values()), need,
+               spec.droppable if droppable is None else droppable, self.drop_if_slow_bytes,
+               self.max_buffered_bytes, event if spec.coalesce else None)
         asker = subs.get(first) if first is not None else None
-        batch = self._corked
-        deferred = None
-        if batch is None and first is not None:
-            batch = deferred = self._deferral()
-        elif batch is not None and asker is not None:
+        corked = self._corked
+        if corked is not None:
+            if asker is None:
+                self._serve_rest(corked)  # each socket's frames stay in publish order
+                return _fanout.fanout(*job, None, corked)
+            # The asker's copy joins its batch now; the others' wait for the block's end,
+            # after the asker's write (see corked()).
             self._cork_firsts.append(asker.sink)
-        delivered = _fanout.fanout(prefix, suffix, list(subs.values()), need,
-                                   spec.droppable if droppable is None else droppable,
-                                   self.drop_if_slow_bytes, self.max_buffered_bytes,
-                                   event if spec.coalesce else None, asker, batch)
-        if deferred is not None and asker is not None and asker.sink in deferred:
-            asker.sink.flush()  # its batch, this event included, goes now
-        return delivered
+            self._rest.append((job, asker))
+            return _fanout.fanout(*job[:2], (), *job[3:], asker, corked)
+        deferred = self._deferral() if first is not None else None
+        if deferred is None:
+            return _fanout.fanout(*job, asker)
+        # The asker is written before the others are even queued; their copies join their
+        # batches, written on the loop's next turn.
+        delivered = _fanout.fanout(*job[:2], (), *job[3:], asker)
+        if asker is not None:
+            _flush_batch(asker.sink)  # its open batch (an earlier event's), this event too
+        return delivered + _fanout.fanout(*job, asker, deferred, False)
+
+    def _serve_rest(self, corked: list) -> None:
+        """Inside `corked()`: queue the watchers' copies of the asker-first events so far."""
+        rest, self._rest = self._rest, []
+        for job, asker in rest:
+            _fanout.fanout(*job, asker, corked, False)
 
     def _deferral(self) -> list | None:
         """The list of sinks batching until the loop's next turn (None outside a loop:
@@ -162,6 +181,9 @@ class EventBus:
         try:
             yield
         finally:
+            for sink in firsts:
+                _flush_batch(sink)  # the askers' frames go before the watchers' are queued
+            self._serve_rest(sinks)
             self._corked = None
             self._cork_firsts = []
             deferred = self._deferral() if firsts else None
@@ -179,3 +201,9 @@ class EventBus:
         for owner in list(self.holding):
             sent += owner.release_held(self.drop_if_slow_bytes)
         return sent
+
+
+def _flush_batch(sink) -> None:
+    """Write a sink's open batch, if it batches (a WireSink; other sinks write at once)."""
+    if isinstance(sink, WireSink):
+        sink.flush()

@@ -819,3 +819,60 @@ def test_bus_deferred_flush_survives_a_socket_closed_during_the_turn():
         assert gone.buffered() == 0  # the batch is gone, not stuck open
 
     asyncio.run(main())
+
+
+class QueueLog:
+    """A watcher's sink that notes, in the shared log, when a frame is handed to it."""
+
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log = name, log
+
+    def send(self, data: bytes) -> None:
+        self.log.append(f"queued {self.name}")
+
+    def buffered(self) -> int:
+        return 0
+
+
+def test_bus_writes_the_asker_before_queueing_the_watchers_copies():
+    """A run's event reaches its asker's socket before fan-out to the other sockets has
+    even begun, corked (a delta and its agent twin) or not, in a loop or not."""
+    import asyncio
+
+    from krabfast._core import fanout as live_fanout, sink as live_sink
+    from krabfast.gateway.bus import EventBus
+
+    def make(log):
+        bus = EventBus(1 << 20, 1 << 22)
+        bus.attach("w1", live_fanout.Subscriber(QueueLog("w1", log), FakeSock(), SCOPE_BIT[READ]))
+        ws = FakeWS()
+        ws.underlying_transport = OrderedRaw("sender", log)
+        bus.attach("sender", live_fanout.Subscriber(live_sink.WireSink(ws), FakeSock(),
+                                                    SCOPE_BIT[READ]))
+        bus.attach("w2", live_fanout.Subscriber(QueueLog("w2", log), FakeSock(), SCOPE_BIT[READ]))
+        return bus
+
+    async def in_loop():
+        log: list[str] = []
+        bus = make(log)
+        with bus.corked():
+            bus.publish("chat", {"state": "delta"}, first="sender", droppable=True)
+            bus.publish("agent", {"stream": "assistant"}, first="sender", droppable=True)
+            assert log == []
+        assert log == ["sender", "queued w1", "queued w2", "queued w1", "queued w2"]
+        del log[:]
+        bus.publish("chat", {"state": "final"}, first="sender")
+        assert log == ["sender", "queued w1", "queued w2"]
+        del log[:]
+        # Inside a block, an event with no asker first queues the asker-first ones before
+        # it, so every socket still gets the events in the order they were published.
+        with bus.corked():
+            bus.publish("chat", {"state": "delta"}, first="sender", droppable=True)
+            bus.publish("presence", {"presence": []})
+        assert log == ["queued w1", "queued w2", "queued w1", "queued w2", "sender"]
+
+    asyncio.run(in_loop())
+    log: list[str] = []
+    bus = make(log)  # no loop: nothing is deferred, the asker still goes first
+    bus.publish("chat", {"state": "final"}, first="sender")
+    assert log == ["sender", "queued w1", "queued w2"]
