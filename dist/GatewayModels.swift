@@ -1152,6 +1152,9 @@ public struct SessionRow: Codable, Sendable {
     public let modelProvider: String?
     public let modelOverrideSource: String?
     public let thinkingLevel: String?
+    public let thinkingLevels: [ThinkingLevel]?
+    public let thinkingOptions: [String]?
+    public let thinkingDefault: String?
     public let fastMode: AnyCodable?
     public let verboseLevel: String?
     public let reasoningLevel: String?

@@ -15,6 +15,7 @@ import logging
 from krabfast.gateway.runs import RunManager
 from krabfast.gateway.session_patch import patch_changes
 from krabfast.gateway.session_rows import list_filter, list_page, session_row
+from krabfast.models.thinking import thinking_profile
 
 log = logging.getLogger("krabfast.gateway")
 
@@ -98,7 +99,14 @@ class Conversations:
         return session_row(record, active=self.runs.active.get(record.key), last=last,
                            now=self.clock_ms(),
                            default_model=(model.provider, model.model_id or model.id),
-                           derived_title=title, preview=preview)
+                           derived_title=title, preview=preview, thinking=self._row_thinking(record))
+
+    def _row_thinking(self, record):
+        try:
+            info = self.models.info(record.model)
+        except self.ProviderError:  # a model no longer configured: its row says nothing of it
+            return None
+        return thinking_profile(info.provider, info.reasoning)
 
     def list_sessions(self, params) -> tuple[list[dict], dict]:
         """sessions.list: (the rows of the page, its paging fields)."""
@@ -117,13 +125,19 @@ class Conversations:
             return any(r.label == label and r.key != key for r in self.sessions.list(agent))
 
         changes = patch_changes(params, existing, key=key, now=self.clock_ms(),
-                                label_in_use=label_in_use)
+                                label_in_use=label_in_use, think_profile=self._think_profile)
         if changes.get("model"):
             self.models.resolve(changes["model"])  # an unknown model is refused now
         if extra:
             changes.update(extra)
         record = existing or self.sessions.ensure(key, agent)[0]
         return self.sessions.patch(key, **changes) if changes else record
+
+    def _think_profile(self, ref: str | None) -> tuple[str, tuple[str, ...]]:
+        """("provider/model", the thinking levels it offers) of a session model."""
+        info = self.models.info(ref)  # an unknown model: its ProviderError, as resolve's
+        return (f"{info.provider}/{info.model_id or info.id}",
+                thinking_profile(info.provider, info.reasoning).levels)
 
     def session_message(self, key: str, message) -> None:
         # Subscribers first: the record is rebuilt after every append (a new row), and

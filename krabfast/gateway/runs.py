@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
+from krabfast.models.thinking import thinking_profile
 
 log = logging.getLogger("krabfast.runs")
 
@@ -174,7 +175,8 @@ class RunManager:
         backend, info = hub.models.resolve(run.model)
         history = hub.sessions.messages(run.session_key, limit=HISTORY_TURNS)
         request = ModelRequest(model=info.id.split("/", 1)[1] if "/" in info.id else info.id,
-                               messages=[m for m in (_chat_message(r) for r in history) if m])
+                               messages=[m for m in (_chat_message(r) for r in history) if m],
+                               max_tokens=info.max_tokens, thinking=self._thinking(run, info))
         stream = backend.stream(request)
         async for event in stream:
             if type(event) is TextDelta:
@@ -191,6 +193,15 @@ class RunManager:
                 # the background, never delaying the run.
                 self._finish_stream(stream)
                 return
+
+    def _thinking(self, run: Run, info) -> str | None:
+        """The run's thinking level: the session's (sessions.patch keeps it one the model
+        offers), else its profile's default; None for a model that does not reason."""
+        if not info.reasoning:
+            return None
+        session = self.hub.sessions.get(run.session_key)
+        level = session.settings.get("thinking_level") if session is not None else None
+        return level or thinking_profile(info.provider, True).default
 
     def _finish_stream(self, stream) -> None:
         task = asyncio.ensure_future(_exhaust(stream))

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from msgspec import UNSET
 
+from krabfast.gateway import session_levels as levels
 from krabfast.gateway.session_rows import camel as _camel
 from krabfast.protocol.errors import invalid_request
 
 # Stored verbatim in the session's settings (null clears one) and shown in its row.
 PLAIN_SETTINGS = (
-    "icon", "color", "category", "board_face", "context_window", "thinking_level", "fast_mode",
-    "verbose_level", "trace_level", "reasoning_level", "response_usage", "elevated_level",
-    "exec_host", "exec_node", "permission_mode", "send_policy", "group_activation",
-    "tool_overrides",
+    "icon", "color", "category", "board_face", "context_window", "fast_mode",
+    "permission_mode", "send_policy", "group_activation", "tool_overrides",
 )
+# Level settings: normalized as the reference does (session_levels), null clears one.
 # Subagent wiring: krabfast runs no subagents, so these can only be cleared (null).
 _SUBAGENT_ONLY = ("completion_owner_session_key", "inherited_tool_policy_version",
                   "inherited_tool_allow", "inherited_tool_deny")
@@ -75,10 +75,46 @@ def _agent_status(params, settings: dict, now: int):
     return status
 
 
-def patch_changes(params, record, *, key: str, now: int, label_in_use) -> dict:
+def _level_changes(params, record, changes: dict, think_profile) -> None:
+    """The level settings of the patch, normalized; execNode trimmed (clearing it drops an
+    execHost "node"); thinkingLevel checked against the session's model."""
+    settings = record.settings if record is not None else {}
+    model_now = record.model if record is not None else None
+    for name in levels.LEVEL_FIELDS:
+        if _given(params, name):
+            value = getattr(params, name)
+            changes[name] = None if value is None else levels.normalize_level(name, value)
+    if _given(params, "exec_node"):
+        node = (params.exec_node or "").strip() if params.exec_node is not None else None
+        if node == "":
+            raise invalid_request("invalid execNode: empty")
+        changes["exec_node"] = node
+        host = changes["exec_host"] if "exec_host" in changes else settings.get("exec_host")
+        if node is None and host == "node":
+            changes["exec_host"] = None
+    asked = _given(params, "thinking_level")
+    if asked and params.thinking_level is not None:
+        level = levels.normalize_think_level(params.thinking_level)
+        if level is None:  # listed for the model the session has before this patch
+            raise levels.refuse_unknown_think_level(think_profile(model_now)[1])
+        changes["thinking_level"] = level
+    elif asked:
+        changes["thinking_level"] = None
+    if asked or _given(params, "model"):
+        level = changes["thinking_level"] if asked else settings.get("thinking_level")
+        if level is not None:
+            ref = changes["model"] if _given(params, "model") else model_now
+            model, offered = think_profile(ref)
+            level = levels.supported_think_level(level, offered, asked=asked, model=model)
+            if asked or level != settings.get("thinking_level"):
+                changes["thinking_level"] = level
+
+
+def patch_changes(params, record, *, key: str, now: int, label_in_use, think_profile) -> dict:
     """The SessionStore.patch fields for `params` on `record` (None: the session does not
     exist yet). Raises the reference's errors; `label_in_use(label)`: another session of
-    the agent has it."""
+    the agent has it; `think_profile(model)`: ("provider/model", its thinking levels) for
+    a session model (None: the default model)."""
     if _given(params, "exec_security") or _given(params, "exec_ask"):
         raise invalid_request("execSecurity/execAsk are retired; set permissionMode "
                               "(read-only|guarded|workspace|full) instead")
@@ -103,6 +139,7 @@ def patch_changes(params, record, *, key: str, now: int, label_in_use) -> dict:
         if _given(params, name):
             value = getattr(params, name)
             changes[name] = None if value == "" else value
+    _level_changes(params, record, changes, think_profile)
     if any(_given(params, n) for n in ("status_note", "attention", "ttl_minutes")):
         changes["agent_status"] = _agent_status(params, settings, now)
     archived = bool(record.archived) if record is not None else False

@@ -19,6 +19,7 @@ DEFAULT_LIST_LIMIT = 100  # the reference's page when `limit` is not given
 _SESSION_STATUS = {"ok": "done", "error": "failed", "aborted": "killed",
                    "interrupted": "failed"}
 _RUN_ERROR_MAX = 400
+_NOT_IN_ROW = ("agent_status", "exec_host")  # settings kept but not shown in a row
 
 
 @lru_cache(maxsize=256)  # a few dozen setting names, renamed for every row
@@ -26,6 +27,7 @@ def camel(name: str) -> str:
     """snake_case -> the wire's camelCase."""
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
 
 
 def run_fields(active, last) -> dict:
@@ -67,9 +69,10 @@ def active_agent_status(record, now: int) -> dict | None:
 
 def session_row(record, *, active=None, last=None, now: int,
                 default_model: tuple[str, str] | None = None, derived_title: bool = False,
-                preview: str | None = None) -> dict:
+                preview: str | None = None, thinking=None) -> dict:
     """A session as sessions.list/describe/create/patch and the session events carry it;
-    `default_model` (provider, model): what a session without its own model uses.
+    `default_model` (provider, model): what a session without its own model uses;
+    `thinking`: the ThinkingProfile of the session's model (None: its model is unknown).
     `derived_title` / `preview`: add `derivedTitle` / `lastMessagePreview` (when there is
     one), as the reference does for includeDerivedTitles / includeLastMessage."""
     row = {"key": record.key, "kind": "direct", "sessionId": record.session_id,
@@ -86,12 +89,17 @@ def session_row(record, *, active=None, last=None, now: int,
     elif default_model is not None:  # the reference's rows name the model in use
         row["modelProvider"], row["model"] = default_model
         row["modelOverrideSource"] = None
+    if thinking is not None:  # what the reference's model pickers offer
+        row["thinkingLevels"] = [{"id": level, "label": level} for level in thinking.levels]
+        row["thinkingOptions"] = list(thinking.levels)
+        row["thinkingDefault"] = thinking.default
     if record.previous_session_id:
         row["previousSessionId"] = record.previous_session_id
     # What sessions.patch stored (icon, thinkingLevel, archivedAt, ...), under the names
-    # the reference's rows use; the agent status only until it expires.
+    # the reference's rows use; the agent status only until it expires. The exec host is
+    # kept but, as on the reference, not in the row.
     for name, value in record.settings.items():
-        if name != "agent_status":
+        if name not in _NOT_IN_ROW:
             row[camel(name)] = value
     status = active_agent_status(record, now)
     if status is not None:

@@ -43,6 +43,18 @@ ERROR_TYPES = {
 }
 
 
+# The reference's thinking budgets (tokens) per level; a budget that would leave no room
+# for the answer is cut to max_tokens - 1024.
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384,
+                    "xhigh": 16384, "max": 32768}
+MIN_ANSWER_TOKENS = 1024
+
+
+def thinking_budget(level: str, max_tokens: int) -> int:
+    budget = THINKING_BUDGETS.get(level, THINKING_BUDGETS["medium"])
+    return max(0, max_tokens - MIN_ANSWER_TOKENS) if max_tokens <= budget else budget
+
+
 class AnthropicBackend(HttpBackend):
     """The Anthropic Messages API or a compatible proxy."""
 
@@ -78,6 +90,11 @@ class AnthropicBackend(HttpBackend):
             body["system"] = system
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.thinking == "off":
+            body["thinking"] = {"type": "disabled"}
+        elif request.thinking is not None:
+            body["thinking"] = {"type": "enabled",
+                                "budget_tokens": thinking_budget(request.thinking, body["max_tokens"])}
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:

@@ -31,6 +31,9 @@ class ModelRequest:
     messages: list[ChatMessage] = field(default_factory=list)
     max_tokens: int | None = None
     temperature: float | None = None
+    # The thinking level of a model that reasons ("off", "minimal", "low", "medium",
+    # "high"); None for one that does not (configured `reasoning` not true).
+    thinking: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ from krabfast.models.base import (
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
+# Thinking levels as Ollama names them (it has no "minimal" or "max").
+_OLLAMA_THINK = {"minimal": "low", "max": "high"}
 
 
 class OllamaBackend(HttpBackend):
@@ -44,19 +46,21 @@ class OllamaBackend(HttpBackend):
         return headers
 
     def body(self, request: ModelRequest) -> dict[str, Any]:
+        # As the reference sends it: no output cap (max_tokens is not passed on), the
+        # prompt never truncated or shifted, and `think` from the thinking level.
         options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
         if request.temperature is not None:
             options["temperature"] = request.temperature
-        body: dict[str, Any] = {
+        level = request.thinking
+        return {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": True,
+            "options": options,
+            "truncate": False,
+            "shift": False,
+            "think": False if level in (None, "off") else _OLLAMA_THINK.get(level, level),
         }
-        if options:
-            body["options"] = options
-        return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         provider = self.provider_id

@@ -57,8 +57,8 @@ class OpenAIBackend(HttpBackend):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
+        if request.max_tokens is not None:  # the reference's field for this api
+            body["max_completion_tokens"] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body

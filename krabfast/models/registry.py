@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from krabfast.models import offline
 from krabfast.models.base import Backend, ProviderError
+from krabfast.models.thinking import thinking_profile
 
 ENTRY_POINT_GROUP = "krabfast.model_backends"
 BUILTIN_APIS: dict[str, str] = {
@@ -29,7 +30,6 @@ BUILTIN_APIS: dict[str, str] = {
     "anthropic-messages": "krabfast.models.anthropic:AnthropicBackend",
     "ollama": "krabfast.models.ollama:OllamaBackend",
 }
-DEFAULT_CONTEXT_WINDOW = 200_000
 DEFAULT_MAX_TOKENS = 8192
 OFFLINE_CONTEXT_WINDOW = 8192
 OFFLINE_MAX_TOKENS = 1024
@@ -47,7 +47,7 @@ class ModelInfo:
     id: str
     provider: str
     name: str
-    context_window: int = DEFAULT_CONTEXT_WINDOW
+    context_window: int | None = None  # as configured (shown only then)
     max_tokens: int = DEFAULT_MAX_TOKENS
     input: list[str] = field(default_factory=lambda: ["text"])
     local: bool = False
@@ -55,20 +55,29 @@ class ModelInfo:
     tags: list[str] = field(default_factory=list)
     model_id: str = ""
     api: str = ""
+    # The config's `reasoning`: a model that does not say so does not reason (thinking
+    # level "off" only), as on the reference.
+    reasoning: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
-        """camelCase fields as in the reference's `models.list` rows."""
-        return {
-            "id": self.id,
-            "provider": self.provider,
-            "name": self.name,
-            "contextWindow": self.context_window,
-            "maxTokens": self.max_tokens,
-            "input": list(self.input),
-            "local": self.local,
-            "available": self.available,
-            "tags": list(self.tags),
-        }
+    def as_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The model's `models.list` row, as the reference shows it: its own id (no
+        provider prefix), the context window only when configured, what thinking levels
+        it offers; `details` (includeDetails) adds `local` and `input`."""
+        row: dict[str, Any] = {"id": self.model_id or self.id.partition("/")[2] or self.id,
+                               "name": self.name, "provider": self.provider}
+        if self.context_window is not None:
+            row["contextWindow"] = self.context_window
+        if details:
+            row["local"] = self.local
+            row["input"] = list(self.input)
+        profile = thinking_profile(self.provider, self.reasoning)
+        row["reasoning"] = self.reasoning
+        if "default" in self.tags:  # the reference tags only the default model
+            row["tags"] = ["default"]
+        row["thinkingLevels"] = [{"id": level, "label": level} for level in profile.levels]
+        row["thinkingDefault"] = profile.default
+        row["available"] = self.available
+        return row
 
 
 OFFLINE_MODEL = ModelInfo(
@@ -194,18 +203,22 @@ def _parse_provider(pid: str, raw: Any, plugins: Callable[[], dict[str, Any]]) -
         cost = entry.get("cost")
         if cost is not None and not isinstance(cost, dict):
             raise ValueError(f"{mpath}.cost: expected an object")
+        reasoning = entry.get("reasoning", False)
+        if not isinstance(reasoning, bool):
+            raise ValueError(f"{mpath}.reasoning: expected true or false")
         models.append(
             ModelInfo(
                 id=f"{pid}/{mid}",
                 provider=pid,
                 name=name or mid,
-                context_window=DEFAULT_CONTEXT_WINDOW if ctx is None else _positive_int(ctx, f"{mpath}.contextWindow"),
+                context_window=None if ctx is None else _positive_int(ctx, f"{mpath}.contextWindow"),
                 max_tokens=DEFAULT_MAX_TOKENS if mx is None else _positive_int(mx, f"{mpath}.maxTokens"),
                 input=list(inp),
                 local=local,
                 tags=["configured"],
                 model_id=mid,
                 api=api,
+                reasoning=reasoning,
             )
         )
     return _Provider(pid, api, cfg, models, local)
@@ -324,6 +337,10 @@ class ModelCatalog:
             else f"No models are configured (models.providers); the built-in one is {offline.MODEL_REF}."
         )
         raise ProviderError(f"Unknown model: {ref}. {hint}", kind="provider")
+
+    def info(self, ref: str | None = None) -> ModelInfo:
+        """The model `ref` names (see resolve), without starting its backend."""
+        return self._default if ref is None or not ref.strip() else self._lookup(ref)
 
     def resolve(self, ref: str | None = None) -> tuple[Backend, ModelInfo]:
         """The backend and model for `ref` ("provider/model", a unique model id, or None for

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from krabfast.protocol.chat import ChatAttachment, ChatMessage, FastMode, Open, PermissionMode
+from krabfast.protocol.chat import (ChatAttachment, ChatMessage, FastMode, Open, PermissionMode,
+                                    ThinkingLevel)
 from krabfast.protocol.model import Model, NonEmptyStr, NonNegInt, PosInt
 
 UNSET = msgspec.UNSET
@@ -88,6 +89,9 @@ class SessionRow(Open):
     model_provider: str | Unset = UNSET
     model_override_source: Literal["user", "auto"] | None | Unset = UNSET
     thinking_level: str | Unset = UNSET
+    thinking_levels: list[ThinkingLevel] | Unset = UNSET  # what the session's model offers
+    thinking_options: list[str] | Unset = UNSET
+    thinking_default: str | Unset = UNSET
     fast_mode: FastMode | Unset = UNSET
     verbose_level: str | Unset = UNSET
     reasoning_level: str | Unset = UNSET

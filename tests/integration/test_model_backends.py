@@ -141,12 +141,14 @@ def test_openai_request_shape():
             "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
             "stream": True,
             "stream_options": {"include_usage": True},
-            "max_tokens": 50,
+            "max_completion_tokens": 50,  # the reference's field for this api
             "temperature": 0.5,
         }
-        run(collect(catalog("openai-completions", fake.base_url, apiKey=None)))
+        # No thinking field for a custom OpenAI-compatible server (nor on the reference).
+        run(collect(catalog("openai-completions", fake.base_url, apiKey=None),
+                    ModelRequest("fake-model", MESSAGES, thinking="high")))
         assert "authorization" not in fake.requests[-1].headers
-        assert "max_tokens" not in fake.requests[-1].body
+        assert set(fake.requests[-1].body) == {"model", "messages", "stream", "stream_options"}
 
 
 def test_anthropic_request_shape():
@@ -169,6 +171,23 @@ def test_anthropic_request_shape():
         run(collect(catalog("anthropic-messages", fake.base_url + "/v1")))
         assert fake.requests[-1].path == "/v1/messages"  # a baseUrl ending in /v1 is not doubled
         assert fake.requests[-1].body["max_tokens"] == 8192
+        assert "thinking" not in fake.requests[-1].body  # a model that does not reason
+
+
+@pytest.mark.parametrize("level, max_tokens, thinking", [
+    ("off", 8192, {"type": "disabled"}),
+    ("minimal", 8192, {"type": "enabled", "budget_tokens": 1024}),
+    ("low", 2222, {"type": "enabled", "budget_tokens": 2048}),
+    ("medium", 8192, {"type": "enabled", "budget_tokens": 7168}),  # cut to leave 1024
+    ("high", 8192, {"type": "enabled", "budget_tokens": 7168}),
+    ("high", 40000, {"type": "enabled", "budget_tokens": 16384}),
+])
+def test_anthropic_thinking_as_the_reference_sends_it(level, max_tokens, thinking):
+    with start_fake_anthropic() as fake:
+        run(collect(catalog("anthropic-messages", fake.base_url),
+                    ModelRequest("fake-model", MESSAGES, max_tokens=max_tokens, thinking=level)))
+        body = fake.requests[-1].body
+        assert (body["max_tokens"], body["thinking"]) == (max_tokens, thinking)
 
 
 def test_ollama_request_shape():
@@ -181,8 +200,20 @@ def test_ollama_request_shape():
             "model": "fake-model",
             "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
             "stream": True,
-            "options": {"num_predict": 20, "temperature": 0.1},
+            # As the reference: no output cap, no prompt truncation or shift, no thinking
+            # for a model that does not reason.
+            "options": {"temperature": 0.1},
+            "truncate": False,
+            "shift": False,
+            "think": False,
         }
+        thinks = []
+        for level in ("off", "minimal", "low", "medium", "high"):
+            run(collect(catalog("ollama", fake.base_url),
+                        ModelRequest("fake-model", MESSAGES, thinking=level)))
+            thinks.append(fake.requests[-1].body["think"])
+        assert thinks == [False, "low", "low", "medium", "high"]
+        assert fake.requests[-1].body["options"] == {}
 
 
 # -- errors -------------------------------------------------------------------------------------

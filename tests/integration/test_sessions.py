@@ -162,8 +162,13 @@ def test_sessions_patch_settings_and_flags(gateway):
         async def row():
             return (await ws.call("sessions.describe", {"key": key}))["payload"]["session"]
 
-        entry = (await patch(thinkingLevel="high", icon="🦀", pinned=True))["payload"]["entry"]
-        assert entry["thinkingLevel"] == "high" and entry["icon"] == "🦀"
+        # The offline model does not reason: "off" is its only thinking level (a model
+        # configured with `reasoning: false` on the reference is the same).
+        high = await patch(thinkingLevel="high", icon="🦀")
+        assert not high["ok"] and high["error"]["message"] == (
+            'thinkingLevel "high" is not supported for krabfast/offline (use off)')
+        entry = (await patch(thinkingLevel="OFF", icon="🦀", pinned=True))["payload"]["entry"]
+        assert entry["thinkingLevel"] == "off" and entry["icon"] == "🦀"
         assert entry["pinned"] is True and isinstance(entry["pinnedAt"], (int, float))
         # Archiving needs the session id the caller saw, as on the reference.
         refused = await patch(archived=True)
@@ -215,12 +220,12 @@ def test_sessions_create_with_a_first_message(gateway):
         ws = await _operator(gateway.url)
         idem = f"create-{uuid.uuid4().hex[:8]}"
         params = {"label": f"first {idem}", "message": "hello from create",
-                  "idempotencyKey": idem, "thinkingLevel": "low"}
+                  "idempotencyKey": idem, "thinkingLevel": "None"}  # "off", normalized
         res = await ws.call("sessions.create", params)
         assert res["ok"], res
         out = res["payload"]
         assert out["runStarted"] is True and out["runId"] == idem and out["messageSeq"] == 1
-        assert out["entry"]["thinkingLevel"] == "low" and out["entry"]["status"] == "running"
+        assert out["entry"]["thinkingLevel"] == "off" and out["entry"]["status"] == "running"
         await ws.event("chat", 10, lambda f: f["payload"]["runId"] == idem
                        and f["payload"]["state"] == "final")
         history = (await ws.call("chat.history", {"sessionKey": out["key"]}))["payload"]

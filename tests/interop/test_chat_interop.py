@@ -192,7 +192,8 @@ def test_cli_agent_prints_the_reply(reference, gateway_server, tmp_path):
 # -- 3. the same chat probe on krabfast and on the reference ----------------------------------
 
 PROBE_TEXT = "The fake provider streams this exact sentence, in four pieces."
-FAKE_MODEL = "fake-model"
+FAKE_MODEL = "fake-model"     # the default model; `reasoning: true`
+PLAIN_MODEL = "plain-model"   # `reasoning: false`: thinking level "off" only
 
 
 def provider_config(fake) -> dict:
@@ -200,9 +201,11 @@ def provider_config(fake) -> dict:
     return {
         "models": {"providers": {"fake": {
             "baseUrl": fake.base_url, "apiKey": "fake-local-key", "api": "openai-completions",
-            "models": [{"id": FAKE_MODEL, "name": "Fake Model", "contextWindow": 131072,
-                        "maxTokens": 8192, "input": ["text"],
-                        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}}],
+            "models": [{"id": model, "name": name, "contextWindow": 131072, "maxTokens": 8192,
+                        "input": ["text"], "reasoning": reasoning,
+                        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}}
+                       for model, name, reasoning in ((FAKE_MODEL, "Fake Model", True),
+                                                      (PLAIN_MODEL, "Plain Model", False))],
         }}},
         "agents": {"defaults": {"model": {"primary": f"fake/{FAKE_MODEL}"}}},
     }
@@ -573,3 +576,76 @@ def test_session_titles_and_previews_match_reference(gw, ref_schema):
     assert outcome == {"list": (None, PROBE_TEXT), "describe": (None, PROBE_TEXT),
                        "labelled": True,
                        "plain row has them": (False, False)}, json.dumps(got, indent=1)
+
+
+# sessions.patch level settings: (params, the row fields to show after it). Each step runs
+# on the session as the steps before it left it.
+LEVEL_STEPS = [
+    ({"thinkingLevel": "HIGH"}, ("thinkingLevel",)),
+    ({"thinkingLevel": "think-hard"}, ("thinkingLevel",)),
+    ({"thinkingLevel": "on"}, ("thinkingLevel",)),
+    ({"thinkingLevel": "extra high"}, ("thinkingLevel",)),
+    ({"thinkingLevel": "bogus"}, ("thinkingLevel",)),
+    ({"verboseLevel": "FULL"}, ("verboseLevel",)),
+    ({"verboseLevel": "yes"}, ("verboseLevel",)),
+    ({"verboseLevel": "loud"}, ("verboseLevel",)),
+    ({"traceLevel": "unfiltered"}, ("traceLevel",)),
+    ({"traceLevel": "maybe"}, ("traceLevel",)),
+    ({"reasoningLevel": "live"}, ("reasoningLevel",)),
+    ({"reasoningLevel": "sometimes"}, ("reasoningLevel",)),
+    ({"responseUsage": "on"}, ("responseUsage",)),
+    ({"elevatedLevel": "prompt"}, ("elevatedLevel",)),
+    ({"elevatedLevel": "sudo"}, ("elevatedLevel",)),
+    ({"execHost": "GATEWAY"}, ("execHost",)),
+    ({"execHost": "cloud"}, ("execHost",)),
+    ({"execHost": "node", "execNode": "  node-1 "}, ("execHost", "execNode")),
+    ({"execNode": None}, ("execHost", "execNode")),
+    ({"thinkingLevel": "medium"}, ("thinkingLevel",)),
+    ({"model": f"fake/{PLAIN_MODEL}"}, ("thinkingLevel",)),   # the level follows the model
+    ({"thinkingLevel": "low"}, ("thinkingLevel",)),
+    ({"thinkingLevel": "whatever"}, ("thinkingLevel",)),
+    ({"thinkingLevel": None}, ("thinkingLevel",)),
+]
+
+
+async def levels_probe(url: str) -> list:
+    ws = await admin_ws(url)
+    try:
+        key = "agent:main:levels-" + uuid.uuid4().hex[:8]
+        created = await ws.call("sessions.create", {"key": key}, timeout=30)
+        assert created["ok"], created
+        out = []
+        for params, fields in LEVEL_STEPS:
+            answer = await ws.call("sessions.patch", {"key": key, **params}, timeout=30)
+            row = (await ws.call("sessions.describe", {"key": key}, timeout=30))["payload"]["session"]
+            error = answer.get("error") or {}
+            out.append({"params": params, "ok": answer["ok"],
+                        "error": (error.get("code"), error.get("message")) if error else None,
+                        "row": {f: row.get(f) for f in fields}})
+        return out
+    finally:
+        await ws.close()
+
+
+LEVELS: dict[str, list] = {}
+
+
+@BOTH_GATEWAYS
+def test_session_level_settings_match_reference(target, gw):
+    """Level settings are normalized (case, aliases) as the reference stores them, unknown
+    ones refused with its messages, and the thinking level must be one the session's model
+    offers (a model with `reasoning: false`: "off" only; a model change moves it)."""
+    got = run(levels_probe(gw.url), timeout=150)
+    LEVELS[target] = got
+    if target == "reference" or "reference" not in LEVELS:
+        off_only = f'thinkingLevel "low" is not supported for fake/{PLAIN_MODEL} (use off)'
+        steps = {json.dumps(s["params"]): s for s in got}
+        assert steps['{"thinkingLevel": "bogus"}']["error"] == (
+            "INVALID_REQUEST", "invalid thinkingLevel (use off|minimal|low|medium|high)")
+        assert steps['{"thinkingLevel": "low"}']["error"] == ("INVALID_REQUEST", off_only)
+        assert steps['{"model": "fake/plain-model"}']["row"] == {"thinkingLevel": "off"}
+        assert steps['{"verboseLevel": "FULL"}']["row"] == {"verboseLevel": "full"}
+    if "reference" in LEVELS and target == "krabfast":
+        diff = [{"reference": r, "krabfast": k} for r, k in zip(LEVELS["reference"], got)
+                if r != k]
+        assert not diff, json.dumps(diff)

@@ -139,9 +139,14 @@ def test_configured_models_and_primary():
     assert (fake.provider, fake.name, fake.context_window, fake.max_tokens, fake.input, fake.local) == (
         "local", "Fake GPT", 32000, 2048, ["text", "image"], True)
     assert fake.model_id == "gpt-fake" and fake.api == "openai-completions"
-    assert fake.as_dict()["contextWindow"] == 32000
+    assert fake.as_dict() == {
+        "id": "gpt-fake", "name": "Fake GPT", "provider": "local", "contextWindow": 32000,
+        "reasoning": False, "thinkingLevels": [{"id": "off", "label": "off"}],
+        "thinkingDefault": "off", "available": True}
+    assert fake.as_dict(details=True)["local"] is True
     other = cat.list()[1]
-    assert other.name == "other" and other.context_window == 200_000 and other.input == ["text"]
+    assert other.name == "other" and other.context_window is None and other.input == ["text"]
+    assert "contextWindow" not in other.as_dict()  # shown only when configured
     assert cat.list()[2].local is False
     backend, info = cat.resolve(None)
     assert backend.api == "anthropic-messages" and info.id == "cloud/big"
@@ -211,6 +216,8 @@ def test_api_defaults():
      "models.providers.p.models[0].maxTokens: expected a positive integer"),
     ({"providers": {"p": {"baseUrl": "http://h", "models": [{"id": "a", "input": "text"}]}}},
      "models.providers.p.models[0].input: expected a list of strings"),
+    ({"providers": {"p": {"baseUrl": "http://h", "models": [{"id": "a", "reasoning": "yes"}]}}},
+     "models.providers.p.models[0].reasoning: expected true or false"),
     ({"providers": {"p": {"baseUrl": "http://h", "headers": {"x": None}}}}, "models.providers.p.headers: expected an object"),
     ({"providers": {"p": {"baseUrl": "http://h", "timeoutSeconds": 0}}}, "models.providers.p.timeoutSeconds: expected a positive number"),
     ({"providers": {"p": {"baseUrl": "http://h", "apiKey": 5}}}, "models.providers.p.apiKey: expected a string"),
@@ -220,6 +227,15 @@ def test_config_validation_names_the_key_path(models, message):
     with pytest.raises(ValueError) as e:
         ModelCatalog.from_config(models)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_model_says_whether_it_reasons_and_info_names_it_without_a_backend():
+    cat = ModelCatalog.from_config({"providers": {"p": {"baseUrl": "http://127.0.0.1:9/v1", "models": [
+        {"id": "thinker", "reasoning": True}, {"id": "plain", "reasoning": False}, {"id": "quiet"}]}}})
+    assert [cat.info(f"p/{m}").reasoning for m in ("thinker", "plain", "quiet")] == [True, False, False]
+    assert cat.info(None) is cat.default and cat.info("plain").id == "p/plain"
+    assert ModelCatalog.from_config(None).info(None).reasoning is False  # the offline model
+    assert not cat._backends  # looked up, nothing started
 
 
 def test_primary_must_be_a_string():

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 import pytest
 
 from krabfast.gateway.runs import RunManager
 from krabfast.gateway.session_rows import run_fields
 from krabfast.models.base import Finish, ProviderError, TextDelta, Usage
+from krabfast.models.registry import ModelInfo
 from krabfast.store import Database
 from krabfast.store.sessions import SessionStore
 
@@ -69,16 +71,13 @@ class Backend:
         pass
 
 
-class Info:
-    id = "test/model"
-
-
 class Models:
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, info=None) -> None:
         self.backend = backend
+        self.info = info or ModelInfo(id="test/model", provider="test", name="model", max_tokens=512)
 
     def resolve(self, ref):
-        return self.backend, Info()
+        return self.backend, self.info
 
 
 class Conv:
@@ -420,3 +419,23 @@ def test_an_eager_run_aborted_in_the_same_turn_ends_aborted():
         assert [e["state"] for e in conv.bus.chat("a1")] == ["aborted"]
         assert backend.cancelled == 1
     _go(main())
+
+
+def test_the_model_request_carries_its_max_tokens_and_the_session_thinking_level():
+    """The model's configured maxTokens caps the answer; a model that reasons gets the
+    session's thinking level (else the reference's default, medium), one that does not
+    gets none."""
+    async def main():
+        conv = Conv(Backend())
+        runs = RunManager(conv)
+        runs.submit("agent:main:plain", "main", "hi", "p1")
+        await runs.wait("p1", 5000)
+        conv.models.info = replace(conv.models.info, reasoning=True)
+        runs.submit("agent:main:think", "main", "hi", "t1")
+        await runs.wait("t1", 5000)
+        conv.sessions.patch("agent:main:think", thinking_level="low")
+        runs.submit("agent:main:think", "main", "again", "t2")
+        await runs.wait("t2", 5000)
+        return [(r.max_tokens, r.thinking) for r in conv.models.backend.requests]
+
+    assert _go(main()) == [(512, None), (512, "medium"), (512, "low")]

@@ -1,0 +1,32 @@
+"""The thinking levels a model offers, as the reference's profiles give them: a model
+configured with `reasoning: true` offers the base levels (its default "medium"), the
+reference's bundled Ollama provider ("ollama") its own set (default "off"); any other model
+offers "off" only. The reference's other provider plugins' profiles (Google's "adaptive",
+Claude-specific levels on some model ids, ...) are not replicated (see differences.md).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+BASE_LEVELS = ("off", "minimal", "low", "medium", "high")
+OFF_ONLY = ("off",)
+RANKS = {"off": 0, "minimal": 10, "low": 20, "medium": 30, "high": 40,
+         "adaptive": 30, "xhigh": 60, "max": 70, "ultra": 80}
+
+
+class ThinkingProfile(NamedTuple):
+    levels: tuple[str, ...]
+    default: str
+
+
+_BASE = ThinkingProfile(BASE_LEVELS, "medium")
+_OFF = ThinkingProfile(OFF_ONLY, "off")
+# By provider id, for a model that reasons (observed on the reference).
+_PROVIDER_PROFILES = {"ollama": ThinkingProfile(("off", "low", "medium", "high", "max"), "off")}
+
+
+def thinking_profile(provider: str, reasoning: bool) -> ThinkingProfile:
+    if not reasoning:
+        return _OFF
+    return _PROVIDER_PROFILES.get(provider, _BASE)

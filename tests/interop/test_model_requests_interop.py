@@ -1,0 +1,143 @@
+"""What each model api receives, on krabfast and on the reference gateway configured alike:
+one probe, two gateways (the reference's requests are the spec).
+
+Three fake providers (tests/fakes), one per api: openai-completions, anthropic-messages and ollama, each
+with a model that reasons (`reasoning: true`) and one that does not, one with `maxTokens`
+and one without. For each model and thinking level a session is patched, one chat turn
+runs, and the request body the fake received is compared, without what only the
+reference's agent runtime adds (its system prompt and tools, and `tool_choice` with them).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.fakes import start_fake_anthropic, start_fake_ollama, start_fake_openai
+from tests.integration.helpers import TOKEN, run
+from tests.integration.node_helpers import admin_ws
+
+pytestmark = pytest.mark.interop
+
+AGENT_RUNTIME_ONLY = ("messages", "system", "tools", "tool_choice")
+# What a session row says about thinking (the levels its model offers, the default, the
+# level a run would use).
+ROW_THINKING = ("thinkingLevel", "thinkingLevels", "thinkingOptions", "thinkingDefault",
+                "effectiveThinkingLevel")
+LEVELS = (None, "off", "minimal", "low", "medium", "high")
+# Provider ids of no bundled reference plugin: the reference's own plugins for "openai",
+# "anthropic", "ollama", ... give their models other thinking levels (differences.md).
+PROVIDERS = {"oa": "openai-completions", "an": "anthropic-messages", "ol": "ollama",
+             "ollama": "ollama"}
+CASES = [  # (provider, model, levels)
+    ("oa", "oa/plain", (None, "off")),
+    ("oa", "oa/capped", (None,)),
+    ("oa", "oa/thinker", LEVELS),
+    ("an", "an/plain", (None, "off")),
+    ("an", "an/capped", (None,)),
+    ("an", "an/thinker", LEVELS),
+    ("ol", "ol/plain", (None, "off")),
+    ("ol", "ol/capped", (None,)),
+    ("ol", "ol/thinker", LEVELS),
+    # The reference's bundled Ollama provider: its own levels, default "off".
+    ("ollama", "ollama/plain", (None,)),
+    ("ollama", "ollama/thinker", (None, "off", "low", "medium", "high", "max")),
+]
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    started = {"oa": start_fake_openai(text="hello there", chunks=2, delay=0.01),
+               "an": start_fake_anthropic(text="hello there", chunks=2, delay=0.01),
+               "ol": start_fake_ollama(text="hello there", chunks=2, delay=0.01),
+               "ollama": start_fake_ollama(text="hello there", chunks=2, delay=0.01)}
+    yield started
+    for fake in started.values():
+        fake.stop()
+
+
+def config(fakes) -> dict:
+    models = [{"id": "plain", "name": "plain"},
+              {"id": "capped", "name": "capped", "maxTokens": 1234, "contextWindow": 50000},
+              {"id": "thinker", "name": "thinker", "reasoning": True}]
+    return {"models": {"providers": {
+        name: {"baseUrl": fake.base_url, "apiKey": "fake-key", "api": PROVIDERS[name], "models": models}
+        for name, fake in fakes.items()}},
+        "agents": {"defaults": {"model": {"primary": "oa/plain"}}}}
+
+
+@pytest.fixture(scope="module")
+def reference_gw(reference, fakes, tmp_path_factory):
+    from tests.interop.test_nodes_interop import ReferenceGateway
+
+    tmp = tmp_path_factory.mktemp("refrequests")
+    path = tmp / "refgw-home" / ".openclaw" / "openclaw.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(config(fakes)))
+    gw = ReferenceGateway(reference, tmp)
+    try:
+        run(gw.wait_ready(), timeout=70)
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def krabfast_gw(gateway_server_module, fakes, tmp_path_factory):
+    path = tmp_path_factory.mktemp("kfrequests") / "openclaw.json"
+    path.write_text(json.dumps(config(fakes)))
+    return gateway_server_module("--token", TOKEN, "--config", str(path))
+
+
+async def requests_probe(url: str, fakes) -> dict:
+    ws = await admin_ws(url)
+    out = {}
+    try:
+        for fake_name, model, levels in CASES:
+            for level in levels:
+                key = "agent:main:req-" + uuid.uuid4().hex[:8]
+                patch = {"key": key, "model": model}
+                if level is not None:
+                    patch["thinkingLevel"] = level
+                patched = await ws.call("sessions.patch", patch, timeout=30)
+                assert patched["ok"], patched
+                fake = fakes[fake_name]
+                before = len(fake.requests)
+                sent = await ws.call("chat.send", {"sessionKey": key, "message": "hi",
+                                                   "idempotencyKey": uuid.uuid4().hex}, timeout=30)
+                run_id = sent["payload"]["runId"]
+                end = await ws.event("chat", 60, pred=lambda f: f["payload"].get("runId") == run_id
+                                     and f["payload"]["state"] in ("final", "error", "aborted"))
+                bodies = [{k: v for k, v in r.body.items() if k not in AGENT_RUNTIME_ONLY}
+                          for r in fake.requests[before:] if r.method == "POST"]
+                row = (await ws.call("sessions.describe", {"key": key}, timeout=30))["payload"]["session"]
+                out[f"{model} {level}"] = {"state": end["payload"]["state"], "bodies": bodies,
+                                           "row": {f: row.get(f) for f in ROW_THINKING}}
+        return out
+    finally:
+        await ws.close()
+
+
+PROBES: dict[str, dict] = {}
+
+
+@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
+def test_model_requests_match_reference(target, request, fakes):
+    gw = request.getfixturevalue("reference_gw" if target == "reference" else "krabfast_gw")
+    got = run(requests_probe(gw.url, fakes), timeout=300)
+    PROBES[target] = got
+    if target == "reference" or "reference" not in PROBES:
+        # What the reference was seen to send (so a krabfast-only run still checks it).
+        assert got["oa/capped None"]["bodies"][0]["max_completion_tokens"] == 1234
+        assert got["an/thinker low"]["bodies"][0]["thinking"] == {
+            "type": "enabled", "budget_tokens": 2048}
+        assert got["an/thinker None"]["bodies"][0]["thinking"]["budget_tokens"] == 7168
+        assert got["ol/thinker minimal"]["bodies"][0]["think"] == "low"
+        assert got["ol/plain None"]["bodies"][0]["think"] is False
+    if target == "krabfast" and "reference" in PROBES:
+        diff = {case: {"reference": PROBES["reference"][case], "krabfast": got[case]}
+                for case in got if got[case] != PROBES["reference"][case]}
+        assert not diff, json.dumps(diff, indent=1)
+
