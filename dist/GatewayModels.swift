@@ -714,6 +714,7 @@ public struct ModelChoice: Codable, Sendable {
     public let unavailableReason: String?
     public let unavailableUntil: Int?
     public let contextWindow: Int?
+    public let local: Bool?
     public let reasoning: Bool?
     public let thinkingLevels: [ThinkingLevel]?
     public let thinkingDefault: String?
@@ -721,6 +722,10 @@ public struct ModelChoice: Codable, Sendable {
     public let supportsTools: Bool?
     public let apiKeySupported: Bool?
     public let input: [String]?
+}
+
+public struct ModelsDefaultModels: Codable, Sendable {
+    public let automaticUtilityModel: String?
 }
 
 public struct ModelsListParams: Codable, Sendable {
@@ -739,6 +744,7 @@ public struct ModelsListParams: Codable, Sendable {
 public struct ModelsListResult: Codable, Sendable {
     public let models: [ModelChoice]
     public let providerOutcomes: [ModelsProviderOutcome]?
+    public let defaultModels: ModelsDefaultModels?
 }
 
 public struct ModelsProviderOutcome: Codable, Sendable {

@@ -20,18 +20,10 @@ table = MethodTable()
               summary="the models this gateway can run (the offline model when none is configured)")
 def models_list(call, params):
     catalog = call.services.conversations.models
-    return {"models": [model_choice(m) for m in catalog.list()]}
-
-
-def model_choice(info) -> dict:
-    out = {"id": info.id, "name": info.name, "provider": info.provider,
-           "available": info.available}
-    if info.context_window:
-        out["contextWindow"] = info.context_window
-    if info.input:
-        out["input"] = list(info.input)
-    if info.tags:
-        out["tags"] = list(info.tags)
+    details = params.include_details is True
+    out = {"models": [m.as_dict(details=details) for m in catalog.list()]}
+    if params.view == "configured":  # krabfast picks no utility model of its own
+        out["defaultModels"] = {"automaticUtilityModel": None}
     return out
 
 

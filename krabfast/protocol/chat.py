@@ -388,6 +388,7 @@ class ModelChoice(Model):
     unavailable_reason: Literal["missing-auth", "auth-failed", "cooldown"] | Unset = UNSET
     unavailable_until: NonNegInt | Unset = UNSET
     context_window: PosInt | Unset = UNSET
+    local: bool | Unset = UNSET  # with includeDetails: served from this machine
     reasoning: bool | Unset = UNSET
     thinking_levels: list[ThinkingLevel] | Unset = UNSET
     thinking_default: NonEmptyStr | Unset = UNSET
@@ -403,11 +404,18 @@ class ModelsProviderOutcome(Model):
     profile_id: NonEmptyStr | Unset = UNSET
 
 
+class ModelsDefaultModels(Model):
+    """view "configured": the models the gateway picks for its own work."""
+
+    automatic_utility_model: NonEmptyStr | None
+
+
 class ModelsListResult(Model):
     """Also the `catalog` of a `models.snapshot` event."""
 
     models: list[ModelChoice]
     provider_outcomes: list[ModelsProviderOutcome] | Unset = UNSET
+    default_models: ModelsDefaultModels | Unset = UNSET
 
 
 class ModelsSnapshotScope(Model):

@@ -71,7 +71,7 @@ def test_a_turn_through_the_configured_provider(gateway_server, tmp_path, fake):
         assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
         assert body["messages"][1]["content"] == "the fake model says hello"
         models = (await ws.call("models.list", {}))["payload"]["models"]
-        assert [m["id"] for m in models] == ["fake/fake-1"]
+        assert [(m["provider"], m["id"]) for m in models] == [("fake", "fake-1")]
         await ws.close()
     run(main())
 

@@ -141,3 +141,40 @@ def test_model_requests_match_reference(target, request, fakes):
                 for case in got if got[case] != PROBES["reference"][case]}
         assert not diff, json.dumps(diff, indent=1)
 
+
+async def models_probe(url: str) -> dict:
+    ws = await admin_ws(url)
+    try:
+        out = {}
+        for name, params in (("plain", {}), ("details", {"view": "default", "includeDetails": True}),
+                             ("configured", {"view": "configured"}), ("all", {"view": "all"})):
+            listed = await ws.call("models.list", params, timeout=30)
+            assert listed["ok"], listed
+            payload = dict(listed["payload"])
+            payload["models"] = sorted(payload["models"], key=lambda m: (m["provider"], m["id"]))
+            out[name] = payload
+        return out
+    finally:
+        await ws.close()
+
+
+MODEL_LISTS: dict[str, dict] = {}
+
+
+@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
+def test_models_list_matches_reference(target, request, fakes):
+    """models.list rows as the reference shows configured models: their own ids, the
+    context window only when configured, whether they reason and the thinking levels they
+    offer; `includeDetails` adds `local` and `input`; view "configured" `defaultModels`."""
+    gw = request.getfixturevalue("reference_gw" if target == "reference" else "krabfast_gw")
+    got = run(models_probe(gw.url), timeout=60)
+    MODEL_LISTS[target] = got
+    if target == "reference" or "reference" not in MODEL_LISTS:
+        rows = {(m["provider"], m["id"]): m for m in got["details"]["models"]}
+        assert rows["oa", "capped"]["contextWindow"] == 50000 and rows["oa", "capped"]["local"]
+        assert "contextWindow" not in rows["oa", "thinker"]
+        assert rows["ollama", "thinker"]["thinkingDefault"] == "off"
+        assert got["configured"]["defaultModels"] == {"automaticUtilityModel": None}
+    if target == "krabfast" and "reference" in MODEL_LISTS:
+        assert got == MODEL_LISTS["reference"], json.dumps({"krabfast": got,
+                                                           "reference": MODEL_LISTS["reference"]})
