@@ -25,3 +25,21 @@ def json_lines(text: str) -> list[dict]:
         if line.startswith("{"):
             out.append(json.loads(line))
     return out
+
+
+def reference_gateway(reference, tmp, config: dict):
+    """Run the reference gateway with `config` as its openclaw.json (a generator for a
+    fixture: yields the started ReferenceGateway, stops it after). ReferenceGateway runs
+    with HOME=tmp/refgw-home, and the reference reads ~/.openclaw/openclaw.json."""
+    from tests.integration.helpers import run
+    from tests.interop.test_nodes_interop import ReferenceGateway
+
+    path = tmp / "refgw-home" / ".openclaw" / "openclaw.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(config, indent=1))
+    gw = ReferenceGateway(reference, tmp)
+    try:
+        run(gw.wait_ready(), timeout=70)
+        yield gw
+    finally:
+        gw.stop()

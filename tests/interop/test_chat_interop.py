@@ -28,7 +28,7 @@ from tests.fakes import start_fake_openai
 from tests.integration.helpers import TOKEN, run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import json_lines, run_node
+from .helpers import json_lines, reference_gateway, run_node
 
 pytestmark = pytest.mark.interop
 
@@ -226,20 +226,8 @@ def probe_fake():
 
 @pytest.fixture(scope="module")
 def ref_chat_gateway(reference, probe_fake, tmp_path_factory):
-    from tests.interop.test_nodes_interop import ReferenceGateway
-
-    tmp = tmp_path_factory.mktemp("refchat")
-    # ReferenceGateway runs with HOME=tmp/refgw-home; the reference reads
-    # ~/.openclaw/openclaw.json (its state dir is ~/.openclaw too).
-    config = tmp / "refgw-home" / ".openclaw" / "openclaw.json"
-    config.parent.mkdir(parents=True)
-    config.write_text(json.dumps(provider_config(probe_fake), indent=1))
-    gw = ReferenceGateway(reference, tmp)
-    try:
-        run(gw.wait_ready(), timeout=70)
-        yield gw
-    finally:
-        gw.stop()
+    yield from reference_gateway(reference, tmp_path_factory.mktemp("refchat"),
+                                 provider_config(probe_fake))
 
 
 @pytest.fixture(scope="module")

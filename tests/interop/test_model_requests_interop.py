@@ -19,6 +19,8 @@ from tests.fakes import start_fake_anthropic, start_fake_ollama, start_fake_open
 from tests.integration.helpers import TOKEN, run
 from tests.integration.node_helpers import admin_ws
 
+from .helpers import reference_gateway
+
 pytestmark = pytest.mark.interop
 
 AGENT_RUNTIME_ONLY = ("messages", "system", "tools", "tool_choice")
@@ -70,18 +72,7 @@ def config(fakes) -> dict:
 
 @pytest.fixture(scope="module")
 def reference_gw(reference, fakes, tmp_path_factory):
-    from tests.interop.test_nodes_interop import ReferenceGateway
-
-    tmp = tmp_path_factory.mktemp("refrequests")
-    path = tmp / "refgw-home" / ".openclaw" / "openclaw.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(config(fakes)))
-    gw = ReferenceGateway(reference, tmp)
-    try:
-        run(gw.wait_ready(), timeout=70)
-        yield gw
-    finally:
-        gw.stop()
+    yield from reference_gateway(reference, tmp_path_factory.mktemp("refrequests"), config(fakes))
 
 
 @pytest.fixture(scope="module")
@@ -120,15 +111,24 @@ async def requests_probe(url: str, fakes) -> dict:
         await ws.close()
 
 
+BOTH_GATEWAYS = pytest.mark.parametrize("target", [
+    pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
 PROBES: dict[str, dict] = {}
 
 
-@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
-def test_model_requests_match_reference(target, request, fakes):
+def _probe(request, target: str, probe, *args) -> tuple[dict, dict | None]:
+    """Run `probe(url, *args)` on `target`'s gateway; (its answers, the reference's answers
+    to compare them with, when this is krabfast's run and the reference ran first)."""
     gw = request.getfixturevalue("reference_gw" if target == "reference" else "krabfast_gw")
-    got = run(requests_probe(gw.url, fakes), timeout=300)
-    PROBES[target] = got
-    if target == "reference" or "reference" not in PROBES:
+    got = run(probe(gw.url, *args), timeout=300)
+    PROBES[probe.__name__, target] = got
+    return got, (PROBES.get((probe.__name__, "reference")) if target == "krabfast" else None)
+
+
+@BOTH_GATEWAYS
+def test_model_requests_match_reference(target, request, fakes):
+    got, reference = _probe(request, target, requests_probe, fakes)
+    if reference is None:
         # What the reference was seen to send (so a krabfast-only run still checks it).
         assert got["oa/capped None"]["bodies"][0]["max_completion_tokens"] == 1234
         assert got["an/thinker low"]["bodies"][0]["thinking"] == {
@@ -136,9 +136,9 @@ def test_model_requests_match_reference(target, request, fakes):
         assert got["an/thinker None"]["bodies"][0]["thinking"]["budget_tokens"] == 7168
         assert got["ol/thinker minimal"]["bodies"][0]["think"] == "low"
         assert got["ol/plain None"]["bodies"][0]["think"] is False
-    if target == "krabfast" and "reference" in PROBES:
-        diff = {case: {"reference": PROBES["reference"][case], "krabfast": got[case]}
-                for case in got if got[case] != PROBES["reference"][case]}
+    if reference is not None:
+        diff = {case: {"reference": reference[case], "krabfast": got[case]}
+                for case in got if got[case] != reference[case]}
         assert not diff, json.dumps(diff, indent=1)
 
 
@@ -158,23 +158,17 @@ async def models_probe(url: str) -> dict:
         await ws.close()
 
 
-MODEL_LISTS: dict[str, dict] = {}
-
-
-@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
-def test_models_list_matches_reference(target, request, fakes):
+@BOTH_GATEWAYS
+def test_models_list_matches_reference(target, request):
     """models.list rows as the reference shows configured models: their own ids, the
     context window only when configured, whether they reason and the thinking levels they
     offer; `includeDetails` adds `local` and `input`; view "configured" `defaultModels`."""
-    gw = request.getfixturevalue("reference_gw" if target == "reference" else "krabfast_gw")
-    got = run(models_probe(gw.url), timeout=60)
-    MODEL_LISTS[target] = got
-    if target == "reference" or "reference" not in MODEL_LISTS:
+    got, reference = _probe(request, target, models_probe)
+    if reference is None:
         rows = {(m["provider"], m["id"]): m for m in got["details"]["models"]}
         assert rows["oa", "capped"]["contextWindow"] == 50000 and rows["oa", "capped"]["local"]
         assert "contextWindow" not in rows["oa", "thinker"]
         assert rows["ollama", "thinker"]["thinkingDefault"] == "off"
         assert got["configured"]["defaultModels"] == {"automaticUtilityModel": None}
-    if target == "krabfast" and "reference" in MODEL_LISTS:
-        assert got == MODEL_LISTS["reference"], json.dumps({"krabfast": got,
-                                                           "reference": MODEL_LISTS["reference"]})
+    if reference is not None:
+        assert got == reference, json.dumps({"krabfast": got, "reference": reference})
