@@ -136,7 +136,7 @@ class Conversations:
     def _think_profile(self, ref: str | None) -> tuple[str, tuple[str, ...]]:
         """("provider/model", the thinking levels it offers) of a session model."""
         info = self.models.info(ref)  # an unknown model: its ProviderError, as resolve's
-        return (f"{info.provider}/{info.model_id or info.id}",
+        return (f"{info.provider}/{info.own_id}",
                 thinking_profile(info.provider, info.reasoning).levels)
 
     def session_message(self, key: str, message) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
-from krabfast.models.thinking import thinking_profile
+from krabfast.models.thinking import normalize_think_level, thinking_profile
 
 log = logging.getLogger("krabfast.runs")
 
@@ -40,6 +40,7 @@ class Run:
     kind: str                      # "chat" or "agent"
     model: str | None = None       # "provider/model" override, else the session's / default
     origin: str | None = None      # connection id of the socket that asked (served first)
+    thinking: str | None = None    # this run's thinking level (the request's), normalized
     status: str = "queued"         # queued, running, ok, error, aborted, interrupted
     started_at: int | None = None
     ended_at: int | None = None
@@ -89,11 +90,13 @@ class RunManager:
 
     def submit(self, session_key: str, agent_id: str, message: str, run_id: str, *,
                kind: str = "chat", model: str | None = None, origin: str | None = None,
-               launch: bool = True) -> tuple[Run, bool]:
+               launch: bool = True, thinking: str | None = None) -> tuple[Run, bool]:
         """Start (or queue) a run; (run, False) when `run_id` is already known: the same
         idempotency key never starts a second model request. `origin`: the asking
         connection, which gets the run's events before the other watchers. With
-        `launch=False` the caller starts it with `launch(run)` (once its answer is out)."""
+        `launch=False` the caller starts it with `launch(run)` (once its answer is out).
+        `thinking`: the request's thinking level for this run only (as given: an unknown
+        one is ignored, as on the reference)."""
         known = self.runs.get(run_id)
         if known is not None:
             return known, False
@@ -101,7 +104,7 @@ class RunManager:
             raise ProviderError("the gateway is shutting down", kind="provider")
         session, created = self.hub.sessions.ensure(session_key, agent_id)
         run = Run(run_id, session_key, agent_id, message, kind, model or session.model or None,
-                  origin)
+                  origin, thinking=normalize_think_level(thinking))
         run.done = asyncio.get_running_loop().create_future()
         self._remember(run)
         if created:
@@ -173,10 +176,20 @@ class RunManager:
     async def _stream(self, run: Run) -> None:
         hub = self.hub
         backend, info = hub.models.resolve(run.model)
+        profile = thinking_profile(info.provider, info.reasoning)
+        if run.thinking is not None and run.thinking not in profile.levels:
+            # As the reference: the turn is answered without asking the model.
+            run.text = (f'Thinking level "{run.thinking}" is not supported for '
+                        f'{info.provider}/{info.own_id}. Use one of: '
+                        f'{", ".join(profile.levels)}.')
+            run.stop_reason = "stop"
+            run.emitted = len(run.text)  # no delta: the final alone carries it
+            return
         history = hub.sessions.messages(run.session_key, limit=HISTORY_TURNS)
         request = ModelRequest(model=info.id.split("/", 1)[1] if "/" in info.id else info.id,
                                messages=[m for m in (_chat_message(r) for r in history) if m],
-                               max_tokens=info.max_tokens, thinking=self._thinking(run, info))
+                               max_tokens=info.max_tokens,
+                               thinking=self._thinking(run, info, profile.default))
         stream = backend.stream(request)
         async for event in stream:
             if type(event) is TextDelta:
@@ -194,14 +207,17 @@ class RunManager:
                 self._finish_stream(stream)
                 return
 
-    def _thinking(self, run: Run, info) -> str | None:
-        """The run's thinking level: the session's (sessions.patch keeps it one the model
-        offers), else its profile's default; None for a model that does not reason."""
+    def _thinking(self, run: Run, info, default: str) -> str | None:
+        """The run's thinking level: the request's, else the session's (sessions.patch
+        keeps it one the model offers), else the model's default; None for a model that
+        does not reason."""
         if not info.reasoning:
             return None
+        if run.thinking is not None:
+            return run.thinking
         session = self.hub.sessions.get(run.session_key)
         level = session.settings.get("thinking_level") if session is not None else None
-        return level or thinking_profile(info.provider, True).default
+        return level or default
 
     def _finish_stream(self, stream) -> None:
         task = asyncio.ensure_future(_exhaust(stream))

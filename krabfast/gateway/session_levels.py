@@ -6,23 +6,9 @@ model supports. Pure: no store, no model catalog (the caller passes the model's 
 
 from __future__ import annotations
 
-import re
-
-from krabfast.protocol.errors import invalid_request
-
 from krabfast.models.thinking import RANKS as THINKING_RANKS
-
-_THINK_ALIASES = {
-    "off": "off", "none": "off",
-    "on": "low", "enable": "low", "enabled": "low",
-    "min": "minimal", "minimal": "minimal", "think": "minimal",
-    "low": "low", "thinkhard": "low", "think-hard": "low", "think_hard": "low",
-    "mid": "medium", "med": "medium", "medium": "medium", "thinkharder": "medium",
-    "think-harder": "medium", "harder": "medium",
-    "high": "high", "ultrathink": "high", "thinkhardest": "high", "highest": "high",
-}
-_THINK_COLLAPSED = {"adaptive": "adaptive", "auto": "adaptive", "max": "max", "ultra": "ultra",
-                    "xhigh": "xhigh", "extrahigh": "xhigh"}
+from krabfast.models.thinking import normalize_think_level  # noqa: F401 - part of this API
+from krabfast.protocol.errors import invalid_request
 
 _OFF = ("off", "false", "no", "0")
 _ON = ("on", "true", "yes", "1")
@@ -56,17 +42,6 @@ _LEVELS = {
                   'invalid execHost (use "auto"|"sandbox"|"gateway"|"node")'),
 }
 LEVEL_FIELDS = tuple(_LEVELS)
-
-
-def normalize_think_level(raw) -> str | None:
-    """The reference's canonical thinking level for `raw`, or None."""
-    if not isinstance(raw, str):
-        return None
-    key = raw.strip().lower()
-    if not key:
-        return None
-    collapsed = _THINK_COLLAPSED.get(re.sub(r"[\s_-]+", "", key))
-    return collapsed or _THINK_ALIASES.get(key)
 
 
 def normalize_level(name: str, raw) -> str:

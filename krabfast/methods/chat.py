@@ -56,7 +56,8 @@ def chat_send(call, params):
         return {"runId": run.run_id, "status": status}
     try:
         run, _ = conv.runs.submit(key, agent, text, params.idempotency_key, kind="chat",
-                                  origin=call.conn_id, launch=False)
+                                  origin=call.conn_id, launch=False,
+                                  thinking=params.thinking or None)
     except conv.ProviderError as exc:
         raise _provider_failure(exc) from None
     # Answered first, then started eagerly: the model request goes out in this same turn

@@ -59,11 +59,16 @@ class ModelInfo:
     # level "off" only), as on the reference.
     reasoning: bool = False
 
+    @property
+    def own_id(self) -> str:
+        """The provider's id of the model (no "provider/" prefix)."""
+        return self.model_id or self.id.partition("/")[2] or self.id
+
     def as_dict(self, *, details: bool = False) -> dict[str, Any]:
         """The model's `models.list` row, as the reference shows it: its own id (no
         provider prefix), the context window only when configured, what thinking levels
         it offers; `details` (includeDetails) adds `local` and `input`."""
-        row: dict[str, Any] = {"id": self.model_id or self.id.partition("/")[2] or self.id,
+        row: dict[str, Any] = {"id": self.own_id,
                                "name": self.name, "provider": self.provider}
         if self.context_window is not None:
             row["contextWindow"] = self.context_window

@@ -172,3 +172,74 @@ def test_models_list_matches_reference(target, request):
         assert got["configured"]["defaultModels"] == {"automaticUtilityModel": None}
     if reference is not None:
         assert got == reference, json.dumps({"krabfast": got, "reference": reference})
+
+
+# chat.send's `thinking`: (model, the session's level, the request's level).
+REQUEST_THINKING = [
+    ("an/thinker", None, "low"),
+    ("an/thinker", "high", "minimal"),   # this run only: the session keeps "high"
+    ("an/thinker", None, "  HIGH "),
+    ("an/thinker", None, "think-hard"),
+    ("an/thinker", None, "bogus"),       # not a level: the session's (the default) is used
+    ("an/thinker", None, "off"),
+    ("ol/thinker", None, ""),
+    ("ol/thinker", None, "xhigh"),       # a level the model lacks: answered without the model
+    ("an/plain", None, "low"),
+    ("an/plain", None, "off"),
+]
+
+
+async def request_thinking_probe(url: str, fakes) -> dict:
+    ws = await admin_ws(url)
+    out = {}
+    try:
+        for method in ("chat.send",):  # (agent's `thinking` fails differently: not served)
+            for model, session_level, thinking in REQUEST_THINKING:
+                key = "agent:main:rt-" + uuid.uuid4().hex[:8]
+                patch = {"key": key, "model": model}
+                if session_level:
+                    patch["thinkingLevel"] = session_level
+                assert (await ws.call("sessions.patch", patch, timeout=30))["ok"]
+                fake = fakes[model.split("/")[0]]
+                before = len(fake.requests)
+                params = {"sessionKey": key, "message": "hi", "thinking": thinking,
+                          "idempotencyKey": uuid.uuid4().hex}
+                sent = await ws.call(method, params, timeout=30)
+                assert sent["ok"], sent
+                run_id = sent["payload"]["runId"]
+                states = []
+                while not states or states[-1] not in ("final", "error", "aborted"):
+                    frame = await ws.event("chat", 60, pred=lambda f: f["payload"].get("runId") == run_id)
+                    states.append(frame["payload"]["state"])
+                    final = frame["payload"]
+                message = final.get("message") or {}
+                row = (await ws.call("sessions.describe", {"key": key}, timeout=30))["payload"]["session"]
+                out[f"{method} {model} {session_level} {thinking!r}"] = {
+                    # (the reference's `status` events, preparing_* / starting_model, aside)
+                    "states": [s for i, s in enumerate(states)
+                               if s != "status" and (i == 0 or states[i - 1] != s)],
+                    "text": "".join(p.get("text", "") for p in message.get("content") or []),
+                    "sent": [{k: v for k, v in r.body.items() if k in ("thinking", "think")}
+                             for r in fake.requests[before:] if r.method == "POST"],
+                    "session level": row.get("thinkingLevel")}
+        return out
+    finally:
+        await ws.close()
+
+
+@BOTH_GATEWAYS
+def test_request_thinking_matches_reference(target, request, fakes):
+    """A chat.send's `thinking` sets the level of that run only, normalized; not
+    a level: ignored; a level the model lacks: the turn is answered, without the model,
+    with the levels it offers."""
+    got, reference = _probe(request, target, request_thinking_probe, fakes)
+    if reference is None:
+        lacks = got["chat.send ol/thinker None 'xhigh'"]
+        assert lacks["sent"] == [] and lacks["text"] == (
+            'Thinking level "xhigh" is not supported for ol/thinker. '
+            "Use one of: off, minimal, low, medium, high.")
+        assert got["chat.send an/thinker high 'minimal'"]["session level"] == "high"
+    if reference is not None:
+        diff = {case: {"reference": reference[case], "krabfast": got[case]}
+                for case in got if got[case] != reference[case]}
+        assert not diff, json.dumps(diff, indent=1)

@@ -439,3 +439,28 @@ def test_the_model_request_carries_its_max_tokens_and_the_session_thinking_level
         return [(r.max_tokens, r.thinking) for r in conv.models.backend.requests]
 
     assert _go(main()) == [(512, None), (512, "medium"), (512, "low")]
+
+
+def test_a_request_thinking_level_is_for_its_run_and_one_the_model_lacks_is_answered_locally():
+    async def main():
+        conv = Conv(Backend())
+        conv.models.info = replace(conv.models.info, reasoning=True)
+        runs = RunManager(conv)
+        conv.sessions.ensure("agent:main:t", "main")
+        conv.sessions.patch("agent:main:t", thinking_level="high")
+        runs.submit("agent:main:t", "main", "hi", "t1", thinking=" Think-Hard ")
+        await runs.wait("t1", 5000)
+        runs.submit("agent:main:t", "main", "hi", "t2", thinking="bogus")  # not a level
+        await runs.wait("t2", 5000)
+        runs.submit("agent:main:t", "main", "hi", "t3", thinking="xhigh")
+        await runs.wait("t3", 5000)
+        return conv
+
+    conv = _go(main())
+    assert [r.thinking for r in conv.models.backend.requests] == ["low", "high"]
+    assert conv.sessions.get("agent:main:t").settings["thinking_level"] == "high"
+    events = conv.bus.chat("t3")
+    assert [e["state"] for e in events] == ["final"]  # no model request, no delta
+    assert events[0]["message"]["content"][0]["text"] == (
+        'Thinking level "xhigh" is not supported for test/model. '
+        "Use one of: off, minimal, low, medium, high.")
