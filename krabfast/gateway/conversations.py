@@ -15,7 +15,7 @@ import logging
 from krabfast.gateway.runs import RunManager
 from krabfast.gateway.session_patch import patch_changes
 from krabfast.gateway.session_rows import list_filter, list_page, session_row
-from krabfast.models.thinking import thinking_profile
+from krabfast.models.thinking import normalize_think_level, thinking_profile
 
 log = logging.getLogger("krabfast.gateway")
 
@@ -100,6 +100,26 @@ class Conversations:
                            now=self.clock_ms(),
                            default_model=(model.provider, model.model_id or model.id),
                            derived_title=title, preview=preview, thinking=self._row_thinking(record))
+
+    def thinking_refusal(self, key: str, raw) -> str | None:
+        """Why an `agent` request's `thinking` cannot run on session `key`'s model (the
+        reference's messages), or None. Not a level: the default model's levels are listed,
+        as the reference lists them."""
+        if not raw:
+            return None
+        level = normalize_think_level(raw)
+        record = self.sessions.get(key)
+        try:
+            info = self.models.info(None if level is None or record is None else record.model)
+        except self.ProviderError:  # an unknown model: the run's submit says so
+            return None
+        levels = thinking_profile(info.provider, info.reasoning).levels
+        if level is None:
+            return f"Invalid thinking level. Use one of: {', '.join(levels)}."
+        if level not in levels:
+            return (f'Thinking level "{level}" is not supported for {info.provider}/{info.own_id}. '
+                    f"Use one of: {', '.join(levels)}.")
+        return None
 
     def _row_thinking(self, record):
         try:

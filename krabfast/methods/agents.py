@@ -37,10 +37,16 @@ def agent(call, params):
     run_id = params.idempotency_key
     run = conv.runs.get(run_id)
     launch = None
+    refusal = conv.thinking_refusal(key, params.thinking) if run is None else None
+    if refusal is not None:  # as the reference: accepted, then refused; no run, no model
+        accepted = {"runId": run_id, "sessionKey": key, "agentId": agent_id,
+                    "status": "accepted", "acceptedAt": conv.clock_ms()}
+        return Reply(accepted, final=_refused(refusal))
     if run is None:
         try:
             run, _ = conv.runs.submit(key, agent_id, params.message, run_id, kind="agent",
-                                      origin=call.conn_id, launch=False)
+                                      origin=call.conn_id, launch=False,
+                                      thinking=params.thinking or None)
         except conv.ProviderError as exc:
             raise GatewayError(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from None
         # As chat.send: "accepted" first, then the run starts eagerly (the model request
@@ -63,6 +69,10 @@ async def _final(conv, run, timeout_s: float) -> dict:
     elif run.error:
         final["error"] = run.error
     return final
+
+
+async def _refused(message: str):
+    raise GatewayError(ErrorCode.UNAVAILABLE, message)
 
 
 def _summary(status: str) -> str:

@@ -125,6 +125,35 @@ def test_agent_answers_twice_on_one_id_and_agent_wait_sees_the_outcome(gateway):
     run(main())
 
 
+def test_a_thinking_level_the_model_lacks_is_refused_or_answered_without_the_model(gateway):
+    """The offline model offers "off" only: agent refuses "high" in its second answer,
+    chat.send answers it with a final naming the levels; "off" runs as usual."""
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        lacks = 'Thinking level "high" is not supported for krabfast/offline. Use one of: off.'
+        req = ws.request("agent", {"message": "hi", "sessionKey": key, "thinking": "high",
+                                   "idempotencyKey": "agent-think"})
+        assert (await ws.response(req, 5))["payload"]["status"] == "accepted"
+        refused = await ws.response(req, 10)
+        assert not refused["ok"] and refused["error"]["code"] == "UNAVAILABLE"
+        assert refused["error"]["message"] == lacks
+        sent = await ws.call("chat.send", {"sessionKey": key, "message": "hi", "thinking": "HIGH",
+                                           "idempotencyKey": "chat-think"})
+        assert sent["ok"]
+        final = await ws.event("chat", 10, lambda f: f["payload"]["runId"] == "chat-think"
+                               and f["payload"]["state"] == "final")
+        assert final["payload"]["message"]["content"][0]["text"] == lacks
+        assert not [f for f in ws.events("chat") if f["payload"]["runId"] == "chat-think"
+                    and f["payload"]["state"] == "delta"]
+        req = ws.request("agent", {"message": "hi", "sessionKey": key, "thinking": "off",
+                                   "idempotencyKey": "agent-off"})
+        await ws.response(req, 5)
+        assert (await ws.response(req, 10))["payload"]["status"] == "ok"
+        await ws.close()
+    run(main())
+
+
 def test_sessions_list_and_topic_events(gateway):
     async def main():
         ws = await _operator(gateway.url)

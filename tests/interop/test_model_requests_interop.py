@@ -189,39 +189,48 @@ REQUEST_THINKING = [
 ]
 
 
+async def _thinking_cases(ws, fakes):
+    """For each REQUEST_THINKING case, a new session on its model with its level: yields
+    (case name, session key, the model's fake, its request count so far)."""
+    for model, session_level, thinking in REQUEST_THINKING:
+        key = "agent:main:rt-" + uuid.uuid4().hex[:8]
+        patch = {"key": key, "model": model}
+        if session_level:
+            patch["thinkingLevel"] = session_level
+        assert (await ws.call("sessions.patch", patch, timeout=30))["ok"]
+        fake = fakes[model.split("/")[0]]
+        yield f"{model} {session_level} {thinking!r}", key, thinking, fake, len(fake.requests)
+
+
+def _thinking_sent(fake, before: int) -> list:
+    return [{k: v for k, v in r.body.items() if k in ("thinking", "think")}
+            for r in fake.requests[before:] if r.method == "POST"]
+
+
 async def request_thinking_probe(url: str, fakes) -> dict:
     ws = await admin_ws(url)
     out = {}
     try:
-        for method in ("chat.send",):  # (agent's `thinking` fails differently: not served)
-            for model, session_level, thinking in REQUEST_THINKING:
-                key = "agent:main:rt-" + uuid.uuid4().hex[:8]
-                patch = {"key": key, "model": model}
-                if session_level:
-                    patch["thinkingLevel"] = session_level
-                assert (await ws.call("sessions.patch", patch, timeout=30))["ok"]
-                fake = fakes[model.split("/")[0]]
-                before = len(fake.requests)
-                params = {"sessionKey": key, "message": "hi", "thinking": thinking,
-                          "idempotencyKey": uuid.uuid4().hex}
-                sent = await ws.call(method, params, timeout=30)
-                assert sent["ok"], sent
-                run_id = sent["payload"]["runId"]
-                states = []
-                while not states or states[-1] not in ("final", "error", "aborted"):
-                    frame = await ws.event("chat", 60, pred=lambda f: f["payload"].get("runId") == run_id)
-                    states.append(frame["payload"]["state"])
-                    final = frame["payload"]
-                message = final.get("message") or {}
-                row = (await ws.call("sessions.describe", {"key": key}, timeout=30))["payload"]["session"]
-                out[f"{method} {model} {session_level} {thinking!r}"] = {
-                    # (the reference's `status` events, preparing_* / starting_model, aside)
-                    "states": [s for i, s in enumerate(states)
-                               if s != "status" and (i == 0 or states[i - 1] != s)],
-                    "text": "".join(p.get("text", "") for p in message.get("content") or []),
-                    "sent": [{k: v for k, v in r.body.items() if k in ("thinking", "think")}
-                             for r in fake.requests[before:] if r.method == "POST"],
-                    "session level": row.get("thinkingLevel")}
+        async for case, key, thinking, fake, before in _thinking_cases(ws, fakes):
+            sent = await ws.call("chat.send", {"sessionKey": key, "message": "hi",
+                                               "thinking": thinking,
+                                               "idempotencyKey": uuid.uuid4().hex}, timeout=30)
+            assert sent["ok"], sent
+            run_id = sent["payload"]["runId"]
+            states = []
+            while not states or states[-1] not in ("final", "error", "aborted"):
+                frame = await ws.event("chat", 60, pred=lambda f: f["payload"].get("runId") == run_id)
+                states.append(frame["payload"]["state"])
+                final = frame["payload"]
+            message = final.get("message") or {}
+            row = (await ws.call("sessions.describe", {"key": key}, timeout=30))["payload"]["session"]
+            out[f"chat.send {case}"] = {
+                # (the reference's `status` events, preparing_* / starting_model, aside)
+                "states": [s for i, s in enumerate(states)
+                           if s != "status" and (i == 0 or states[i - 1] != s)],
+                "text": "".join(p.get("text", "") for p in message.get("content") or []),
+                "sent": _thinking_sent(fake, before),
+                "session level": row.get("thinkingLevel")}
         return out
     finally:
         await ws.close()
@@ -239,6 +248,48 @@ def test_request_thinking_matches_reference(target, request, fakes):
             'Thinking level "xhigh" is not supported for ol/thinker. '
             "Use one of: off, minimal, low, medium, high.")
         assert got["chat.send an/thinker high 'minimal'"]["session level"] == "high"
+    if reference is not None:
+        diff = {case: {"reference": reference[case], "krabfast": got[case]}
+                for case in got if got[case] != reference[case]}
+        assert not diff, json.dumps(diff, indent=1)
+
+
+async def agent_thinking_probe(url: str, fakes) -> dict:
+    ws = await admin_ws(url)
+    out = {}
+    try:
+        async for case, key, thinking, fake, before in _thinking_cases(ws, fakes):
+            run_id = uuid.uuid4().hex
+            first = await ws.call("agent", {"sessionKey": key, "message": "hi", "thinking": thinking,
+                                            "idempotencyKey": run_id}, timeout=30)
+            assert first["ok"] and first["payload"]["status"] == "accepted", first
+            final = await ws.response(first["id"], 60)  # the second answer on that id
+            error = final.get("error") or {}
+            out[case] = {
+                "ok": final["ok"], "error": (error.get("code"), error.get("message")),
+                "status": (final.get("payload") or {}).get("status") if final["ok"] else None,
+                "chat events": sum(1 for f in ws.frames if f.get("type") == "event"
+                                   and f.get("event") == "chat"
+                                   and f["payload"].get("runId") == run_id) > 0,
+                "sent": _thinking_sent(fake, before)}
+        return out
+    finally:
+        await ws.close()
+
+
+@BOTH_GATEWAYS
+def test_agent_thinking_matches_reference(target, request, fakes):
+    """agent's `thinking`: a level the model offers is that run's; anything else is refused
+    in the second answer (UNAVAILABLE), with no run and no model request. (The reference's
+    refusal also carries a payload {runId, status: "error", summary}; krabfast's error
+    answers carry none.)"""
+    got, reference = _probe(request, target, agent_thinking_probe, fakes)
+    if reference is None:
+        assert got["an/thinker None 'low'"]["sent"] == [
+            {"thinking": {"type": "enabled", "budget_tokens": 2048}}]
+        assert got["an/thinker None 'bogus'"]["error"] == (
+            "UNAVAILABLE", "Invalid thinking level. Use one of: off.")
+        assert got["an/plain None 'low'"]["sent"] == []
     if reference is not None:
         diff = {case: {"reference": reference[case], "krabfast": got[case]}
                 for case in got if got[case] != reference[case]}
