@@ -15,7 +15,7 @@ import logging
 from krabfast.gateway.runs import RunManager
 from krabfast.gateway.session_patch import patch_changes
 from krabfast.gateway.session_rows import list_filter, list_page, session_row
-from krabfast.models.thinking import normalize_think_level, thinking_profile
+from krabfast.models.thinking import level_not_offered, normalize_think_level
 
 log = logging.getLogger("krabfast.gateway")
 
@@ -113,20 +113,17 @@ class Conversations:
             info = self.models.info(None if level is None or record is None else record.model)
         except self.ProviderError:  # an unknown model: the run's submit says so
             return None
-        levels = thinking_profile(info.provider, info.reasoning).levels
+        levels = info.thinking.levels
         if level is None:
             return f"Invalid thinking level. Use one of: {', '.join(levels)}."
-        if level not in levels:
-            return (f'Thinking level "{level}" is not supported for {info.provider}/{info.own_id}. '
-                    f"Use one of: {', '.join(levels)}.")
-        return None
+        return level_not_offered(level, info.ref, levels) if level not in levels else None
 
     def _row_thinking(self, record):
         try:
             info = self.models.info(record.model)
         except self.ProviderError:  # a model no longer configured: its row says nothing of it
             return None
-        return thinking_profile(info.provider, info.reasoning)
+        return info.thinking
 
     def list_sessions(self, params) -> tuple[list[dict], dict]:
         """sessions.list: (the rows of the page, its paging fields)."""
@@ -156,8 +153,7 @@ class Conversations:
     def _think_profile(self, ref: str | None) -> tuple[str, tuple[str, ...]]:
         """("provider/model", the thinking levels it offers) of a session model."""
         info = self.models.info(ref)  # an unknown model: its ProviderError, as resolve's
-        return (f"{info.provider}/{info.own_id}",
-                thinking_profile(info.provider, info.reasoning).levels)
+        return info.ref, info.thinking.levels
 
     def session_message(self, key: str, message) -> None:
         # Subscribers first: the record is rebuilt after every append (a new row), and

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
-from krabfast.models.thinking import normalize_think_level, thinking_profile
+from krabfast.models.thinking import level_not_offered, normalize_think_level
 
 log = logging.getLogger("krabfast.runs")
 
@@ -176,17 +176,15 @@ class RunManager:
     async def _stream(self, run: Run) -> None:
         hub = self.hub
         backend, info = hub.models.resolve(run.model)
-        profile = thinking_profile(info.provider, info.reasoning)
+        profile = info.thinking
         if run.thinking is not None and run.thinking not in profile.levels:
             # As the reference: the turn is answered without asking the model.
-            run.text = (f'Thinking level "{run.thinking}" is not supported for '
-                        f'{info.provider}/{info.own_id}. Use one of: '
-                        f'{", ".join(profile.levels)}.')
+            run.text = level_not_offered(run.thinking, info.ref, profile.levels)
             run.stop_reason = "stop"
             run.emitted = len(run.text)  # no delta: the final alone carries it
             return
         history = hub.sessions.messages(run.session_key, limit=HISTORY_TURNS)
-        request = ModelRequest(model=info.id.split("/", 1)[1] if "/" in info.id else info.id,
+        request = ModelRequest(model=info.own_id,
                                messages=[m for m in (_chat_message(r) for r in history) if m],
                                max_tokens=info.max_tokens,
                                thinking=self._thinking(run, info, profile.default))

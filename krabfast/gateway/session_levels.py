@@ -7,7 +7,6 @@ model supports. Pure: no store, no model catalog (the caller passes the model's 
 from __future__ import annotations
 
 from krabfast.models.thinking import RANKS as THINKING_RANKS
-from krabfast.models.thinking import normalize_think_level  # noqa: F401 - part of this API
 from krabfast.protocol.errors import invalid_request
 
 _OFF = ("off", "false", "no", "0")

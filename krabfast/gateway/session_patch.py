@@ -7,6 +7,7 @@ from __future__ import annotations
 from msgspec import UNSET
 
 from krabfast.gateway import session_levels as levels
+from krabfast.models.thinking import normalize_think_level
 from krabfast.gateway.session_rows import camel as _camel
 from krabfast.protocol.errors import invalid_request
 
@@ -94,7 +95,7 @@ def _level_changes(params, record, changes: dict, think_profile) -> None:
             changes["exec_host"] = None
     asked = _given(params, "thinking_level")
     if asked and params.thinking_level is not None:
-        level = levels.normalize_think_level(params.thinking_level)
+        level = normalize_think_level(params.thinking_level)
         if level is None:  # listed for the model the session has before this patch
             raise levels.refuse_unknown_think_level(think_profile(model_now)[1])
         changes["thinking_level"] = level

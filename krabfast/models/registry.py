@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from krabfast.models import offline
 from krabfast.models.base import Backend, ProviderError
-from krabfast.models.thinking import thinking_profile
+from krabfast.models.thinking import ThinkingProfile, thinking_profile
 
 ENTRY_POINT_GROUP = "krabfast.model_backends"
 BUILTIN_APIS: dict[str, str] = {
@@ -64,6 +64,16 @@ class ModelInfo:
         """The provider's id of the model (no "provider/" prefix)."""
         return self.model_id or self.id.partition("/")[2] or self.id
 
+    @property
+    def ref(self) -> str:
+        """The model as "provider/model", the reference's name for it in its messages."""
+        return f"{self.provider}/{self.own_id}"
+
+    @property
+    def thinking(self) -> ThinkingProfile:
+        """The thinking levels the model offers, and its default."""
+        return thinking_profile(self.provider, self.reasoning)
+
     def as_dict(self, *, details: bool = False) -> dict[str, Any]:
         """The model's `models.list` row, as the reference shows it: its own id (no
         provider prefix), the context window only when configured, what thinking levels
@@ -75,7 +85,7 @@ class ModelInfo:
         if details:
             row["local"] = self.local
             row["input"] = list(self.input)
-        profile = thinking_profile(self.provider, self.reasoning)
+        profile = self.thinking
         row["reasoning"] = self.reasoning
         if "default" in self.tags:  # the reference tags only the default model
             row["tags"] = ["default"]

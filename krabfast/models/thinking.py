@@ -54,3 +54,8 @@ def normalize_think_level(raw) -> str | None:
         return None
     collapsed = _THINK_COLLAPSED.get(re.sub(r"[\s_-]+", "", key))
     return collapsed or _THINK_ALIASES.get(key)
+
+
+def level_not_offered(level: str, model: str, levels: tuple[str, ...]) -> str:
+    """The reference's words when a run asks `model` ("provider/model") for a level it lacks."""
+    return f'Thinking level "{level}" is not supported for {model}. Use one of: {", ".join(levels)}.'

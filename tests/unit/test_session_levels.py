@@ -8,7 +8,7 @@ import pytest
 
 from krabfast.gateway import session_levels as levels
 from krabfast.gateway.session_patch import patch_changes
-from krabfast.models.thinking import BASE_LEVELS as BASE, thinking_profile
+from krabfast.models.thinking import BASE_LEVELS as BASE, normalize_think_level, thinking_profile
 from krabfast.protocol.errors import GatewayError
 from krabfast.protocol.sessions import SessionsPatchParams
 from krabfast.store.sessions import SessionRecord
@@ -23,7 +23,7 @@ KEY = "agent:main:levels"
     ("max", "max"), ("bogus", None), ("", None), (None, None), (3, None),
 ])
 def test_thinking_levels_normalize_as_the_reference(raw, level):
-    assert levels.normalize_think_level(raw) == level
+    assert normalize_think_level(raw) == level
 
 
 @pytest.mark.parametrize("name, raw, value", [
