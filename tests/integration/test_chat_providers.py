@@ -91,6 +91,12 @@ def test_provider_errors_end_the_run_with_an_error_event(gateway_server, tmp_pat
         fake.enqueue(**behaviour)
         bad, good = _key(), _key()
         req = ws.request("agent", {"message": "x", "sessionKey": bad, "idempotencyKey": "e1"})
+        # The enqueued failure is for the next request the fake reads: the agent's must be
+        # that one (two connections to the fake are read in either order).
+        for _ in range(200):
+            if fake.requests:
+                break
+            await asyncio.sleep(0.01)
         await ws.call("chat.send", {"sessionKey": good, "message": "y", "idempotencyKey": "ok1"})
         err = await _final_or_error(ws, "e1")
         assert err["payload"]["state"] == "error"
