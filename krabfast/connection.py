@@ -186,7 +186,7 @@ class Connection:
                 return
             req_id, err = answer
             if req_id is not None:
-                self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
+                self.sink.send(wire.response_error(req_id, _error_body(err)))
             self.close(CLOSE_POLICY, "invalid request frame")
             return
         if type(frame) is not RequestFrame:
@@ -194,7 +194,7 @@ class Connection:
             return
         if frame.method != "connect":
             err = invalid_request("invalid handshake: first request must be connect")
-            self.sink.send(wire.response_error(frame.id, _encode(err.to_shape())))
+            self.sink.send(wire.response_error(frame.id, _error_body(err)))
             self.close(CLOSE_POLICY, "invalid handshake: first request must be connect")
             return
         try:
@@ -219,7 +219,7 @@ class Connection:
     def _refuse(self, req_id: str, err: GatewayError) -> None:
         if self.state == CLOSED:
             return
-        self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
+        self.sink.send(wire.response_error(req_id, _error_body(err)))
         self.close(err.close_code or CLOSE_POLICY, _close_reason(err.close_reason or err.message))
 
     def _receive_open(self, data: bytes, binary: bool) -> None:
@@ -243,7 +243,7 @@ class Connection:
             return
         if not isinstance(exc, FRAME_ERRORS):
             if isinstance(exc, GatewayError):
-                body = _encode(exc.to_shape())
+                body = _error_body(exc)
             else:
                 body = _internal_error(self, exc)
             if self.state == OPEN:
@@ -258,7 +258,7 @@ class Connection:
         answer = _unparsed_answer(data, exc, any_type=True)
         if answer is not None:
             req_id, err = answer
-            self.sink.send(wire.response_error(req_id or "invalid", _encode(err.to_shape())))
+            self.sink.send(wire.response_error(req_id or "invalid", _error_body(err)))
 
 
     # -- handshake ----------------------------------------------------------------------------
@@ -495,7 +495,7 @@ class Connection:
         err = invalid_request(f"unauthorized role: {self.role}")
         if self.unauthorized_calls > MAX_UNAUTHORIZED_CALLS:
             # Answer this one, then hang up on a client stuck in a wrong-role loop.
-            self.sink.send(wire.response_error(self._current_id, _encode(err.to_shape())))
+            self.sink.send(wire.response_error(self._current_id, _error_body(err)))
             self.close(CLOSE_POLICY, "repeated unauthorized calls")
             return _ALREADY_ANSWERED
         return err
@@ -523,7 +523,7 @@ class Connection:
         try:
             result = entry.handler(self.call, params)
         except GatewayError as err:
-            return self._complete(req_id, key, (False, _encode(err.to_shape())))
+            return self._complete(req_id, key, (False, _error_body(err)))
         except Exception as exc:  # a handler bug must not take the socket down
             return self._complete(req_id, key, (False, _internal_error(self, exc)))
         if not inspect.isawaitable(result):
@@ -545,7 +545,7 @@ class Connection:
             if exc is None:
                 return then(value)
             if isinstance(exc, GatewayError):
-                body = _encode(exc.to_shape())
+                body = _error_body(exc)
             elif isinstance(exc, asyncio.CancelledError):
                 body = _CANCELLED
             else:
@@ -608,7 +608,7 @@ class Connection:
     def _send_error(self, req_id: str, err: GatewayError) -> None:
         if err is _ALREADY_ANSWERED:
             return
-        self.sink.send(wire.response_error(req_id, _encode(err.to_shape())))
+        self.sink.send(wire.response_error(req_id, _error_body(err)))
 
     # -- outbound events ----------------------------------------------------------------------
     def send_event(self, event: str, payload) -> None:
@@ -623,6 +623,15 @@ READ_BIT = SCOPE_BIT["operator.read"]
 ADMIN_SCOPE = "operator.admin"
 _CANCELLED = _encode(GatewayError(ErrorCode.UNAVAILABLE, "request cancelled: the gateway is closing "
                                   "this connection", retryable=True).to_shape())
+
+
+def _error_body(err: GatewayError) -> bytes:
+    """What follows `"error":` in a failed answer (wire.response_error): the error shape,
+    then the payload member when the error carries one."""
+    body = _encode(err.to_shape())
+    if err.payload is None:
+        return body
+    return b"".join((body, b',"payload":', _encode(err.payload)))
 
 
 def _digest(principal: str, params) -> bytes:

@@ -30,6 +30,7 @@ def response_ok(req_id, payload_json):
 
 
 def response_error(req_id, error_json):
+    # error_json may be followed by a `,"payload":...` member (an error that carries one).
     return b"".join((b'{"type":"res","id":', _encode(req_id), b',"ok":false,"error":',
                      error_json, b"}"))
 

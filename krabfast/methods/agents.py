@@ -41,7 +41,7 @@ def agent(call, params):
     if refusal is not None:  # as the reference: accepted, then refused; no run, no model
         accepted = {"runId": run_id, "sessionKey": key, "agentId": agent_id,
                     "status": "accepted", "acceptedAt": conv.clock_ms()}
-        return Reply(accepted, final=_refused(refusal))
+        return Reply(accepted, final=_refused(run_id, refusal))
     if run is None:
         try:
             run, _ = conv.runs.submit(key, agent_id, params.message, run_id, kind="agent",
@@ -71,8 +71,10 @@ async def _final(conv, run, timeout_s: float) -> dict:
     return final
 
 
-async def _refused(message: str):
-    raise GatewayError(ErrorCode.UNAVAILABLE, message)
+async def _refused(run_id: str, message: str):
+    # As the reference: the failed answer also carries the outcome as a payload.
+    raise GatewayError(ErrorCode.UNAVAILABLE, message,
+                       payload={"runId": run_id, "status": "error", "summary": message})
 
 
 def _summary(status: str) -> str:

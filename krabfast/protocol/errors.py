@@ -71,6 +71,7 @@ class GatewayError(Exception):
         retry_after_ms: int | None = None,
         close_code: int | None = None,
         close_reason: str | None = None,
+        payload: Any = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -80,6 +81,9 @@ class GatewayError(Exception):
         self.retry_after_ms = retry_after_ms
         self.close_code = close_code
         self.close_reason = close_reason  # when the close should say more than the message
+        # A failed answer may carry a payload beside its error, as the reference's `agent`
+        # does when it refuses a turn ({runId, status: "error", summary}).
+        self.payload = payload
 
     def to_shape(self) -> dict[str, Any]:
         shape: dict[str, Any] = {"code": self.code.value, "message": self.message}

@@ -138,6 +138,7 @@ def test_a_thinking_level_the_model_lacks_is_refused_or_answered_without_the_mod
         refused = await ws.response(req, 10)
         assert not refused["ok"] and refused["error"]["code"] == "UNAVAILABLE"
         assert refused["error"]["message"] == lacks
+        assert refused["payload"] == {"runId": "agent-think", "status": "error", "summary": lacks}
         sent = await ws.call("chat.send", {"sessionKey": key, "message": "hi", "thinking": "HIGH",
                                            "idempotencyKey": "chat-think"})
         assert sent["ok"]

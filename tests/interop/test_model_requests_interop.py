@@ -268,6 +268,10 @@ async def agent_thinking_probe(url: str, fakes) -> dict:
             out[case] = {
                 "ok": final["ok"], "error": (error.get("code"), error.get("message")),
                 "status": (final.get("payload") or {}).get("status") if final["ok"] else None,
+                # a refusal's payload, beside its error (the run id is this case's own)
+                "failed payload": None if final["ok"] else {
+                    k: ("<run id>" if k == "runId" and v == run_id else v)
+                    for k, v in (final.get("payload") or {}).items()},
                 "chat events": sum(1 for f in ws.frames if f.get("type") == "event"
                                    and f.get("event") == "chat"
                                    and f["payload"].get("runId") == run_id) > 0,
@@ -280,15 +284,17 @@ async def agent_thinking_probe(url: str, fakes) -> dict:
 @BOTH_GATEWAYS
 def test_agent_thinking_matches_reference(target, request, fakes):
     """agent's `thinking`: a level the model offers is that run's; anything else is refused
-    in the second answer (UNAVAILABLE), with no run and no model request. (The reference's
-    refusal also carries a payload {runId, status: "error", summary}; krabfast's error
-    answers carry none.)"""
+    in the second answer (UNAVAILABLE, with a payload {runId, status: "error", summary}),
+    with no run and no model request."""
     got, reference = _probe(request, target, agent_thinking_probe, fakes)
     if reference is None:
         assert got["an/thinker None 'low'"]["sent"] == [
             {"thinking": {"type": "enabled", "budget_tokens": 2048}}]
         assert got["an/thinker None 'bogus'"]["error"] == (
             "UNAVAILABLE", "Invalid thinking level. Use one of: off.")
+        assert got["an/thinker None 'bogus'"]["failed payload"] == {
+            "runId": "<run id>", "status": "error",
+            "summary": "Invalid thinking level. Use one of: off."}
         assert got["an/plain None 'low'"]["sent"] == []
     if reference is not None:
         diff = {case: {"reference": reference[case], "krabfast": got[case]}
