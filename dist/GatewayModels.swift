@@ -1153,6 +1153,8 @@ public struct SessionRow: Codable, Sendable {
     public let inputTokens: Double?
     public let outputTokens: Double?
     public let totalTokens: Double?
+    public let totalTokensFresh: Bool?
+    public let estimatedCostUsd: Double?
     public let contextTokens: Double?
     public let model: String?
     public let modelProvider: String?

@@ -16,6 +16,7 @@ from krabfast.gateway.runs import RunManager
 from krabfast.gateway.session_patch import patch_changes
 from krabfast.gateway.session_rows import list_filter, list_page, session_row
 from krabfast.models.thinking import level_not_offered, normalize_think_level
+from krabfast.models.usage import wire_message_usage
 
 log = logging.getLogger("krabfast.gateway")
 
@@ -99,7 +100,7 @@ class Conversations:
         return session_row(record, active=self.runs.active.get(record.key), last=last,
                            now=self.clock_ms(),
                            default_model=(model.provider, model.model_id or model.id),
-                           derived_title=title, preview=preview, thinking=self._row_thinking(record))
+                           derived_title=title, preview=preview, **self._row_model(record))
 
     def thinking_refusal(self, key: str, raw) -> str | None:
         """Why an `agent` request's `thinking` cannot run on session `key`'s model (the
@@ -118,12 +119,14 @@ class Conversations:
             return f"Invalid thinking level. Use one of: {', '.join(levels)}."
         return level_not_offered(level, info.ref, levels) if level not in levels else None
 
-    def _row_thinking(self, record):
+    def _row_model(self, record) -> dict:
+        """What a row shows of its session's model: its thinking levels and context window."""
         try:
             info = self.models.info(record.model)
         except self.ProviderError:  # a model no longer configured: its row says nothing of it
-            return None
-        return info.thinking
+            return {}
+        return {"thinking": info.thinking, "context_tokens": info.context_window,
+                "cost": info.cost}
 
     def list_sessions(self, params) -> tuple[list[dict], dict]:
         """sessions.list: (the rows of the page, its paging fields)."""
@@ -220,5 +223,5 @@ def message_json(message) -> dict:
     if message.stop_reason:
         out["stopReason"] = message.stop_reason
     if message.usage:
-        out["usage"] = message.usage
+        out["usage"] = wire_message_usage(message.usage)
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
 from krabfast.models.thinking import level_not_offered, normalize_think_level
+from krabfast.models.usage import message_usage, session_usage
 
 log = logging.getLogger("krabfast.runs")
 
@@ -48,7 +49,8 @@ class Run:
     emitted: int = 0               # len(text) already sent in deltas
     seq: int = 0                   # payload seq of this run's chat events
     agent_seq: int = 0             # payload seq of its agent events
-    usage: dict | None = None
+    usage: dict | None = None      # the model's counts: {input, output, total}
+    cost: dict | None = None       # its model's configured cost (models/usage.py)
     stop_reason: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -176,6 +178,7 @@ class RunManager:
     async def _stream(self, run: Run) -> None:
         hub = self.hub
         backend, info = hub.models.resolve(run.model)
+        run.cost = info.cost
         profile = info.thinking
         if run.thinking is not None and run.thinking not in profile.levels:
             # As the reference: the turn is answered without asking the model.
@@ -266,10 +269,15 @@ class RunManager:
         # swallowed by the pacing when the model ends in a burst).
         self._emit_delta(run)
         ended = hub.clock_ms()
+        counts = (run.usage["input"], run.usage["output"]) if run.usage else None
         message = hub.sessions.append_message(
             run.session_key, "assistant", [{"type": "text", "text": run.text}], run_id=run.run_id,
-            usage=run.usage, stop_reason=run.stop_reason or "stop", ts=ended)
+            usage=message_usage(*counts, run.cost) if counts else None,
+            stop_reason=run.stop_reason or "stop", ts=ended)
         hub.sessions.run_finished(run.run_id, "ok", ended)
+        record = hub.sessions.get(run.session_key)
+        if record is not None:  # the row's counters are the last turn's, as the reference's
+            hub.sessions.set_usage(run.session_key, session_usage(record.usage, counts, run.cost))
         # The turn is on disk before anyone is told it is complete (survives kill -9).
         await hub.durable()
         run.status = "ok"

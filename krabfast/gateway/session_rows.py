@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from msgspec import UNSET
 
+from krabfast.models.usage import row_cost
 from krabfast.store.session_text import derived_title as derived_title_of
 
 MAIN_SESSION_KEY = "agent:main:main"
@@ -69,10 +70,12 @@ def active_agent_status(record, now: int) -> dict | None:
 
 def session_row(record, *, active=None, last=None, now: int,
                 default_model: tuple[str, str] | None = None, derived_title: bool = False,
-                preview: str | None = None, thinking=None) -> dict:
+                preview: str | None = None, thinking=None,
+                context_tokens: int | None = None, cost: dict | None = None) -> dict:
     """A session as sessions.list/describe/create/patch and the session events carry it;
     `default_model` (provider, model): what a session without its own model uses;
-    `thinking`: the ThinkingProfile of the session's model (None: its model is unknown).
+    `thinking`: the ThinkingProfile of the session's model (None: its model is unknown);
+    `context_tokens` / `cost`: that model's configured context window and cost.
     `derived_title` / `preview`: add `derivedTitle` / `lastMessagePreview` (when there is
     one), as the reference does for includeDerivedTitles / includeLastMessage."""
     row = {"key": record.key, "kind": "direct", "sessionId": record.session_id,
@@ -93,6 +96,16 @@ def session_row(record, *, active=None, last=None, now: int,
         row["thinkingLevels"] = [{"id": level, "label": level} for level in thinking.levels]
         row["thinkingOptions"] = list(thinking.levels)
         row["thinkingDefault"] = thinking.default
+    if context_tokens is not None:
+        row["contextTokens"] = context_tokens
+    # The last turn's token counters and cost; before any, the count is not fresh.
+    row["totalTokensFresh"] = False
+    if record.usage:
+        row.update(record.usage)
+        row.pop("estimatedCostUsd", None)
+        estimated = row_cost(record.usage, cost)
+        if estimated is not None:
+            row["estimatedCostUsd"] = estimated
     if record.previous_session_id:
         row["previousSessionId"] = record.previous_session_id
     # What sessions.patch stored (icon, thinkingLevel, archivedAt, ...), under the names

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from krabfast.models import offline
 from krabfast.models.base import Backend, ProviderError
 from krabfast.models.thinking import ThinkingProfile, thinking_profile
+from krabfast.models.usage import parse_cost
 
 ENTRY_POINT_GROUP = "krabfast.model_backends"
 BUILTIN_APIS: dict[str, str] = {
@@ -58,6 +59,8 @@ class ModelInfo:
     # The config's `reasoning`: a model that does not say so does not reason (thinking
     # level "off" only), as on the reference.
     reasoning: bool = False
+    # The config's `cost` (USD per million tokens, models/usage.py), None when not given.
+    cost: dict[str, float] | None = None
 
     @property
     def own_id(self) -> str:
@@ -215,9 +218,7 @@ def _parse_provider(pid: str, raw: Any, plugins: Callable[[], dict[str, Any]]) -
         inp = entry.get("input", ["text"])
         if not isinstance(inp, list) or not all(isinstance(x, str) for x in inp):
             raise ValueError(f"{mpath}.input: expected a list of strings (e.g. [\"text\"])")
-        cost = entry.get("cost")
-        if cost is not None and not isinstance(cost, dict):
-            raise ValueError(f"{mpath}.cost: expected an object")
+        cost = parse_cost(entry.get("cost"), f"{mpath}.cost")
         reasoning = entry.get("reasoning", False)
         if not isinstance(reasoning, bool):
             raise ValueError(f"{mpath}.reasoning: expected true or false")
@@ -234,6 +235,7 @@ def _parse_provider(pid: str, raw: Any, plugins: Callable[[], dict[str, Any]]) -
                 model_id=mid,
                 api=api,
                 reasoning=reasoning,
+                cost=cost,
             )
         )
     return _Provider(pid, api, cfg, models, local)

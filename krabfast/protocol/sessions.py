@@ -83,8 +83,10 @@ class SessionRow(Open):
     previous_session_id: str | Unset = UNSET
     input_tokens: float | Unset = UNSET
     output_tokens: float | Unset = UNSET
-    total_tokens: float | Unset = UNSET
-    context_tokens: float | Unset = UNSET
+    total_tokens: float | Unset = UNSET  # the last turn's prompt size (what the context holds)
+    total_tokens_fresh: bool | Unset = UNSET
+    estimated_cost_usd: float | Unset = UNSET  # the last turn's, from the model's cost
+    context_tokens: float | Unset = UNSET  # the session model's configured context window
     model: str | Unset = UNSET
     model_provider: str | Unset = UNSET
     model_override_source: Literal["user", "auto"] | None | Unset = UNSET

@@ -125,4 +125,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sessions ADD COLUMN last_preview TEXT;  -- the newest message that shows
     ALTER TABLE sessions ADD COLUMN preview_known INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: a session's token counters and cost of its last turn (JSON: the row's
+    # inputTokens, outputTokens, totalTokens, totalTokensFresh, estimatedCostUsd).
+    "ALTER TABLE sessions ADD COLUMN usage TEXT;",
 )

@@ -45,6 +45,8 @@ SETTINGS_FIELDS = frozenset({
     "pinned_at", "marked_unread_at", "last_read_at", "agent_status", "display_name",
 })
 PATCH_FIELDS = frozenset(COLUMN_FIELDS) | SETTINGS_FIELDS | {"updated_at"}
+# A reset session's usage fields (the reference's row after sessions.reset).
+RESET_USAGE = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0, "totalTokensFresh": True}
 
 
 def now_ms() -> int:
@@ -80,6 +82,9 @@ class SessionRecord:
     message_count: int = 0  # messages of the current session_id (the last seq)
     last_run_id: str | None = None
     previous_session_id: str | None = None
+    # The row's token counters and cost of the last turn (inputTokens, outputTokens,
+    # totalTokens, totalTokensFresh, estimatedCostUsd; models/usage.py), None before any.
+    usage: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,8 @@ def _session(row: dict) -> SessionRecord:
         title=row["title"], model=row["model"], pinned=bool(row["pinned"]),
         archived=bool(row["archived"]), unread=bool(row["unread"]),
         settings=json.loads(row["settings"]), message_count=row["message_count"],
-        last_run_id=row["last_run_id"], previous_session_id=row["previous_session_id"])
+        last_run_id=row["last_run_id"], previous_session_id=row["previous_session_id"],
+        usage=json.loads(row["usage"]) if row.get("usage") else None)
 
 
 def _message(row: dict) -> MessageRecord:
@@ -254,6 +260,8 @@ class SessionStore:
         self._sessions.update((key,), {
             "session_id": new, "previous_session_id": old, "message_count": 0,
             "last_preview": None, "preview_known": 1,
+            # As the reference: a reset session's counters start at zero.
+            "usage": _dumps(RESET_USAGE),
             "updated_at": now_ms() if ts is None else ts})
         self._new_transcript(new)
         old_transcript = self._loaded.get(old)
@@ -262,6 +270,14 @@ class SessionStore:
                 del self._loaded[old]
             else:  # not on disk yet: the first to go later
                 self._loaded.move_to_end(old, last=False)
+        return self.get(key)
+
+    def set_usage(self, key: str, usage: dict | None) -> SessionRecord:
+        """Set the session's usage fields (what its row shows of the last turn's tokens).
+        KeyError for an unknown session."""
+        if self._sessions.get(key) is None:
+            raise KeyError(key)
+        self._sessions.update((key,), {"usage": _dumps(usage) if usage is not None else None})
         return self.get(key)
 
     def delete(self, key: str) -> bool:

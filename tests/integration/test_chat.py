@@ -398,3 +398,28 @@ def test_shutdown_aborts_runs_before_the_shutdown_event(gateway_server):
         assert names.index(("chat", "aborted")) < names.index(("shutdown", None))
         await ws.wait_closed(5)
     run(main())
+
+
+def test_a_turn_sets_the_sessions_token_counters(gateway):
+    """The offline model reports its word counts: the row shows them (the reference's
+    fields), its context window, no cost (it has none); the transcript message its usage."""
+    async def main():
+        ws = await _operator(gateway.url)
+        key = _key()
+        before = (await ws.call("sessions.create", {"key": key}))["payload"]["entry"]
+        assert before["totalTokensFresh"] is False and before["contextTokens"] == 8192
+        assert "inputTokens" not in before
+        await _turn(ws, key, "count these four words", "usage-1")
+        row = (await ws.call("sessions.describe", {"key": key}))["payload"]["session"]
+        history = (await ws.call("chat.history", {"sessionKey": key}))["payload"]
+        usage = history["messages"][-1]["usage"]
+        assert usage["input"] == row["inputTokens"] > 0 and usage["output"] == row["outputTokens"]
+        assert usage["totalTokens"] == usage["input"] + usage["output"]
+        assert usage["cost"]["total"] == 0 and usage["cacheRead"] == 0
+        assert row["totalTokens"] == row["inputTokens"] and row["totalTokensFresh"] is True
+        assert "estimatedCostUsd" not in row
+        await ws.call("sessions.reset", {"key": key})
+        row = (await ws.call("sessions.describe", {"key": key}))["payload"]["session"]
+        assert (row["inputTokens"], row["outputTokens"], row["totalTokens"]) == (0, 0, 0)
+        await ws.close()
+    run(main())

@@ -43,3 +43,37 @@ def reference_gateway(reference, tmp, config: dict):
         yield gw
     finally:
         gw.stop()
+
+
+def krabfast_gateway(gateway_server_module, tmp, config: dict):
+    """A krabfast gateway (token auth) started with `config` as its openclaw.json."""
+    from tests.integration.helpers import TOKEN as GATEWAY_TOKEN
+
+    path = tmp / "openclaw.json"
+    path.write_text(json.dumps(config, indent=1))
+    return gateway_server_module("--token", GATEWAY_TOKEN, "--config", str(path))
+
+
+def text_of(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+
+
+def session_turns(url: str, session_key: str) -> list[tuple[str, str]]:
+    """(role, text) of each user and assistant message of `session_key`'s history."""
+    from tests.integration.helpers import run
+    from tests.integration.node_helpers import admin_ws
+
+    async def history():
+        ws = await admin_ws(url, scopes=["operator.read"])
+        try:
+            return await ws.call("chat.history", {"sessionKey": session_key}, timeout=30)
+        finally:
+            await ws.close()
+
+    res = run(history(), timeout=60)
+    assert res["ok"], res
+    return [(m["role"], m["content"] if m["role"] == "user" else text_of(m))
+            for m in res["payload"]["messages"] if m["role"] in ("user", "assistant")]

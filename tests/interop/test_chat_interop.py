@@ -28,7 +28,8 @@ from tests.fakes import start_fake_openai
 from tests.integration.helpers import TOKEN, run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import json_lines, reference_gateway, run_node
+from .helpers import (json_lines, krabfast_gateway, reference_gateway, run_node,
+                      session_turns, text_of)
 
 pytestmark = pytest.mark.interop
 
@@ -42,13 +43,6 @@ def offline_reply(message: str) -> str:
     """What krabfast's offline model answers to `message` (krabfast/models/offline.py)."""
     said = " ".join(message.split())
     return f'{OFFLINE_PREFIX} you said "{said}". Your words reversed: {" ".join(reversed(said.split()))}'
-
-
-def text_of(message: dict) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
 
 
 # -- 1. @openclaw/gateway-client on krabfast ----------------------------------------------------
@@ -175,18 +169,8 @@ def test_cli_agent_prints_the_reply(reference, gateway_server, tmp_path):
     assert offline_reply(message) in proc.stdout, describe
     assert message in proc.stdout, describe
 
-    async def history():
-        ws = await admin_ws(gw.url, scopes=["operator.read"])
-        try:
-            return await ws.call("chat.history", {"sessionKey": session_key}, timeout=10)
-        finally:
-            await ws.close()
-
-    res = run(history(), timeout=30)
-    assert res["ok"], res
-    turn = [(m["role"], m["content"] if m["role"] == "user" else text_of(m))
-            for m in res["payload"]["messages"]]
-    assert turn == [("user", message), ("assistant", offline_reply(message))], res
+    turns = session_turns(gw.url, session_key)
+    assert turns == [("user", message), ("assistant", offline_reply(message))], turns
 
 
 # -- 3. the same chat probe on krabfast and on the reference ----------------------------------
@@ -232,9 +216,8 @@ def ref_chat_gateway(reference, probe_fake, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def krabfast_chat_gateway(gateway_server_module, probe_fake, tmp_path_factory):
-    config = tmp_path_factory.mktemp("kfchat") / "openclaw.json"
-    config.write_text(json.dumps(provider_config(probe_fake), indent=1))
-    return gateway_server_module("--token", TOKEN, "--config", str(config))
+    return krabfast_gateway(gateway_server_module, tmp_path_factory.mktemp("kfchat"),
+                            provider_config(probe_fake))
 
 
 # One test, two gateways: the reference's answers are the spec for krabfast's.

@@ -16,10 +16,10 @@ import uuid
 import pytest
 
 from tests.fakes import start_fake_anthropic, start_fake_ollama, start_fake_openai
-from tests.integration.helpers import TOKEN, run
+from tests.integration.helpers import run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import reference_gateway
+from .helpers import krabfast_gateway, reference_gateway
 
 pytestmark = pytest.mark.interop
 
@@ -77,9 +77,8 @@ def reference_gw(reference, fakes, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def krabfast_gw(gateway_server_module, fakes, tmp_path_factory):
-    path = tmp_path_factory.mktemp("kfrequests") / "openclaw.json"
-    path.write_text(json.dumps(config(fakes)))
-    return gateway_server_module("--token", TOKEN, "--config", str(path))
+    return krabfast_gateway(gateway_server_module, tmp_path_factory.mktemp("kfrequests"),
+                            config(fakes))
 
 
 async def requests_probe(url: str, fakes) -> dict:

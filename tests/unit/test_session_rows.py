@@ -58,3 +58,21 @@ def test_pages_follow_the_reference():
     assert page == [4] and fields["offset"] == 4 and fields["nextOffset"] is None
     page, fields = list_page(items, _params())
     assert page == items and fields["limitApplied"] == 100 and "offset" not in fields
+
+
+def test_a_row_shows_its_models_context_window_and_the_last_turns_usage():
+    fresh = session_row(_record(), now=2_000, context_tokens=64_000)
+    assert fresh["contextTokens"] == 64_000 and fresh["totalTokensFresh"] is False
+    assert "inputTokens" not in fresh and "estimatedCostUsd" not in fresh
+    assert "contextTokens" not in session_row(_record(), now=2_000)
+    usage = {"inputTokens": 1_000, "outputTokens": 10, "totalTokens": 1_000,
+             "totalTokensFresh": True}
+    price = {"input": 3, "output": 15, "cacheRead": 0, "cacheWrite": 0}
+    # No cost of its own (the turn's model had none): priced at the row's model's cost.
+    row = session_row(_record(usage=usage), now=2_000, cost=price)
+    assert row["inputTokens"] == 1_000 and row["totalTokensFresh"] is True
+    assert row["estimatedCostUsd"] == 1_000 * 3 / 1e6 + 10 * 15 / 1e6
+    assert "estimatedCostUsd" not in session_row(_record(usage=usage), now=2_000)
+    # The turn's own cost wins over the row's model's.
+    row = session_row(_record(usage={**usage, "estimatedCostUsd": 0.25}), now=2_000, cost=price)
+    assert row["estimatedCostUsd"] == 0.25

@@ -355,3 +355,19 @@ def test_sessions_from_before_schema_6_learn_their_preview_on_first_use(db_path)
     assert conn.execute("SELECT preview_known FROM sessions ORDER BY session_key").fetchall() == [
         (1,), (1,)]
     conn.close()
+
+
+def test_a_sessions_usage_persists_and_a_reset_zeroes_its_counters(store):
+    store.ensure(KEY, "main", ts=1)
+    assert store.get(KEY).usage is None
+    usage = {"inputTokens": 12, "outputTokens": 3, "totalTokens": 12, "totalTokensFresh": True,
+             "estimatedCostUsd": 0.5}
+    assert store.set_usage(KEY, usage).usage == usage
+    store = _reopen(store)
+    assert store.get(KEY).usage == usage
+    store.reset(KEY, ts=5)
+    assert store.get(KEY).usage == {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0,
+                                    "totalTokensFresh": True}
+    with pytest.raises(KeyError):
+        store.set_usage("agent:main:none", usage)
+    store.db.close()
