@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
 from krabfast.models.thinking import level_not_offered, normalize_think_level
+from krabfast.models.failure_copy import error_fields, live_message, transcript_text
 from krabfast.models.usage import message_usage, session_usage
 
 log = logging.getLogger("krabfast.runs")
@@ -51,6 +52,7 @@ class Run:
     agent_seq: int = 0             # payload seq of its agent events
     usage: dict | None = None      # the model's counts: {input, output, total}
     cost: dict | None = None       # its model's configured cost (models/usage.py)
+    target: tuple[str, str] | None = None  # (provider, model id) once the model is known
     stop_reason: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -168,7 +170,7 @@ class RunManager:
         except asyncio.CancelledError:
             self._finish_aborted(run)
         except ProviderError as exc:
-            self._finish_error(run, str(exc), exc.kind)
+            self._finish_error(run, str(exc), exc.kind, exc.status)
         except Exception as exc:  # a bug: the run ends with an error, the gateway lives on
             log.exception("run %s failed", run.run_id)
             self._finish_error(run, f"internal error: {type(exc).__name__}", "internal")
@@ -178,7 +180,7 @@ class RunManager:
     async def _stream(self, run: Run) -> None:
         hub = self.hub
         backend, info = hub.models.resolve(run.model)
-        run.cost = info.cost
+        run.cost, run.target = info.cost, (info.provider, info.own_id)
         profile = info.thinking
         if run.thinking is not None and run.thinking not in profile.levels:
             # As the reference: the turn is answered without asking the model.
@@ -307,12 +309,26 @@ class RunManager:
         self._agent_event(run, "lifecycle", {"phase": "end", "aborted": True,
                                              "endedAt": run.ended_at})
 
-    def _finish_error(self, run: Run, message: str, kind: str) -> None:
+    def _finish_error(self, run: Run, message: str, kind: str,
+                      status: int | None = None) -> None:
+        """As the reference: the event says what failed in its words; the failed turn is kept
+        in the transcript (its note and what the model had said, stopReason "error")."""
         self._cancel_flush(run)
+        hub = self.hub
         run.status = "error"
-        run.ended_at = self.hub.clock_ms()
+        run.ended_at = hub.clock_ms()
+        provider, model = run.target or (None, None)
+        message = live_message(message, kind, status, f"{provider}/{model}" if model else None)
         run.error, run.error_kind = message, kind
-        self._chat_event(run, "error", {"errorMessage": message, "errorKind": _error_kind(kind)})
+        text = transcript_text(kind, status, run.text)
+        if text is not None and hub.sessions.get(run.session_key) is not None:
+            kept = hub.sessions.append_message(
+                run.session_key, "assistant", [{"type": "text", "text": text}],
+                run_id=run.run_id, usage=message_usage(0, 0, run.cost), stop_reason="error",
+                ts=run.ended_at)
+            hub.session_message(run.session_key, kept)
+        self._chat_event(run, "error", {"errorMessage": message,
+                                        **error_fields(kind, status, provider, model)})
         self._agent_event(run, "lifecycle", {"phase": "error", "error": message,
                                              "endedAt": run.ended_at})
 
@@ -449,7 +465,10 @@ def _assistant(text: str, ts: int | None = None) -> dict:
 
 
 def _chat_message(record) -> ChatMessage | None:
-    """A transcript message as the model sees it (text parts joined)."""
+    """A transcript message as the model sees it (text parts joined); a failed turn's is
+    not shown to it."""
+    if record.stop_reason == "error":
+        return None
     content = record.content
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -457,11 +476,3 @@ def _chat_message(record) -> ChatMessage | None:
         return None
     return ChatMessage(role=record.role, content=content)
 
-
-# ProviderError kinds as the reference's ChatErrorEvent.errorKind knows them (refusal,
-# timeout, rate_limit, context_length, unknown); the message says the rest.
-_ERROR_KINDS = {"rate_limit": "rate_limit", "timeout": "timeout"}
-
-
-def _error_kind(kind: str) -> str:
-    return _ERROR_KINDS.get(kind, "unknown")

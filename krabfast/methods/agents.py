@@ -61,6 +61,16 @@ def agent(call, params):
 async def _final(conv, run, timeout_s: float) -> dict:
     outcome = await conv.runs.wait(run.run_id, int(timeout_s * 1000))
     status = outcome["status"]
+    if status == "error" and run.error and run.error_kind == "bad_response":
+        # As the reference: a stream it could not read is a completed answer with an error
+        # payload, not a failed answer.
+        return {"runId": run.run_id, "status": "error", "summary": "failed",
+                "result": {"payloads": [{"text": run.error, "isError": True, "mediaUrl": None}]}}
+    if status == "error" and run.error:
+        # As the reference: a failed turn is a failed answer, UNAVAILABLE, with the outcome
+        # as its payload (the CLI prints the error).
+        raise GatewayError(ErrorCode.UNAVAILABLE, run.error, payload={
+            "runId": run.run_id, "status": "error", "summary": run.error})
     if status == "aborted":
         status = "error"  # the reference reports an aborted agent run as an error
     final = {"runId": run.run_id, "status": status, "summary": _summary(status)}

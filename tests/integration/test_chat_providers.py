@@ -77,9 +77,10 @@ def test_a_turn_through_the_configured_provider(gateway_server, tmp_path, fake):
 
 
 @pytest.mark.parametrize("behaviour, words", [
-    ({"mode": "status", "status": 401}, "unauthorized"),
-    ({"mode": "status", "status": 429}, "rate limited"),
-    ({"mode": "malformed"}, "malformed"),
+    # (the reference's words for each, models/failure_copy.py)
+    ({"mode": "status", "status": 401}, "authentication failed"),
+    ({"mode": "status", "status": 429}, "rate limit reached"),
+    ({"mode": "malformed"}, "agent run failed (model: fake/fake-1)"),
     ({"mode": "close_mid_stream"}, "interrupted"),
 ])
 def test_provider_errors_end_the_run_with_an_error_event(gateway_server, tmp_path, fake,
@@ -103,7 +104,14 @@ def test_provider_errors_end_the_run_with_an_error_event(gateway_server, tmp_pat
         assert words in err["payload"]["errorMessage"].lower()
         await ws.response(req, 10)  # accepted
         final = await ws.response(req, 10)
-        assert final["payload"]["status"] == "error"
+        said = err["payload"]["errorMessage"]
+        if behaviour["mode"] == "malformed":  # as the reference: an answer with an error
+            assert final["ok"] and final["payload"]["status"] == "error"
+            assert final["payload"]["result"]["payloads"][0] == {
+                "text": said, "isError": True, "mediaUrl": None}
+        else:  # as the reference: a failed answer, with a payload
+            assert not final["ok"] and final["error"] == {"code": "UNAVAILABLE", "message": said}
+            assert final["payload"] == {"runId": "e1", "status": "error", "summary": said}
         # The other session is unaffected.
         assert (await _final_or_error(ws, "ok1"))["payload"]["state"] == "final"
         await ws.close()

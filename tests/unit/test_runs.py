@@ -225,25 +225,54 @@ def test_abort_cancels_the_stream_and_drops_queued_runs():
     _go(main())
 
 
-@pytest.mark.parametrize("error, kind", [
-    (ProviderError("LLM request unauthorized.", kind="auth", status=401), "unknown"),
-    (ProviderError("LLM request rate limited.", kind="rate_limit", status=429), "rate_limit"),
-    (ProviderError("LLM request timed out.", kind="timeout"), "timeout"),
+@pytest.mark.parametrize("error, kind, said, kept", [
+    # The reference's words (models/failure_copy.py): the event's, then the transcript's.
+    (ProviderError("LLM request unauthorized.", kind="auth", status=401), None,
+     "Authentication failed (provider returned HTTP 401). Your provider token may have "
+     "expired — try the request again in a moment. If the failure persists, re-authenticate "
+     "this provider.",
+     "⚠️ LLM request failed (authentication failed, HTTP 401). Re-authenticate the provider "
+     "and try again."),
+    (ProviderError("LLM request rate limited.", kind="rate_limit", status=429), "rate_limit",
+     "⚠️ API rate limit reached. Please try again later.",
+     "⚠️ LLM request failed (rate limited, HTTP 429). This is usually temporary — try again "
+     "shortly."),
+    (ProviderError("LLM request timed out. (read)", kind="timeout"), "timeout",
+     "LLM request timed out.",
+     "⚠️ LLM request failed (request timed out). This is usually temporary — try again "
+     "shortly."),
+    (ProviderError("LLM request failed: provider returned an internal error. (HTTP 500)",
+                   kind="provider", status=500), None,
+     "⚠️ test/model request failed (provider internal error, HTTP 500). This is usually "
+     "temporary — try again shortly.",
+     "⚠️ LLM request failed (provider internal error, HTTP 500). This is usually temporary "
+     "— try again shortly."),
+    (ProviderError("LLM request failed: connection refused by the provider endpoint.",
+                   kind="connection"), None,
+     "LLM request failed: connection refused by the provider endpoint.", None),
 ])
-def test_provider_errors_end_the_run_cleanly(error, kind):
+def test_provider_errors_end_the_run_cleanly(error, kind, said, kept):
     async def main():
         conv = Conv(Backend(fail=error))
         runs = RunManager(conv)
         runs.submit("agent:main:s", "main", "hi", "r1")
         outcome = await runs.wait("r1", 5000)
-        assert outcome["status"] == "error" and outcome["error"] == str(error)
+        assert outcome["status"] == "error" and outcome["error"] == said
         last = conv.bus.chat("r1")[-1]
-        assert last["state"] == "error" and last["errorKind"] == kind
+        assert last["state"] == "error" and last["errorMessage"] == said
+        assert last.get("errorKind") == kind
         assert conv.sessions.run("r1").status == "error"
+        # The failed turn stays in the transcript, its note then what the model had said
+        # ("a b c"), and is not shown to the model again.
+        failed = [m for m in conv.sessions.messages("agent:main:s") if m.role == "assistant"]
+        text = f"{kept}\n\na b c" if kept else "a b c"
+        assert failed[0].content == [{"type": "text", "text": text}]
+        assert failed[0].stop_reason == "error"
         # The session takes the next run.
         conv.models.backend = Backend()
         runs.submit("agent:main:s", "main", "again", "r2")
         assert (await runs.wait("r2", 5000))["status"] == "ok"
+        assert [m.content for m in conv.models.backend.requests[0].messages] == ["hi", "again"]
     _go(main())
 
 
