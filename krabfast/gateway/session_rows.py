@@ -19,7 +19,7 @@ DEFAULT_LIST_LIMIT = 100  # the reference's page when `limit` is not given
 # "interrupted" (the gateway stopped mid-run) is "failed", as the reference maps it.
 _SESSION_STATUS = {"ok": "done", "error": "failed", "aborted": "killed",
                    "interrupted": "failed"}
-_RUN_ERROR_MAX = 400
+RUN_ERROR_MAX = 160  # the reference's bound on a row's lastRunError
 _NOT_IN_ROW = ("agent_status", "exec_host")  # settings kept but not shown in a row
 
 
@@ -55,9 +55,18 @@ def run_fields(active, last) -> dict:
         out["endedAt"] = last.ended_at
         out["runtimeMs"] = max(0, last.ended_at - last.started_at)
     if status == "failed" and last.error:
-        out["lastRunError"] = last.error[:_RUN_ERROR_MAX]
+        out["lastRunError"] = run_error(last.error)
     out["abortedLastRun"] = status == "killed"
     return out
+
+
+def run_error(error: str) -> str:
+    """A run's error as a row shows it: whitespace runs made one space and, past
+    RUN_ERROR_MAX characters, its start and end around " ... ", as the reference cuts it."""
+    text = " ".join(error.split())
+    if len(text) <= RUN_ERROR_MAX:
+        return text
+    return f"{text[:155 // 3].rstrip()} ... {text[-104:].lstrip()}"
 
 
 def active_agent_status(record, now: int) -> dict | None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from msgspec import UNSET
 
-from krabfast.gateway.session_rows import list_page, run_fields, session_row
+from krabfast.gateway.session_rows import list_page, run_error, run_fields, session_row
 from krabfast.store.sessions import RunRecord, SessionRecord
 
 
@@ -76,3 +76,14 @@ def test_a_row_shows_its_models_context_window_and_the_last_turns_usage():
     # The turn's own cost wins over the row's model's.
     row = session_row(_record(usage={**usage, "estimatedCostUsd": 0.25}), now=2_000, cost=price)
     assert row["estimatedCostUsd"] == 0.25
+
+
+def test_a_long_run_error_is_cut_as_the_reference_cuts_it():
+    said = ("Authentication failed (provider returned HTTP 401). Your provider token may have "
+            "expired — try the request again in a moment. If the failure persists, "
+            "re-authenticate this provider.")
+    # What the reference's row showed for this error (probed).
+    assert run_error(said) == (
+        "Authentication failed (provider returned HTTP 401). ... ave expired — try the request "
+        "again in a moment. If the failure persists, re-authenticate this provider.")
+    assert run_error("short\n  one") == "short one"
