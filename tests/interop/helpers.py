@@ -54,6 +54,35 @@ def krabfast_gateway(gateway_server_module, tmp, config: dict):
     return gateway_server_module("--token", GATEWAY_TOKEN, "--config", str(path))
 
 
+def gateway_fixtures(name: str, config, **fake):
+    """Module-scoped fixtures `<name>_fake` (a fake OpenAI-compatible provider, `fake` its
+    behaviour), `ref_<name>_gateway` and `krabfast_<name>_gateway` (each configured with
+    `config(fake)`), for a probe run against both gateways. Assign them in the test module:
+    `a, b, c = gateway_fixtures(...)`."""
+    import pytest
+
+    def fake_server():
+        from tests.fakes import start_fake_openai
+
+        server = start_fake_openai(**fake)
+        yield server
+        server.stop()
+
+    def ref_gateway(reference, request, tmp_path_factory):
+        server = request.getfixturevalue(f"{name}_fake")
+        yield from reference_gateway(reference, tmp_path_factory.mktemp(f"ref{name}"),
+                                     config(server))
+
+    def krabfast(gateway_server_module, request, tmp_path_factory):
+        server = request.getfixturevalue(f"{name}_fake")
+        return krabfast_gateway(gateway_server_module, tmp_path_factory.mktemp(f"kf{name}"),
+                                config(server))
+
+    return (pytest.fixture(scope="module", name=f"{name}_fake")(fake_server),
+            pytest.fixture(scope="module", name=f"ref_{name}_gateway")(ref_gateway),
+            pytest.fixture(scope="module", name=f"krabfast_{name}_gateway")(krabfast))
+
+
 def text_of(message: dict) -> str:
     content = message.get("content")
     if isinstance(content, str):

@@ -17,11 +17,10 @@ import uuid
 
 import pytest
 
-from tests.fakes import start_fake_openai
 from tests.integration.helpers import run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import krabfast_gateway, reference_gateway
+from .helpers import gateway_fixtures
 
 pytestmark = pytest.mark.interop
 
@@ -40,22 +39,8 @@ def _config(fake) -> dict:
         "agents": {"defaults": {"model": {"primary": "fake/priced"}}}}
 
 
-@pytest.fixture(scope="module")
-def usage_fake():
-    fake = start_fake_openai(text="Four word answer here.", chunks=2, delay=0.05)
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def ref_usage_gateway(reference, usage_fake, tmp_path_factory):
-    yield from reference_gateway(reference, tmp_path_factory.mktemp("refusage"), _config(usage_fake))
-
-
-@pytest.fixture(scope="module")
-def krabfast_usage_gateway(gateway_server_module, usage_fake, tmp_path_factory):
-    return krabfast_gateway(gateway_server_module, tmp_path_factory.mktemp("kfusage"),
-                            _config(usage_fake))
+usage_fake, ref_usage_gateway, krabfast_usage_gateway = gateway_fixtures(
+    "usage", _config, text="Four word answer here.", chunks=2, delay=0.05)
 
 
 def _cost(tokens: int, part: str) -> float:
