@@ -373,6 +373,7 @@ async function loadHistory() {
     if (!["user", "assistant", "system"].includes(message.role)) continue;
     const bubble = new Bubble(message.role, textOf(message), "done");
     if (["aborted", "rpc"].includes(message.stopReason)) bubble.setState("stopped", "Stopped.");
+    else if (message.stopReason === "error") bubble.setState("error"); // a failed turn, kept
   }
   if (res.hasMore) {
     const more = document.createElement("li");
