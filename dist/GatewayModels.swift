@@ -304,6 +304,9 @@ public struct ChatMessage: Codable, Sendable {
     public let stopReason: String?
     public let usage: AnyCodable?
     public let runId: String?
+    public let api: String?
+    public let provider: String?
+    public let model: String?
     public let __openclaw: ChatMessageMeta?
 }
 

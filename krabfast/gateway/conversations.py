@@ -220,6 +220,8 @@ def message_json(message) -> dict:
         out["runId"] = message.run_id
         if message.role == "user":
             out["idempotencyKey"] = f"{message.run_id}:user"
+    if message.model:  # what answered: api, provider, model
+        out.update(message.model)
     if message.stop_reason:
         out["stopReason"] = message.stop_reason
     if message.usage:

@@ -53,6 +53,7 @@ class Run:
     usage: dict | None = None      # the model's counts: {input, output, total}
     cost: dict | None = None       # its model's configured cost (models/usage.py)
     target: tuple[str, str] | None = None  # (provider, model id) once the model is known
+    answered_by: dict | None = None  # its transcript message's api, provider, model
     stop_reason: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -181,6 +182,8 @@ class RunManager:
         hub = self.hub
         backend, info = hub.models.resolve(run.model)
         run.cost, run.target = info.cost, (info.provider, info.own_id)
+        run.answered_by = {k: v for k, v in (("api", info.api), ("provider", info.provider),
+                                             ("model", info.own_id)) if v}
         profile = info.thinking
         if run.thinking is not None and run.thinking not in profile.levels:
             # As the reference: the turn is answered without asking the model.
@@ -275,7 +278,7 @@ class RunManager:
         message = hub.sessions.append_message(
             run.session_key, "assistant", [{"type": "text", "text": run.text}], run_id=run.run_id,
             usage=message_usage(*counts, run.cost) if counts else None,
-            stop_reason=run.stop_reason or "stop", ts=ended)
+            stop_reason=run.stop_reason or "stop", ts=ended, model=run.answered_by)
         hub.sessions.run_finished(run.run_id, "ok", ended)
         record = hub.sessions.get(run.session_key)
         if record is not None:  # the row's counters are the last turn's, as the reference's
@@ -289,9 +292,8 @@ class RunManager:
         # as one message whichever reaches it first.
         final = {**_assistant(run.text, run.ended_at),
                  "__openclaw": {"id": message.message_id, "seq": message.seq}}
+        # (no usage, as the reference: the transcript message and the session row have it)
         extra = {"message": final, "stopReason": run.stop_reason or "stop"}
-        if run.usage:
-            extra["usage"] = run.usage
         with hub.bus.corked():
             self._chat_event(run, "final", extra)
             self._agent_event(run, "lifecycle", {"phase": "end", "endedAt": run.ended_at})
@@ -325,7 +327,7 @@ class RunManager:
             kept = hub.sessions.append_message(
                 run.session_key, "assistant", [{"type": "text", "text": text}],
                 run_id=run.run_id, usage=message_usage(0, 0, run.cost), stop_reason="error",
-                ts=run.ended_at)
+                ts=run.ended_at, model=run.answered_by)
             hub.session_message(run.session_key, kept)
         self._chat_event(run, "error", {"errorMessage": message,
                                         **error_fields(kind, status, provider, model)})

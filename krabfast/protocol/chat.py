@@ -58,6 +58,10 @@ class ChatMessage(Model):
     stop_reason: str | Unset = UNSET
     usage: dict[str, Any] | Unset = UNSET
     run_id: NonEmptyStr | Unset = UNSET
+    # what answered an assistant message
+    api: str | Unset = UNSET
+    provider: str | Unset = UNSET
+    model: str | Unset = UNSET
     meta: ChatMessageMeta | Unset = msgspec.field(default=UNSET, name="__openclaw")
 
 

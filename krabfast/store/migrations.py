@@ -128,4 +128,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: a session's token counters and cost of its last turn (JSON: the row's
     # inputTokens, outputTokens, totalTokens, totalTokensFresh, estimatedCostUsd).
     "ALTER TABLE sessions ADD COLUMN usage TEXT;",
+    # 8: what answered an assistant message (JSON: api, provider, model), as the reference's
+    # transcript says.
+    "ALTER TABLE session_messages ADD COLUMN model TEXT;",
 )

@@ -99,6 +99,7 @@ class MessageRecord:
     run_id: str | None = None
     usage: dict | None = None
     stop_reason: str | None = None
+    model: dict | None = None  # what answered (api, provider, model), for assistant messages
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def _message(row: dict) -> MessageRecord:
         session_key=row["session_key"], session_id=row["session_id"], seq=row["seq"],
         message_id=row["message_id"], role=row["role"], content=json.loads(row["content"]),
         ts=row["ts"], run_id=row["run_id"], usage=json.loads(usage) if usage is not None else None,
-        stop_reason=row["stop_reason"])
+        stop_reason=row["stop_reason"], model=json.loads(row["model"]) if row.get("model") else None)
 
 
 def _run(row: dict) -> RunRecord:
@@ -333,7 +334,8 @@ class SessionStore:
         return list(self._loaded)
 
     def append_message(self, key: str, role: str, content, *, ts: int, run_id: str | None = None,
-                       usage: dict | None = None, stop_reason: str | None = None) -> MessageRecord:
+                       usage: dict | None = None, stop_reason: str | None = None,
+                       model: dict | None = None) -> MessageRecord:
         """Append to the current transcript (seq = last + 1); the session's updated_at
         becomes `ts`. KeyError for an unknown session."""
         if role not in ROLES:
@@ -346,11 +348,11 @@ class SessionStore:
         transcript = self._transcript(record.session_id)
         seq = max(record.message_count, transcript[-1].seq if transcript else 0) + 1
         message = MessageRecord(key, record.session_id, seq, str(uuid.uuid4()), role, content, ts,
-                                run_id, usage, stop_reason)
+                                run_id, usage, stop_reason, model)
         row = {"session_id": record.session_id, "seq": seq, "message_id": message.message_id,
                "session_key": key, "role": role, "content": _dumps(content), "ts": ts,
                "run_id": run_id, "usage": _dumps(usage) if usage is not None else None,
-               "stop_reason": stop_reason}
+               "stop_reason": stop_reason, "model": _dumps(model) if model is not None else None}
         changes = {"message_count": seq, "updated_at": max(ts, record.updated_at)}
         if run_id is not None:
             changes["last_run_id"] = run_id

@@ -416,6 +416,9 @@ def test_a_turn_sets_the_sessions_token_counters(gateway):
         assert usage["input"] == row["inputTokens"] > 0 and usage["output"] == row["outputTokens"]
         assert usage["totalTokens"] == usage["input"] + usage["output"]
         assert usage["cost"]["total"] == 0 and usage["cacheRead"] == 0
+        answered = history["messages"][-1]
+        assert (answered["provider"], answered["model"]) == ("krabfast", "offline")
+        assert answered["api"]
         assert row["totalTokens"] == row["inputTokens"] and row["totalTokensFresh"] is True
         assert "estimatedCostUsd" not in row
         await ws.call("sessions.reset", {"key": key})

@@ -300,6 +300,9 @@ def probe_outcome(got: dict) -> dict:
         "history": history["ok"] and [
             (m["role"], m["content"] if m["role"] == "user" else text_of(m))
             for m in history["payload"]["messages"]],
+        "what answered, in history": history["ok"] and [
+            {k: m.get(k) for k in ("api", "provider", "model", "stopReason")}
+            for m in history["payload"]["messages"] if m["role"] == "assistant"],
         "unknown session history": {"ok": unknown["ok"],
                                     "sessionKey": unknown.get("payload", {}).get("sessionKey"),
                                     "messages": unknown.get("payload", {}).get("messages")},
@@ -319,6 +322,8 @@ def expected_outcome(got: dict) -> dict:
         "model requests for the retries": 0,
         "model named without the provider": [FAKE_MODEL],
         "history": [("user", "say the probe sentence"), ("assistant", PROBE_TEXT)],
+        "what answered, in history": [{"api": "openai-completions", "provider": "fake",
+                                       "model": FAKE_MODEL, "stopReason": "stop"}],
         "unknown session history": {"ok": True, "sessionKey": got["unknown_key"], "messages": []},
     }
 

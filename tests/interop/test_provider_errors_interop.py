@@ -69,7 +69,8 @@ async def errors_probe(url: str, fake) -> dict:
         out[f"{case}: row"] = {k: row.get(k, "-") for k in ("status", "lastRunError")}
         history = (await ws.call("chat.history", {"sessionKey": key}, timeout=30))["payload"]
         out[f"{case}: transcript"] = [
-            {k: m.get(k) for k in ("role", "content", "stopReason", "usage")}
+            {k: m.get(k) for k in ("role", "content", "stopReason", "usage", "api", "provider",
+                                   "model")}
             for m in history["messages"]]
 
     try:

@@ -146,7 +146,9 @@ def test_persistence_across_reopen(store):
     store.patch(KEY, model="p/m", archived=True, verbose_level="on")
     msgs = [store.append_message(KEY, "user", "hello", ts=2),
             store.append_message(KEY, "assistant", _parts("hi there"), ts=3, run_id="run-1",
-                                 usage={"input": 3, "output": 2}, stop_reason="stop")]
+                                 usage={"input": 3, "output": 2}, stop_reason="stop",
+                                 model={"api": "openai-completions", "provider": "p",
+                                        "model": "m"})]
     store.run_started("run-1", KEY, 2)
     store.run_finished("run-1", "ok", 3)
     before = store.get(KEY)
