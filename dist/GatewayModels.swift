@@ -11,6 +11,7 @@ public struct AgentEvent: Codable, Sendable {
     public let isHeartbeat: Bool?
     public let sessionKey: String?
     public let agentId: String?
+    public let sessionId: String?
 }
 
 public struct AgentIdentity: Codable, Sendable {

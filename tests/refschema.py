@@ -115,10 +115,10 @@ def check_frame(data: bytes | str, method: str | None = None) -> dict:
         elif name == "chat":
             check("ChatEvent", payload)
         elif name == "agent":
-            # The reference's agent events carry sessionKey and agentId (observed; its
-            # schema's AgentEvent does not list them).
+            # The reference's agent events carry sessionKey and agentId, its lifecycle
+            # events sessionId too (observed; its schema's AgentEvent lists none of them).
             check("AgentEvent", {k: v for k, v in payload.items()
-                                 if k not in ("sessionKey", "agentId")})
+                                 if k not in ("sessionKey", "agentId", "sessionId")})
         elif name == "connect.challenge":
             assert isinstance(payload["nonce"], str) and payload["nonce"]
             assert isinstance(payload["ts"], int) and payload["ts"] >= 0

@@ -296,7 +296,9 @@ class RunManager:
         extra = {"message": final, "stopReason": run.stop_reason or "stop"}
         with hub.bus.corked():
             self._chat_event(run, "final", extra)
-            self._agent_event(run, "lifecycle", {"phase": "end", "endedAt": run.ended_at})
+            self._agent_event(run, "lifecycle", {
+                "phase": "end", "stopReason": run.stop_reason or "stop", "aborted": False,
+                "startedAt": run.started_at, "endedAt": run.ended_at})
             hub.session_message(run.session_key, message)
             hub.sessions_changed(run.session_key, phase="end", run_id=run.run_id)
 
@@ -440,10 +442,14 @@ class RunManager:
         if run.start_pending:
             self._publish_start(run)
         run.agent_seq += 1
-        self.hub.bus.publish("agent", {"runId": run.run_id, "seq": run.agent_seq, "stream": stream,
-                                       "ts": self.hub.clock_ms(), "data": data,
-                                       "sessionKey": run.session_key, "agentId": run.agent_id},
-                             droppable=stream == "assistant", first=run.origin)
+        event = {"runId": run.run_id, "seq": run.agent_seq, "stream": stream,
+                 "ts": self.hub.clock_ms(), "data": data, "isHeartbeat": False,
+                 "sessionKey": run.session_key, "agentId": run.agent_id}
+        if stream == "lifecycle":  # as the reference: which transcript the run is in
+            record = self.hub.sessions.get(run.session_key)
+            if record is not None:
+                event["sessionId"] = record.session_id
+        self.hub.bus.publish("agent", event, droppable=stream == "assistant", first=run.origin)
 
 
 async def _exhaust(stream) -> None:

@@ -12,7 +12,7 @@ import msgspec
 
 from krabfast import __version__
 from krabfast.gateway import proxies
-from krabfast.methods.agents import AGENT_NAME
+from krabfast.methods.agents import DEFAULT_IDENTITY
 from krabfast.web.app import WEBCHAT_ROOT, Readiness, WebApp, probe_routes
 from krabfast.web.control_ui import control_ui_routes
 from krabfast.web.http import HttpProtocol
@@ -51,7 +51,7 @@ class WebSide:
             routes.extend(static_routes(WEBCHAT_ROOT, "/webchat/", headers=WEBCHAT_HEADERS))
         routes.extend(control_ui_routes(self.server.config, token_check=self.token_check,
                                         device_token_check=self.device_token_check,
-                                        assistant_name=AGENT_NAME))
+                                        assistant_name=DEFAULT_IDENTITY["name"]))
         return routes
 
     # -- what the routes ask ---------------------------------------------------------------------

@@ -12,7 +12,8 @@ from krabfast.protocol.scopes import DYNAMIC_SCOPE, READ, WRITE
 
 table = MethodTable()
 
-AGENT_NAME = "krabfast"
+# The reference's identity of an agent its config names nothing for.
+DEFAULT_IDENTITY = {"name": "Assistant", "nameSource": "default", "avatar": "A"}
 DEFAULT_WAIT_MS = 30_000
 AGENT_TIMEOUT_S = 600
 
@@ -101,9 +102,17 @@ async def agent_wait(call, params):
 @table.method("agents.list", A.AgentsListParams, A.AgentsListResult, READ,
               summary="the agents this gateway hosts (one: main)")
 def agents_list(call, params):
+    # As the reference lists its one default agent: no name of its own, its model and the
+    # thinking levels that model offers.
     model = _conv(call).models.default
-    return {"defaultId": "main", "mainKey": "main", "scope": "per-sender",
-            "agents": [{"id": "main", "name": AGENT_NAME, "model": {"primary": model.id}}]}
+    thinking = model.thinking
+    return {"defaultId": "main", "ownership": "sole", "selectionRequired": False,
+            "mainKey": "main", "scope": "per-sender",
+            "agents": [{"id": "main",
+                        "thinkingLevels": [{"id": lv, "label": lv} for lv in thinking.levels],
+                        "thinkingOptions": list(thinking.levels),
+                        "thinkingDefault": thinking.default,
+                        "model": {"primary": model.id}}]}
 
 
 @table.method("agent.identity.get", A.AgentIdentityParams, A.AgentIdentityResult, READ,
@@ -112,4 +121,4 @@ def agent_identity_get(call, params):
     agent_id = params.agent_id or "main"
     if agent_id != "main":
         raise invalid_request(f"unknown agent id: {agent_id}")
-    return {"agentId": "main", "name": AGENT_NAME}
+    return {"agentId": "main", **DEFAULT_IDENTITY}

@@ -157,6 +157,7 @@ class AgentLifecycleData(Model):
     ended_at: NonNegInt | Unset = UNSET
     error: str | Unset = UNSET
     aborted: bool | Unset = UNSET
+    stop_reason: str | Unset = UNSET
 
 
 class AgentAssistantData(Model):
@@ -190,6 +191,7 @@ class AgentEvent(Model):
     is_heartbeat: bool | Unset = UNSET
     session_key: NonEmptyStr | Unset = UNSET
     agent_id: NonEmptyStr | Unset = UNSET
+    session_id: NonEmptyStr | Unset = UNSET  # on lifecycle events, as the reference sends
 
 
 class _AgentStreamEvent(Model, tag_field="stream"):
@@ -200,6 +202,7 @@ class _AgentStreamEvent(Model, tag_field="stream"):
     is_heartbeat: bool | Unset = UNSET
     session_key: NonEmptyStr | Unset = UNSET
     agent_id: NonEmptyStr | Unset = UNSET
+    session_id: NonEmptyStr | Unset = UNSET  # on lifecycle events, as the reference sends
 
 
 class AgentLifecycleEvent(_AgentStreamEvent, tag="lifecycle", kw_only=True):

@@ -309,8 +309,11 @@ def test_agents_identity_and_system_info(gateway):
         ws = await _operator(gateway.url, scopes=("operator.read",))
         agents = (await ws.call("agents.list", {}))["payload"]
         assert agents["defaultId"] == "main" and [a["id"] for a in agents["agents"]] == ["main"]
+        assert agents["ownership"] == "sole" and agents["selectionRequired"] is False
+        assert agents["agents"][0]["thinkingOptions"] == ["off"]  # the offline model's
         ident = (await ws.call("agent.identity.get", {}))["payload"]
-        assert ident["agentId"] == "main"
+        assert ident == {"agentId": "main", "name": "Assistant", "nameSource": "default",
+                         "avatar": "A"}  # the reference's, for an agent named nowhere
         assert (await ws.call("agent.identity.get", {"agentId": "other"}))["ok"] is False
         info = (await ws.call("system.info", {}))["payload"]
         assert info["pid"] > 0 and info["cpuCount"] >= 1 and info["uptimeMs"] >= 0
