@@ -8,6 +8,18 @@ import subprocess
 TOKEN = "interop-token"
 
 
+def _both_gateways():
+    import pytest
+
+    # One test, two gateways: the reference's run (slow: it starts in ~30 s) first, then
+    # krabfast's, compared with it.
+    return pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow),
+                                              "krabfast"])
+
+
+BOTH_GATEWAYS = _both_gateways()
+
+
 def run_node(reference, args: list[str], *, cwd, home, timeout: float = 60.0,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the Node 24 binary with `args` (HOME set to `home`), capturing text output."""
@@ -81,6 +93,28 @@ def gateway_fixtures(name: str, config, **fake):
     return (pytest.fixture(scope="module", name=f"{name}_fake")(fake_server),
             pytest.fixture(scope="module", name=f"ref_{name}_gateway")(ref_gateway),
             pytest.fixture(scope="module", name=f"krabfast_{name}_gateway")(krabfast))
+
+
+_PROBES: dict[tuple[str, str], dict] = {}
+
+
+def probe_both(request, name: str, target: str, probe, *args) -> tuple[dict, dict | None]:
+    """Run `probe(url, *args)` on `target`'s gateway (the fixtures of
+    `gateway_fixtures(name, ...)`): (its answers, the reference's to compare them with, when
+    this is krabfast's run and the reference's came first)."""
+    from tests.integration.helpers import run
+
+    side = "ref" if target == "reference" else "krabfast"
+    gw = request.getfixturevalue(f"{side}_{name}_gateway")
+    got = _PROBES[name, target] = run(probe(gw.url, *args), timeout=300)
+    return got, (_PROBES.get((name, "reference")) if target == "krabfast" else None)
+
+
+def assert_same_answers(reference: dict, got: dict) -> None:
+    """Every case of the reference's probe answered the same by krabfast."""
+    diff = {case: {"reference": reference[case], "krabfast": got.get(case)}
+            for case in reference if reference[case] != got.get(case)}
+    assert not diff, json.dumps(diff, indent=1, ensure_ascii=False)
 
 
 def text_of(message: dict) -> str:

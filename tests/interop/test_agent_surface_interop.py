@@ -10,15 +10,13 @@ those are left out of the comparison.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import pytest
 
-from tests.integration.helpers import run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import gateway_fixtures
+from .helpers import BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, probe_both
 
 pytestmark = pytest.mark.interop
 
@@ -76,21 +74,13 @@ async def agents_probe(url: str) -> dict:
         await ws.close()
 
 
-PROBES: dict[str, dict] = {}
-
-
-@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
+@BOTH_GATEWAYS
 def test_agent_surface_matches_reference(target, request):
-    gw = request.getfixturevalue("ref_agents_gateway" if target == "reference"
-                                 else "krabfast_agents_gateway")
-    got = PROBES[target] = run(agents_probe(gw.url), timeout=300)
-    reference = PROBES.get("reference") if target == "krabfast" else None
+    got, reference = probe_both(request, "agents", target, agents_probe)
     if reference is None:
         assert got["agent.identity.get"] == {"agentId": "main", "name": "Assistant",
                                              "nameSource": "default", "avatar": "A"}, got
         assert got["agents.list"]["ownership"] == "sole", got
         assert {e["isHeartbeat"] for e in got["agent events"]} == {False}, got
     else:
-        diff = {case: {"reference": reference[case], "krabfast": got.get(case)}
-                for case in reference if reference[case] != got.get(case)}
-        assert not diff, json.dumps(diff, indent=1)
+        assert_same_answers(reference, got)

@@ -28,8 +28,8 @@ from tests.fakes import start_fake_openai
 from tests.integration.helpers import TOKEN, run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import (json_lines, krabfast_gateway, reference_gateway, run_node,
-                      session_turns, text_of)
+from .helpers import (BOTH_GATEWAYS, json_lines, krabfast_gateway, reference_gateway,
+                      run_node, session_turns, text_of)
 
 pytestmark = pytest.mark.interop
 
@@ -220,11 +220,6 @@ def krabfast_chat_gateway(gateway_server_module, probe_fake, tmp_path_factory):
                             provider_config(probe_fake))
 
 
-# One test, two gateways: the reference's answers are the spec for krabfast's.
-BOTH_GATEWAYS = pytest.mark.parametrize("target", [
-    pytest.param("reference", marks=pytest.mark.slow),
-    "krabfast",
-])
 
 
 @pytest.fixture

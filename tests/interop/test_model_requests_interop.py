@@ -19,7 +19,7 @@ from tests.fakes import start_fake_anthropic, start_fake_ollama, start_fake_open
 from tests.integration.helpers import run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import krabfast_gateway, reference_gateway
+from .helpers import BOTH_GATEWAYS, krabfast_gateway, reference_gateway
 
 pytestmark = pytest.mark.interop
 
@@ -110,8 +110,6 @@ async def requests_probe(url: str, fakes) -> dict:
         await ws.close()
 
 
-BOTH_GATEWAYS = pytest.mark.parametrize("target", [
-    pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
 PROBES: dict[str, dict] = {}
 
 

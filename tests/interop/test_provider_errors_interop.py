@@ -12,15 +12,13 @@ so the 401 goes last and only once.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import pytest
 
-from tests.integration.helpers import run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import gateway_fixtures
+from .helpers import BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, probe_both
 
 pytestmark = pytest.mark.interop
 
@@ -90,15 +88,9 @@ async def errors_probe(url: str, fake) -> dict:
         await ws.close()
 
 
-PROBES: dict[str, dict] = {}
-
-
-@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
+@BOTH_GATEWAYS
 def test_provider_errors_match_reference(target, request, errors_fake):
-    gw = request.getfixturevalue("ref_errors_gateway" if target == "reference"
-                                 else "krabfast_errors_gateway")
-    got = PROBES[target] = run(errors_probe(gw.url, errors_fake), timeout=300)
-    reference = PROBES.get("reference") if target == "krabfast" else None
+    got, reference = probe_both(request, "errors", target, errors_probe, errors_fake)
     if reference is None:
         # What the reference was seen to answer (so a krabfast-only run still checks it).
         assert got["401: chat"]["errorMessage"].startswith(
@@ -106,6 +98,4 @@ def test_provider_errors_match_reference(target, request, errors_fake):
         assert got["malformed: chat"]["errorMessage"] == "⚠️ Agent run failed (model: fake/m).", got
         assert got["401: transcript"][-1]["stopReason"] == "error", got
     else:
-        diff = {case: {"reference": reference[case], "krabfast": got.get(case)}
-                for case in reference if reference[case] != got.get(case)}
-        assert not diff, json.dumps(diff, indent=1, ensure_ascii=False)
+        assert_same_answers(reference, got)

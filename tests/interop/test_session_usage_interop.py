@@ -12,15 +12,13 @@ they follow from the counts the provider reported (`_shape`).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import pytest
 
-from tests.integration.helpers import run
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import gateway_fixtures
+from .helpers import BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, probe_both
 
 pytestmark = pytest.mark.interop
 
@@ -122,15 +120,9 @@ async def usage_probe(url: str) -> dict:
         await ws.close()
 
 
-PROBES: dict[str, dict] = {}
-
-
-@pytest.mark.parametrize("target", [pytest.param("reference", marks=pytest.mark.slow), "krabfast"])
+@BOTH_GATEWAYS
 def test_session_usage_matches_reference(target, request):
-    gw = request.getfixturevalue("ref_usage_gateway" if target == "reference"
-                                 else "krabfast_usage_gateway")
-    got = PROBES[target] = run(usage_probe(gw.url), timeout=300)
-    reference = PROBES.get("reference") if target == "krabfast" else None
+    got, reference = probe_both(request, "usage", target, usage_probe)
     if reference is None:
         # What the reference was seen to answer (so a krabfast-only run still checks it).
         assert got["created"]["totalTokensFresh"] is False, got
@@ -141,6 +133,4 @@ def test_session_usage_matches_reference(target, request):
             "modelProvider": "fake"}, got
         assert got["after a reset"]["totalTokens"] == 0, got
     else:
-        diff = {case: {"reference": reference[case], "krabfast": got.get(case)}
-                for case in reference if reference[case] != got.get(case)}
-        assert not diff, json.dumps(diff, indent=1)
+        assert_same_answers(reference, got)

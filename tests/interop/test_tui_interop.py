@@ -25,9 +25,8 @@ import pytest
 
 from tests.integration.helpers import TOKEN
 
-from .helpers import session_turns
+from .helpers import BOTH_GATEWAYS, session_turns
 from .test_chat_interop import (  # noqa: F401 - fixtures used by name
-    BOTH_GATEWAYS,
     PROBE_TEXT,
     gw,
     krabfast_chat_gateway,
