@@ -19,12 +19,16 @@ import logging
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from krabfast.gateway.eager import start_eager
 from krabfast.models.base import ChatMessage, Finish, ModelRequest, ProviderError, TextDelta, Usage
-from krabfast.models.thinking import level_not_offered, normalize_think_level
 from krabfast.models.failure_copy import error_fields, live_message, transcript_text
+from krabfast.models.thinking import level_not_offered, normalize_think_level
 from krabfast.models.usage import message_usage, session_usage
+
+if TYPE_CHECKING:
+    from krabfast.models.registry import ModelInfo
 
 log = logging.getLogger("krabfast.runs")
 
@@ -51,9 +55,7 @@ class Run:
     seq: int = 0                   # payload seq of this run's chat events
     agent_seq: int = 0             # payload seq of its agent events
     usage: dict | None = None      # the model's counts: {input, output, total}
-    cost: dict | None = None       # its model's configured cost (models/usage.py)
-    target: tuple[str, str] | None = None  # (provider, model id) once the model is known
-    answered_by: dict | None = None  # its transcript message's api, provider, model
+    info: ModelInfo | None = None  # its model, once resolved (cost, what answered)
     stop_reason: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -181,9 +183,7 @@ class RunManager:
     async def _stream(self, run: Run) -> None:
         hub = self.hub
         backend, info = hub.models.resolve(run.model)
-        run.cost, run.target = info.cost, (info.provider, info.own_id)
-        run.answered_by = {k: v for k, v in (("api", info.api), ("provider", info.provider),
-                                             ("model", info.own_id)) if v}
+        run.info = info
         profile = info.thinking
         if run.thinking is not None and run.thinking not in profile.levels:
             # As the reference: the turn is answered without asking the model.
@@ -275,14 +275,15 @@ class RunManager:
         self._emit_delta(run)
         ended = hub.clock_ms()
         counts = (run.usage["input"], run.usage["output"]) if run.usage else None
+        info = run.info
         message = hub.sessions.append_message(
             run.session_key, "assistant", [{"type": "text", "text": run.text}], run_id=run.run_id,
-            usage=message_usage(*counts, run.cost) if counts else None,
-            stop_reason=run.stop_reason or "stop", ts=ended, model=run.answered_by)
+            usage=message_usage(*counts, info.cost) if counts else None,
+            stop_reason=run.stop_reason or "stop", ts=ended, model=info.answered_by)
         hub.sessions.run_finished(run.run_id, "ok", ended)
         record = hub.sessions.get(run.session_key)
         if record is not None:  # the row's counters are the last turn's, as the reference's
-            hub.sessions.set_usage(run.session_key, session_usage(record.usage, counts, run.cost))
+            hub.sessions.set_usage(run.session_key, session_usage(record.usage, counts, info.cost))
         # The turn is on disk before anyone is told it is complete (survives kill -9).
         await hub.durable()
         run.status = "ok"
@@ -321,15 +322,16 @@ class RunManager:
         hub = self.hub
         run.status = "error"
         run.ended_at = hub.clock_ms()
-        provider, model = run.target or (None, None)
-        message = live_message(message, kind, status, f"{provider}/{model}" if model else None)
+        info = run.info
+        provider, model = (info.provider, info.own_id) if info is not None else (None, None)
+        message = live_message(message, kind, status, info.ref if info is not None else None)
         run.error, run.error_kind = message, kind
         text = transcript_text(kind, status, run.text)
         if text is not None and hub.sessions.get(run.session_key) is not None:
             kept = hub.sessions.append_message(
                 run.session_key, "assistant", [{"type": "text", "text": text}],
-                run_id=run.run_id, usage=message_usage(0, 0, run.cost), stop_reason="error",
-                ts=run.ended_at, model=run.answered_by)
+                run_id=run.run_id, usage=message_usage(0, 0, info.cost if info else None),
+                stop_reason="error", ts=run.ended_at, model=info.answered_by if info else None)
             hub.session_message(run.session_key, kept)
         self._chat_event(run, "error", {"errorMessage": message,
                                         **error_fields(kind, status, provider, model)})

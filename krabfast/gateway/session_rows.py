@@ -102,9 +102,7 @@ def session_row(record, *, active=None, last=None, now: int,
         row["modelProvider"], row["model"] = default_model
         row["modelOverrideSource"] = None
     if thinking is not None:  # what the reference's model pickers offer
-        row["thinkingLevels"] = [{"id": level, "label": level} for level in thinking.levels]
-        row["thinkingOptions"] = list(thinking.levels)
-        row["thinkingDefault"] = thinking.default
+        row.update(thinking.wire_fields())
     if context_tokens is not None:
         row["contextTokens"] = context_tokens
     # The last turn's token counters and cost; before any, the count is not fresh.

@@ -68,10 +68,7 @@ async def _final(conv, run, timeout_s: float) -> dict:
         return {"runId": run.run_id, "status": "error", "summary": "failed",
                 "result": {"payloads": [{"text": run.error, "isError": True, "mediaUrl": None}]}}
     if status == "error" and run.error:
-        # As the reference: a failed turn is a failed answer, UNAVAILABLE, with the outcome
-        # as its payload (the CLI prints the error).
-        raise GatewayError(ErrorCode.UNAVAILABLE, run.error, payload={
-            "runId": run.run_id, "status": "error", "summary": run.error})
+        raise _failed(run.run_id, run.error)  # the CLI prints the error
     if status == "aborted":
         status = "error"  # the reference reports an aborted agent run as an error
     final = {"runId": run.run_id, "status": status, "summary": _summary(status)}
@@ -83,9 +80,14 @@ async def _final(conv, run, timeout_s: float) -> dict:
 
 
 async def _refused(run_id: str, message: str):
-    # As the reference: the failed answer also carries the outcome as a payload.
-    raise GatewayError(ErrorCode.UNAVAILABLE, message,
-                       payload={"runId": run_id, "status": "error", "summary": message})
+    raise _failed(run_id, message)
+
+
+def _failed(run_id: str, message: str) -> GatewayError:
+    """`agent`'s failed second answer, as the reference's: UNAVAILABLE, with the outcome as
+    its payload."""
+    return GatewayError(ErrorCode.UNAVAILABLE, message,
+                        payload={"runId": run_id, "status": "error", "summary": message})
 
 
 def _summary(status: str) -> str:
@@ -105,13 +107,9 @@ def agents_list(call, params):
     # As the reference lists its one default agent: no name of its own, its model and the
     # thinking levels that model offers.
     model = _conv(call).models.default
-    thinking = model.thinking
     return {"defaultId": "main", "ownership": "sole", "selectionRequired": False,
             "mainKey": "main", "scope": "per-sender",
-            "agents": [{"id": "main",
-                        "thinkingLevels": [{"id": lv, "label": lv} for lv in thinking.levels],
-                        "thinkingOptions": list(thinking.levels),
-                        "thinkingDefault": thinking.default,
+            "agents": [{"id": "main", **model.thinking.wire_fields(),
                         "model": {"primary": model.id}}]}
 
 

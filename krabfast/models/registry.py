@@ -73,6 +73,12 @@ class ModelInfo:
         return f"{self.provider}/{self.own_id}"
 
     @property
+    def answered_by(self) -> dict[str, str]:
+        """What a transcript message it wrote says answered it: api, provider, model."""
+        return {k: v for k, v in (("api", self.api), ("provider", self.provider),
+                                  ("model", self.own_id)) if v}
+
+    @property
     def thinking(self) -> ThinkingProfile:
         """The thinking levels the model offers, and its default."""
         return thinking_profile(self.provider, self.reasoning)
@@ -88,12 +94,12 @@ class ModelInfo:
         if details:
             row["local"] = self.local
             row["input"] = list(self.input)
-        profile = self.thinking
         row["reasoning"] = self.reasoning
         if "default" in self.tags:  # the reference tags only the default model
             row["tags"] = ["default"]
-        row["thinkingLevels"] = [{"id": level, "label": level} for level in profile.levels]
-        row["thinkingDefault"] = profile.default
+        thinking = self.thinking.wire_fields()  # (models.list rows have no thinkingOptions)
+        row["thinkingLevels"] = thinking["thinkingLevels"]
+        row["thinkingDefault"] = thinking["thinkingDefault"]
         row["available"] = self.available
         return row
 

@@ -32,6 +32,11 @@ class ThinkingProfile(NamedTuple):
     levels: tuple[str, ...]
     default: str
 
+    def wire_fields(self) -> dict:
+        """How session rows and agent rows show the profile (the reference's fields)."""
+        return {"thinkingLevels": [{"id": level, "label": level} for level in self.levels],
+                "thinkingOptions": list(self.levels), "thinkingDefault": self.default}
+
 
 _BASE = ThinkingProfile(BASE_LEVELS, "medium")
 _OFF = ThinkingProfile(OFF_ONLY, "off")
