@@ -66,6 +66,16 @@ def krabfast_gateway(gateway_server_module, tmp, config: dict):
     return gateway_server_module("--token", GATEWAY_TOKEN, "--config", str(path))
 
 
+def one_model_config(fake, model: dict | None = None) -> dict:
+    """openclaw.json with one openai-completions provider "fake" (the fake at `fake`) and one
+    model, its primary: "fake/m" with a 64k context window unless `model` says otherwise."""
+    model = model or {"id": "m", "name": "M", "contextWindow": 64000}
+    return {"models": {"providers": {"fake": {
+        "baseUrl": fake.base_url, "apiKey": "fake-local-key", "api": "openai-completions",
+        "models": [model]}}},
+        "agents": {"defaults": {"model": {"primary": f"fake/{model['id']}"}}}}
+
+
 def gateway_fixtures(name: str, config, **fake):
     """Module-scoped fixtures `<name>_fake` (a fake OpenAI-compatible provider, `fake` its
     behaviour), `ref_<name>_gateway` and `krabfast_<name>_gateway` (each configured with

@@ -16,7 +16,8 @@ import pytest
 
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, probe_both
+from .helpers import (BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, one_model_config,
+                      probe_both)
 
 pytestmark = pytest.mark.interop
 
@@ -27,15 +28,8 @@ DATA = {"start": {"phase", "startedAt"},
         None: {"text", "delta"}}
 
 
-def _config(fake) -> dict:
-    return {"models": {"providers": {"fake": {
-        "baseUrl": fake.base_url, "apiKey": "fake-local-key", "api": "openai-completions",
-        "models": [{"id": "m", "name": "M", "contextWindow": 64000}]}}},
-        "agents": {"defaults": {"model": {"primary": "fake/m"}}}}
-
-
 agents_fake, ref_agents_gateway, krabfast_agents_gateway = gateway_fixtures(
-    "agents", _config, text="Four word answer here.", chunks=2, delay=0.05)
+    "agents", one_model_config, text="Four word answer here.", chunks=2, delay=0.05)
 
 
 def _event_shape(event: dict) -> dict:

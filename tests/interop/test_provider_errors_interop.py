@@ -18,20 +18,14 @@ import pytest
 
 from tests.integration.node_helpers import admin_ws
 
-from .helpers import BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, probe_both
+from .helpers import (BOTH_GATEWAYS, assert_same_answers, gateway_fixtures, one_model_config,
+                      probe_both)
 
 pytestmark = pytest.mark.interop
 
 
-def _config(fake) -> dict:
-    return {"models": {"providers": {"fake": {
-        "baseUrl": fake.base_url, "apiKey": "fake-local-key", "api": "openai-completions",
-        "models": [{"id": "m", "name": "M", "contextWindow": 64000}]}}},
-        "agents": {"defaults": {"model": {"primary": "fake/m"}}}}
-
-
 errors_fake, ref_errors_gateway, krabfast_errors_gateway = gateway_fixtures(
-    "errors", _config, text="Four word answer here.", chunks=2, delay=0.05)
+    "errors", one_model_config, text="Four word answer here.", chunks=2, delay=0.05)
 
 
 def _agent_answer(res: dict, run_id: str) -> dict:
