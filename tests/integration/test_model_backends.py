@@ -78,7 +78,9 @@ def test_streams_text_usage_and_finish(api, fake):
     assert "".join(deltas) == "Hello there, krabfast user!"
     assert len(deltas) == 4
     assert events[-2:] == [Usage(11, 4, 15), Finish("stop")]
-    assert fake.streams[-1].completed
+    # The fake (its own thread) records the stream's end after its last write, which the
+    # client may have read already: wait for that record.
+    assert fake.wait_streams_done() and fake.streams[-1].completed
 
 
 def test_length_finish_is_mapped(api, fake):
